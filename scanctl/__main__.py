@@ -1,0 +1,5 @@
+"""`python -m scanctl` runs the CLI."""
+
+from scanctl.cli import main
+
+main()

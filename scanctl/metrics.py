@@ -1,0 +1,118 @@
+"""Counting what happened, and the run summary built from it.
+
+`RunMetrics` observes records and request events and never changes them. The summary keeps the
+field names of the original scanner's, which users' scripts read (design.md §2), and adds latency
+percentiles and request counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from scanctl.records import ScanRecord
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """The q-th percentile (0..100) by the nearest-rank method; None when there is no data."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def iso_time(epoch: float) -> str:
+    """An ISO 8601 UTC timestamp with milliseconds."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class RunMetrics:
+    """Counters for one run. Request latencies are per HTTP request, not per symbol."""
+
+    scan_type: str
+    total: int
+    successful: int = 0
+    failed: int = 0
+    cached: int = 0
+    requests_sent: int = 0
+    retries: int = 0
+    throttled: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    failed_symbols: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.successful + self.failed
+
+    def observe_request(self, latency_ms: float) -> None:
+        """One HTTP request got an answer or an error after this long."""
+        self.requests_sent += 1
+        self.latencies_ms.append(latency_ms)
+
+    def observe_record(self, record: ScanRecord) -> None:
+        """One symbol is finished."""
+        if record.cached:
+            self.cached += 1
+        if record.ok:
+            self.successful += 1
+        else:
+            self.failed += 1
+            self.failed_symbols.append(record.symbol)
+            self.errors[record.error_kind or "Unknown error"] += 1
+
+    def summary(
+        self,
+        *,
+        started_wall: float,
+        finished_wall: float,
+        elapsed: float,
+        final_rate_limit: float | None,
+        interrupted: bool,
+        stopped_reason: str | None = None,
+    ) -> dict[str, Any]:
+        """The run summary (everything of the json output except `results`)."""
+        scanned = self.done
+        lat = sorted(self.latencies_ms)
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value, 1)
+
+        return {
+            "scan_type": self.scan_type,
+            "total_scanned": scanned,
+            "successful": self.successful,
+            "failed": self.failed,
+            "success_rate": round(100.0 * self.successful / scanned, 2) if scanned else 0.0,
+            "errors": dict(self.errors.most_common()),
+            "failed_symbols": list(self.failed_symbols),
+            "performance": {
+                "total_time_seconds": round(elapsed, 3),
+                "scans_per_second": round(scanned / elapsed, 2) if elapsed > 0 else 0.0,
+                "avg_time_per_coin": round(elapsed / scanned, 4) if scanned else 0.0,
+                # There are no batches any more: the run is one continuous stream.
+                "batches_processed": 1 if scanned else 0,
+                "final_rate_limit": final_rate_limit,
+                "latency_ms": {
+                    "p50": ms(percentile(lat, 50)),
+                    "p90": ms(percentile(lat, 90)),
+                    "p99": ms(percentile(lat, 99)),
+                    "max": ms(lat[-1] if lat else None),
+                    "mean": ms(sum(lat) / len(lat) if lat else None),
+                },
+            },
+            "requests_sent": self.requests_sent,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "requested": self.total,
+            "not_scanned": self.total - scanned,
+            "cached": self.cached,
+            "interrupted": interrupted,
+            "stopped_reason": stopped_reason,
+            "started_at": iso_time(started_wall),
+            "finished_at": iso_time(finished_wall),
+        }

@@ -1,0 +1,172 @@
+"""What a person sees on stderr while a scan runs; never a byte of it on stdout.
+
+Three displays share one small interface (as httpie's progress and its dummy twin do):
+- `RichDisplay`: a live bar when stderr is a terminal; updates are throttled to a few per
+  second because redrawing per record costs more than the scan itself;
+- `StatusLineDisplay`: for logs and cron without -q: one line every `interval` seconds;
+- `NullDisplay`: for -q.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Protocol, TextIO
+
+from scanctl.clock import Clock
+from scanctl.metrics import RunMetrics
+
+
+class Display(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def update(self, metrics: RunMetrics) -> None: ...
+
+    def stop(self, metrics: RunMetrics) -> None: ...
+
+
+def _eta(done: int, total: int, elapsed: float) -> str:
+    if done == 0 or elapsed <= 0:
+        return "?"
+    remaining = (total - done) * elapsed / done
+    minutes, seconds = divmod(int(round(remaining)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def status_line(metrics: RunMetrics, elapsed: float) -> str:
+    """One line of progress for logs."""
+    done, total = metrics.done, metrics.total
+    pct = 100.0 * done / total if total else 100.0
+    speed = done / elapsed if elapsed > 0 else 0.0
+    return (
+        f"scanctl: {done}/{total} ({pct:.0f}%) ok {metrics.successful} failed {metrics.failed} "
+        f"throttled {metrics.throttled}, {speed:.1f} scans/s, ETA {_eta(done, total, elapsed)}"
+    )
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The human summary printed to stderr at the end of a run."""
+    perf = summary["performance"]
+    errors = ", ".join(f"{kind}: {n}" for kind, n in summary["errors"].items())
+    text = (
+        f"scanctl: {summary['scan_type']}: {summary['successful']}/{summary['total_scanned']} ok, "
+        f"{summary['failed']} failed{f' ({errors})' if errors else ''} "
+        f"in {perf['total_time_seconds']:.2f} s, {perf['scans_per_second']:.1f} scans/s, "
+        f"{summary['requests_sent']} requests, {summary['throttled']} throttled"
+    )
+    if summary.get("interrupted"):
+        text += f"; interrupted, {summary['not_scanned']} not scanned"
+    return text
+
+
+class NullDisplay:
+    def start(self, total: int) -> None:
+        pass
+
+    def update(self, metrics: RunMetrics) -> None:
+        pass
+
+    def stop(self, metrics: RunMetrics) -> None:
+        pass
+
+
+class StatusLineDisplay:
+    """Prints a status line now and then; silent for runs shorter than `interval`."""
+
+    def __init__(self, clock: Clock, stream: TextIO | None = None, interval: float = 10.0) -> None:
+        self.clock = clock
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.started = 0.0
+        self.next_at = 0.0
+
+    def start(self, total: int) -> None:
+        self.started = self.clock.monotonic()
+        self.next_at = self.started + self.interval
+
+    def update(self, metrics: RunMetrics) -> None:
+        now = self.clock.monotonic()
+        if now >= self.next_at:
+            self.next_at = now + self.interval
+            print(status_line(metrics, now - self.started), file=self.stream, flush=True)
+
+    def stop(self, metrics: RunMetrics) -> None:
+        pass
+
+
+class RichDisplay:
+    """A live rich progress bar on stderr."""
+
+    def __init__(self, clock: Clock, min_interval: float = 0.1) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.clock = clock
+        self.min_interval = min_interval
+        self.last = 0.0
+        self.started = 0.0
+        self.progress = Progress(
+            TextColumn("[bold]scan"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[green]ok {task.fields[ok]}[/] [red]failed {task.fields[failed]}[/]"),
+            TextColumn("{task.fields[speed]} scans/s, {task.fields[pace]} req/s"),
+            TextColumn("throttled {task.fields[throttled]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            redirect_stdout=False,
+            redirect_stderr=False,
+            refresh_per_second=8,
+            transient=False,
+        )
+        self.task = self.progress.add_task(
+            "scan", total=None, ok=0, failed=0, speed="0.0", pace="0.0", throttled=0
+        )
+
+    def start(self, total: int) -> None:
+        self.started = self.clock.monotonic()
+        self.progress.update(self.task, total=total)
+        self.progress.start()
+
+    def _refresh(self, metrics: RunMetrics, now: float) -> None:
+        elapsed = max(now - self.started, 1e-9)
+        self.progress.update(
+            self.task,
+            completed=metrics.done,
+            ok=metrics.successful,
+            failed=metrics.failed,
+            speed=f"{metrics.done / elapsed:.1f}",
+            pace=f"{metrics.requests_sent / elapsed:.1f}",
+            throttled=metrics.throttled,
+        )
+
+    def update(self, metrics: RunMetrics) -> None:
+        now = self.clock.monotonic()
+        if now - self.last >= self.min_interval:
+            self.last = now
+            self._refresh(metrics, now)
+
+    def stop(self, metrics: RunMetrics) -> None:
+        self._refresh(metrics, self.clock.monotonic())
+        self.progress.stop()
+
+
+def choose_display(
+    clock: Clock, *, quiet: bool, no_progress: bool, stderr: TextIO | None = None
+) -> Display:
+    """A bar on a terminal, status lines in logs, nothing with -q."""
+    stream = stderr if stderr is not None else sys.stderr
+    if quiet:
+        return NullDisplay()
+    if not no_progress and stream.isatty():
+        return RichDisplay(clock)
+    return StatusLineDisplay(clock, stream)

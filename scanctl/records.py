@@ -1,0 +1,45 @@
+"""The record of one symbol's scan: what every writer, metric and display observes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# The public record schema, in output order (README, "Output").
+RECORD_FIELDS = ("symbol", "type", "ok", "status", "data", "error", "attempts", "elapsed_ms", "cached")
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRecord:
+    """The final answer for one symbol. Frozen: observers read it, never change it.
+
+    `index` is the symbol's position in the input (json output restores input order with it) and
+    `error_kind` the short class of failure that the summary counts ("HTTP 404", "Request
+    timeout"); neither is part of the published record.
+    """
+
+    symbol: str
+    type: str
+    ok: bool
+    status: int | None
+    data: Any
+    error: str | None
+    attempts: int
+    elapsed_ms: float
+    cached: bool = False
+    index: int = 0
+    error_kind: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The published record, fields in schema order."""
+        return {
+            "symbol": self.symbol,
+            "type": self.type,
+            "ok": self.ok,
+            "status": self.status,
+            "data": self.data,
+            "error": self.error,
+            "attempts": self.attempts,
+            "elapsed_ms": self.elapsed_ms,
+            "cached": self.cached,
+        }

@@ -1,0 +1,195 @@
+"""Runs one scan command: wires symbols, engine, writer, metrics and display, and decides the exit.
+
+The CLI parses and validates; this module does the work, and is imported only when a scan
+actually runs (it pulls in httpx, anyio and rich).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+
+from scanctl import __version__
+from scanctl.clock import Clock, MonotonicClock
+from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings
+from scanctl.errors import ExitCode, OutputError
+from scanctl.metrics import RunMetrics
+from scanctl.output import RecordWriter, check_writable, make_writer, open_destination, write_json_file
+from scanctl.progress import Display, choose_display, summary_line
+from scanctl.records import ScanRecord
+
+
+@dataclass(slots=True)
+class ScanJob:
+    """A validated scan request from the command line."""
+
+    symbols: list[str]
+    settings: ScanSettings
+    fmt: str = "json"
+    output: str | None = None
+    metrics_path: str | None = None
+    quiet: bool = False
+    no_progress: bool = False
+    skipped_invalid: int = 0
+
+
+@dataclass(slots=True)
+class _RunState:
+    outcome: ScanOutcome | None = None
+    interrupted: bool = False
+    signals: list[int] = field(default_factory=list)
+
+
+def make_client(settings: ScanSettings) -> httpx.AsyncClient:
+    """The one shared client: a pool as large as the concurrency, redirects not followed."""
+    limits = httpx.Limits(
+        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+    )
+    headers = {"User-Agent": f"scanctl/{__version__}", "Accept": "application/json"}
+    headers.update(settings.headers)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.timeout),
+        limits=limits,
+        headers=headers,
+        follow_redirects=False,
+    )
+
+
+def warn(message: str) -> None:
+    print(f"scanctl: {message}", file=sys.stderr, flush=True)
+
+
+class ScanRun:
+    """One run of `scanctl scan`."""
+
+    def __init__(self, job: ScanJob, clock: Clock | None = None) -> None:
+        self.job = job
+        self.clock = clock or MonotonicClock()
+        # Open outputs before the first request: a bad path is a usage error, not a lost scan.
+        self.destination = open_destination(job.output, job.fmt)
+        if job.metrics_path:
+            check_writable(job.metrics_path, "--metrics")
+        self.writer: RecordWriter = make_writer(job.fmt, self.destination)
+        self.metrics = RunMetrics(job.settings.endpoint.name, total=len(job.symbols))
+        self.display: Display = choose_display(
+            self.clock, quiet=job.quiet, no_progress=job.no_progress
+        )
+        self.state = _RunState()
+
+    def _sink(self, record: ScanRecord) -> None:
+        self.writer.write(record)
+        self.display.update(self.metrics)
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            async for signum in received:
+                self.state.interrupted = True
+                self.state.signals.append(signum)
+                scope.cancel()
+                return
+
+    async def _tick(self) -> None:
+        while True:
+            await self.clock.sleep(0.5)
+            self.display.update(self.metrics)
+
+    async def _main(self, client: httpx.AsyncClient | None) -> None:
+        async with client or make_client(self.job.settings) as http:
+            engine = ScanEngine(self.job.settings, http, self.clock, self._sink, self.metrics)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_signals, tg.cancel_scope)
+                tg.start_soon(self._tick)
+                self.state.outcome = await engine.run(self.job.symbols)
+                tg.cancel_scope.cancel()
+
+    def run(self, client: httpx.AsyncClient | None = None) -> ExitCode:
+        """Scan, write everything that finished, and return the exit code."""
+        started_wall, started = self.clock.wall(), self.clock.monotonic()
+        self.display.start(len(self.job.symbols))
+        try:
+            try:
+                anyio.run(self._main, client)
+            finally:
+                self.display.stop(self.metrics)
+                summary = self._summary(started_wall, started)
+                self._finish(summary)
+        except BaseException as exc:
+            if not _is_broken_pipe(exc):
+                raise
+            # The reader went away (`| head -1`): stop quietly, like other Unix tools.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return ExitCode.BROKEN_PIPE
+        return self._exit_code(summary)
+
+    def _summary(self, started_wall: float, started: float) -> dict[str, Any]:
+        elapsed = self.clock.monotonic() - started
+        refused = self.state.outcome.refused if self.state.outcome else None
+        reason = None
+        if self.state.interrupted:
+            names = ", ".join(signal.Signals(s).name for s in self.state.signals)
+            reason = f"interrupted by {names}"
+        elif refused is not None:
+            reason = f"upstream refused us: {refused.error}"
+        return self.metrics.summary(
+            started_wall=started_wall,
+            finished_wall=started_wall + elapsed,
+            elapsed=elapsed,
+            final_rate_limit=self.job.settings.rate,
+            interrupted=self.state.interrupted,
+            stopped_reason=reason,
+        )
+
+    def _finish(self, summary: dict[str, Any]) -> None:
+        """Complete the output and the metrics file; a failure of one does not skip the other."""
+        error: OutputError | BrokenPipeError | None = None
+        try:
+            self.writer.finish(summary)
+        except (OutputError, BrokenPipeError) as exc:
+            error = exc
+        if self.job.metrics_path:
+            write_json_file(self.job.metrics_path, summary)
+        if not self.job.quiet and not isinstance(error, BrokenPipeError):
+            print(summary_line(summary), file=sys.stderr, flush=True)
+        if error is not None:
+            raise error
+
+    def _exit_code(self, summary: dict[str, Any]) -> ExitCode:
+        if self.state.interrupted:
+            warn(f"{summary['stopped_reason']}: {summary['not_scanned']} symbols not scanned")
+            return ExitCode.INTERRUPTED
+        refused = self.state.outcome.refused if self.state.outcome else None
+        if refused is not None:
+            unsent = summary["errors"].get("Not scanned (refused)", 0)
+            warn(f"upstream refused us ({refused.error}); stopped sending, {unsent} symbols not scanned")
+            return ExitCode.UPSTREAM
+        if summary["successful"] == 0 and summary["total_scanned"] > 0:
+            kind, count = next(iter(summary["errors"].items()))
+            warn(
+                f"nothing succeeded ({kind} for {count} of {summary['total_scanned']}); "
+                f"is the upstream at {self.job.settings.base_url} up and right?"
+            )
+            return ExitCode.UPSTREAM
+        if summary["failed"]:
+            return ExitCode.PARTIAL
+        return ExitCode.OK
+
+
+def _is_broken_pipe(exc: BaseException) -> bool:
+    """True for a BrokenPipeError, alone or as the only kind inside an exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_broken_pipe(e) for e in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
+def run_scan(job: ScanJob) -> ExitCode:
+    """Entry point for the CLI."""
+    if job.skipped_invalid and not job.quiet:
+        warn(f"skipped {job.skipped_invalid} invalid symbols")
+    return ScanRun(job).run()
