@@ -2,7 +2,8 @@
 
 `MonotonicClock` is the real thing. Tests pass a `FakeClock` whose `sleep` only moves its own
 time forward (after yielding once, so other tasks get to run), which makes a retry test take
-milliseconds, in the spirit of stamina's testing mode.
+milliseconds, in the spirit of stamina's testing mode; concurrent sleeps on it add up, so tests of
+many workers at once use `LoopClock` under trio's virtual-time `MockClock` instead.
 """
 
 from __future__ import annotations
@@ -61,3 +62,21 @@ class FakeClock:
         if seconds > 0:
             self.now += seconds
         await anyio.lowlevel.checkpoint()
+
+
+class LoopClock:
+    """Time as the running event loop sees it.
+
+    Under trio's `MockClock(autojump_threshold=0)` this time is virtual: it jumps ahead whenever
+    every task is waiting, so tests of many concurrent workers see exact timings without
+    sleeping. Only usable inside the event loop.
+    """
+
+    def monotonic(self) -> float:
+        return anyio.current_time()
+
+    def wall(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(max(0.0, seconds))

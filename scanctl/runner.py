@@ -46,7 +46,9 @@ class _RunState:
     signals: list[int] = field(default_factory=list)
 
 
-def make_client(settings: ScanSettings) -> httpx.AsyncClient:
+def make_client(
+    settings: ScanSettings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
     """The one shared client: a pool as large as the concurrency, redirects not followed."""
     limits = httpx.Limits(
         max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
@@ -58,6 +60,7 @@ def make_client(settings: ScanSettings) -> httpx.AsyncClient:
         limits=limits,
         headers=headers,
         follow_redirects=False,
+        transport=transport,
     )
 
 

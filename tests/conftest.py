@@ -1,0 +1,22 @@
+"""Shared fixtures: the asyncio backend for anyio tests, and small builders."""
+
+from __future__ import annotations
+
+import pytest
+
+from scanctl.config import EndpointType, load_builtin_profile
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def profile():  # type: ignore[no-untyped-def]
+    return load_builtin_profile()
+
+
+@pytest.fixture
+def signals_endpoint() -> EndpointType:
+    return load_builtin_profile().endpoint("signals")

@@ -1,0 +1,115 @@
+"""The engine's shape: workers over a stream, no barrier, concurrency and rate ceilings."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+
+from scanctl.clock import FakeClock
+from scanctl.config import load_builtin_profile
+from scanctl.engine import ScanSettings
+from scanctl.pacing import GcraMeter, Pacer
+from scanctl.runner import make_client
+from tests.engine_helpers import run_engine
+
+
+@pytest.mark.anyio
+async def test_a_slow_symbol_never_idles_the_other_workers() -> None:
+    """SLOW answers only after every other symbol is done: impossible with a batch barrier."""
+    others_done = anyio.Event()
+    symbols = ["SLOW", *(f"S{i}" for i in range(30))]
+    answered: set[str] = set()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        symbol = request.url.path.rsplit("/", 1)[-1]
+        if symbol == "SLOW":
+            await others_done.wait()
+        else:
+            answered.add(symbol)
+            if len(answered) == len(symbols) - 1:
+                others_done.set()
+        return httpx.Response(200, json={"symbol": symbol})
+
+    run = await run_engine(handler, symbols, concurrency=2)
+    assert [r.symbol for r in run.records][-1] == "SLOW"
+    assert len(run.records) == len(symbols) and all(r.ok for r in run.records)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrency", [1, 3, 8])
+async def test_requests_in_flight_never_exceed_concurrency(concurrency: int) -> None:
+    in_flight = peak = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        in_flight -= 1
+        return httpx.Response(200, json={})
+
+    run = await run_engine(handler, [f"S{i}" for i in range(40)], concurrency=concurrency)
+    assert len(run.records) == 40
+    assert peak == concurrency
+
+
+@pytest.mark.anyio
+async def test_api_key_and_extra_headers_are_sent() -> None:
+    seen: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json={})
+
+    settings = ScanSettings(
+        endpoint=load_builtin_profile().endpoint("signals"),
+        base_url="http://upstream.test",
+        headers={"X-API-Key": "k-123", "X-Team": "blue"},
+    )
+    client = make_client(settings, transport=httpx.MockTransport(handler))
+    await run_engine(None, ["BTC"], client=client)
+    assert seen[0]["x-api-key"] == "k-123" and seen[0]["x-team"] == "blue"
+
+
+@pytest.mark.anyio
+async def test_symbols_are_consumed_lazily() -> None:
+    """The engine pulls symbols as workers free up; it never lists the whole input first."""
+    pulled = 0
+
+    def symbols():  # type: ignore[no-untyped-def]
+        nonlocal pulled
+        for i in range(10):
+            pulled += 1
+            yield f"S{i}"
+
+    pulled_when_first_answered: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        pulled_when_first_answered.append(pulled)
+        return httpx.Response(200, json={})
+
+    run = await run_engine(handler, symbols(), concurrency=2)
+    assert len(run.records) == 10
+    assert pulled_when_first_answered[0] <= 2
+
+
+def test_gcra_spaces_reservations_and_allows_the_burst() -> None:
+    clock = FakeClock()
+    meter = GcraMeter(rate=10.0, clock=clock, burst=3)
+    waits = [meter.reserve() for _ in range(6)]
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert waits[3:] == pytest.approx([0.1, 0.2, 0.3])
+
+
+@pytest.mark.anyio
+async def test_gate_holds_until_retry_after_passes_and_never_shortens() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock)
+    pacer.close_gate(5.0)
+    pacer.close_gate(2.0)  # a shorter hint does not reopen early
+    start = clock.monotonic()
+    await pacer.acquire()
+    assert clock.monotonic() - start == pytest.approx(5.0)
+    assert pacer.gate_wait() == 0.0
