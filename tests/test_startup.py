@@ -1,0 +1,29 @@
+"""Startup stays fast: the CLI module loads nothing heavy until a command runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("httpx", "anyio", "rich.progress", "rich.console", "uvicorn", "starlette")
+
+
+def loaded_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint('\\n'.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_importing_the_cli_loads_no_heavy_module() -> None:
+    modules = loaded_after("import scanctl.cli")
+    assert "scanctl.cli" in modules
+    assert not modules & set(HEAVY), modules & set(HEAVY)
+
+
+def test_version_runs_without_loading_heavy_modules() -> None:
+    code = (
+        "import scanctl.cli, contextlib, io\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    scanctl.cli.app(['--version'])"
+    )
+    assert not loaded_after(code) & set(HEAVY)
