@@ -180,7 +180,9 @@ def demo_api(ctx: typer.Context) -> int:
     try:
         from scanctl.demo.server import main as demo_main
     except ImportError as exc:
-        raise UsageError(f"the simulated upstream needs the demo extra: pip install 'scanctl[demo]' ({exc})") from None
+        raise UsageError(
+            f"the simulated upstream needs the demo extra: pip install 'scanctl[demo]' ({exc})"
+        ) from None
     return demo_main(list(ctx.args))
 
 

@@ -63,7 +63,9 @@ def parse_profile(doc: dict[str, Any]) -> Profile:
     for type_name, spec in doc.get("types", {}).items():
         path = str(spec["path"])
         if "{symbol}" not in path or not path.startswith("/"):
-            raise UsageError(f"profile type {type_name!r}: path must start with / and hold {{symbol}}")
+            raise UsageError(
+                f"profile type {type_name!r}: path must start with / and hold {{symbol}}"
+            )
         params = {str(k): str(v) for k, v in spec.get("params", {}).items()}
         types[type_name] = EndpointType(type_name, path, float(spec.get("ttl", 300)), params)
     if not types:

@@ -127,8 +127,16 @@ class ScanEngine:
         for index, symbol in [*unfinished, *stream]:
             self._emit(
                 ScanRecord(
-                    symbol, self.settings.endpoint.name, False, None, None, reason, 0, 0.0,
-                    index=index, error_kind="Not scanned (refused)",
+                    symbol,
+                    self.settings.endpoint.name,
+                    False,
+                    None,
+                    None,
+                    reason,
+                    0,
+                    0.0,
+                    index=index,
+                    error_kind="Not scanned (refused)",
                 )
             )
 
@@ -174,9 +182,16 @@ class ScanEngine:
             elapsed_ms = round((self.clock.monotonic() - started) * 1000.0, 1)
             ok = outcome is Outcome.OK
             record = ScanRecord(
-                symbol, settings.endpoint.name, ok, verdict.status,
-                verdict.data if ok else None, None if ok else verdict.error,
-                attempts, elapsed_ms, index=index, error_kind=verdict.error_kind,
+                symbol,
+                settings.endpoint.name,
+                ok,
+                verdict.status,
+                verdict.data if ok else None,
+                None if ok else verdict.error,
+                attempts,
+                elapsed_ms,
+                index=index,
+                error_kind=verdict.error_kind,
             )
             if outcome is Outcome.REFUSED:
                 raise _Refused(verdict, record)

@@ -26,7 +26,9 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 def iso_time(epoch: float) -> str:
     """An ISO 8601 UTC timestamp with milliseconds."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 @dataclass(slots=True)

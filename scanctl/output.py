@@ -42,7 +42,9 @@ def check_writable(path: str, flag: str = "--output") -> Path:
         raise UsageError(f"{flag} {path!r}: directory {str(parent)!r} does not exist")
     if target.is_dir():
         raise UsageError(f"{flag} {path!r} is a directory")
-    if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+    if not os.access(parent, os.W_OK | os.X_OK) or (
+        target.exists() and not os.access(target, os.W_OK)
+    ):
         raise UsageError(f"{flag} {path!r} is not writable")
     return target
 
@@ -80,7 +82,7 @@ class AtomicFileDestination:
             )
         except OSError as exc:
             raise UsageError(f"{flag} {path!r}: {exc.strerror or exc}") from None
-        self.stream = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in commit
+        self.stream: TextIO = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
 
     def commit(self) -> None:
         try:
@@ -107,7 +109,7 @@ class InPlaceFileDestination:
     def __init__(self, path: str, flag: str = "--output") -> None:
         self.target = check_writable(path, flag)
         try:
-            self.stream = open(self.target, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            self.stream: TextIO = open(self.target, "w", encoding="utf-8", newline="")  # noqa: SIM115
         except OSError as exc:
             raise UsageError(f"{flag} {path!r}: {exc.strerror or exc}") from None
 

@@ -28,7 +28,7 @@ def _eta(done: int, total: int, elapsed: float) -> str:
     if done == 0 or elapsed <= 0:
         return "?"
     remaining = (total - done) * elapsed / done
-    minutes, seconds = divmod(int(round(remaining)), 60)
+    minutes, seconds = divmod(round(remaining), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}"
 

@@ -6,7 +6,17 @@ from dataclasses import dataclass
 from typing import Any
 
 # The public record schema, in output order (README, "Output").
-RECORD_FIELDS = ("symbol", "type", "ok", "status", "data", "error", "attempts", "elapsed_ms", "cached")
+RECORD_FIELDS = (
+    "symbol",
+    "type",
+    "ok",
+    "status",
+    "data",
+    "error",
+    "attempts",
+    "elapsed_ms",
+    "cached",
+)
 
 
 @dataclass(frozen=True, slots=True)

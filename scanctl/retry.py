@@ -84,15 +84,15 @@ def _detail(body: bytes) -> str | None:
     return None
 
 
-def classify_response(
-    status: int, headers: httpx.Headers, body: bytes, now_wall: float
-) -> Verdict:
+def classify_response(status: int, headers: httpx.Headers, body: bytes, now_wall: float) -> Verdict:
     """Classify an HTTP answer."""
     if 200 <= status < 300:
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            return Verdict(Outcome.PERMANENT, status, None, "Invalid JSON", "Invalid JSON in 2xx answer")
+            return Verdict(
+                Outcome.PERMANENT, status, None, "Invalid JSON", "Invalid JSON in 2xx answer"
+            )
         return Verdict(Outcome.OK, status, data)
     kind = f"HTTP {status}"
     detail = _detail(body)
@@ -106,7 +106,9 @@ def classify_response(
         return Verdict(Outcome.RETRYABLE, status, None, kind, message, retry_after)
     if 300 <= status < 400:
         where = headers.get("location", "?")[:200]
-        return Verdict(Outcome.PERMANENT, status, None, kind, f"{kind}: redirect to {where} not followed")
+        return Verdict(
+            Outcome.PERMANENT, status, None, kind, f"{kind}: redirect to {where} not followed"
+        )
     return Verdict(Outcome.PERMANENT, status, None, kind, message)
 
 
@@ -129,16 +131,28 @@ def classify_exception(exc: Exception) -> Verdict:
         return Verdict(Outcome.RETRYABLE, None, None, "Request timeout", "Request timeout")
     if isinstance(exc, httpx.ConnectError):
         if "ssl" in text or "certificate" in text or "tls" in text:
-            return Verdict(Outcome.PERMANENT, None, None, "TLS error", f"TLS error: {str(exc)[:200]}")
+            return Verdict(
+                Outcome.PERMANENT, None, None, "TLS error", f"TLS error: {str(exc)[:200]}"
+            )
         if _caused_by(exc, ConnectionRefusedError) or "refused" in text:
-            return Verdict(Outcome.RETRYABLE, None, None, "Connection refused", "Connection refused")
-        return Verdict(Outcome.RETRYABLE, None, None, "Connection error", f"Connection error: {str(exc)[:200]}")
+            return Verdict(
+                Outcome.RETRYABLE, None, None, "Connection refused", "Connection refused"
+            )
+        return Verdict(
+            Outcome.RETRYABLE, None, None, "Connection error", f"Connection error: {str(exc)[:200]}"
+        )
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return Verdict(Outcome.RETRYABLE, None, None, "Connection dropped", "Connection dropped by upstream")
+        return Verdict(
+            Outcome.RETRYABLE, None, None, "Connection dropped", "Connection dropped by upstream"
+        )
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return Verdict(Outcome.PERMANENT, None, None, "Bad request URL", f"Bad request URL: {str(exc)[:200]}")
+        return Verdict(
+            Outcome.PERMANENT, None, None, "Bad request URL", f"Bad request URL: {str(exc)[:200]}"
+        )
     if isinstance(exc, httpx.TransportError):
-        return Verdict(Outcome.RETRYABLE, None, None, "Transport error", f"Transport error: {str(exc)[:200]}")
+        return Verdict(
+            Outcome.RETRYABLE, None, None, "Transport error", f"Transport error: {str(exc)[:200]}"
+        )
     raise exc
 
 

@@ -20,7 +20,13 @@ from scanctl.clock import Clock, MonotonicClock
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings
 from scanctl.errors import ExitCode, OutputError
 from scanctl.metrics import RunMetrics
-from scanctl.output import RecordWriter, check_writable, make_writer, open_destination, write_json_file
+from scanctl.output import (
+    RecordWriter,
+    check_writable,
+    make_writer,
+    open_destination,
+    write_json_file,
+)
 from scanctl.progress import Display, choose_display, summary_line
 from scanctl.records import ScanRecord
 
@@ -170,7 +176,7 @@ class ScanRun:
         refused = self.state.outcome.refused if self.state.outcome else None
         if refused is not None:
             unsent = summary["errors"].get("Not scanned (refused)", 0)
-            warn(f"upstream refused us ({refused.error}); stopped sending, {unsent} symbols not scanned")
+            warn(f"upstream refused us ({refused.error}); stopped, {unsent} symbols not scanned")
             return ExitCode.UPSTREAM
         if summary["successful"] == 0 and summary["total_scanned"] > 0:
             kind, count = next(iter(summary["errors"].items()))

@@ -95,7 +95,10 @@ def collect_symbols(
 
     arguments = list(arguments)
     # Arguments may themselves be comma-separated ("BTC,ETH"); each counts as its own "line".
-    add("argument", ((i, tok) for i, arg in enumerate(arguments, 1) for _, tok in tokens_from_lines([arg])))
+    add(
+        "argument",
+        ((i, tok) for i, arg in enumerate(arguments, 1) for _, tok in tokens_from_lines([arg])),
+    )
 
     if file is not None:
         before = len(result.symbols) + len(result.invalid) + result.duplicates

@@ -30,18 +30,24 @@ def upstream():  # type: ignore[no-untyped-def]
         symbol = request.url.path.rsplit("/", 1)[-1]
         if symbol.startswith("ZZ"):
             return httpx.Response(404, json={"detail": f"No data for {symbol}"})
-        return httpx.Response(200, json={"symbol": symbol, "score": len(symbol) * 10, "signal": "BUY"})
+        return httpx.Response(
+            200, json={"symbol": symbol, "score": len(symbol) * 10, "signal": "BUY"}
+        )
 
     with respx.mock(base_url=BASE, assert_all_called=False) as mock:
         route = mock.get(path__regex=r"^/").mock(side_effect=answer)
         yield route
 
 
-def scan(runner: CliRunner, *args: str, env: dict[str, str] | None = None, stdin: str | None = None):  # type: ignore[no-untyped-def]
+def scan(
+    runner: CliRunner, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+):  # type: ignore[no-untyped-def]
     return runner.invoke(app, ["scan", "--base-url", BASE, *args], env=env, input=stdin)
 
 
-def test_json_to_stdout_and_a_human_summary_to_stderr(runner: CliRunner, upstream: respx.Route) -> None:
+def test_json_to_stdout_and_a_human_summary_to_stderr(
+    runner: CliRunner, upstream: respx.Route
+) -> None:
     result = scan(runner, "btc", "eth", "-t", "mss")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
@@ -52,7 +58,9 @@ def test_json_to_stdout_and_a_human_summary_to_stderr(runner: CliRunner, upstrea
     assert "scanctl" not in result.stdout.replace('"scan_type"', "")
 
 
-def test_some_failed_exits_3_with_failed_symbols_listed(runner: CliRunner, upstream: respx.Route) -> None:
+def test_some_failed_exits_3_with_failed_symbols_listed(
+    runner: CliRunner, upstream: respx.Route
+) -> None:
     result = scan(runner, "BTC", "ZZFAKE", "-t", "signals")
     assert result.exit_code == 3
     doc = json.loads(result.stdout)
@@ -65,7 +73,9 @@ def test_nothing_succeeded_exits_4(runner: CliRunner, upstream: respx.Route) -> 
     assert "nothing succeeded" in result.stderr
 
 
-def test_jsonl_and_quiet_leave_stderr_empty(runner: CliRunner, upstream: respx.Route, tmp_path: Path) -> None:
+def test_jsonl_and_quiet_leave_stderr_empty(
+    runner: CliRunner, upstream: respx.Route, tmp_path: Path
+) -> None:
     metrics = tmp_path / "metrics.json"
     result = scan(runner, "BTC", "ETH", "SOL", "-F", "jsonl", "-q", "--metrics", str(metrics))
     assert result.exit_code == 0 and result.stderr == ""
@@ -80,10 +90,15 @@ def test_csv_output_file(runner: CliRunner, upstream: respx.Route, tmp_path: Pat
     result = scan(runner, "BTC", "ZZX", "-F", "csv", "-o", str(out))
     assert result.exit_code == 3 and result.stdout == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert [(r["symbol"], r["ok"], r["score"]) for r in rows] == [("BTC", "true", "30"), ("ZZX", "false", "")]
+    assert [(r["symbol"], r["ok"], r["score"]) for r in rows] == [
+        ("BTC", "true", "30"),
+        ("ZZX", "false", ""),
+    ]
 
 
-def test_symbols_from_stdin_and_file(runner: CliRunner, upstream: respx.Route, tmp_path: Path) -> None:
+def test_symbols_from_stdin_and_file(
+    runner: CliRunner, upstream: respx.Route, tmp_path: Path
+) -> None:
     path = tmp_path / "coins.txt"
     path.write_text("# list\nbtc\n\neth\n")
     from_file = scan(runner, "-f", str(path), "-F", "jsonl")
@@ -145,7 +160,9 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(
     assert upstream.call_count == 0
 
 
-def test_skip_invalid_warns_and_scans_the_rest(runner: CliRunner, upstream: respx.Route, tmp_path: Path) -> None:
+def test_skip_invalid_warns_and_scans_the_rest(
+    runner: CliRunner, upstream: respx.Route, tmp_path: Path
+) -> None:
     path = tmp_path / "coins.txt"
     path.write_text("BTC\n../etc\nETH\n")
     result = scan(runner, "-f", str(path), "--skip-invalid")
@@ -157,8 +174,12 @@ def test_skip_invalid_warns_and_scans_the_rest(runner: CliRunner, upstream: resp
 def test_upstream_html_or_truncated_json_fails_that_symbol_only(runner: CliRunner) -> None:
     with respx.mock(base_url=BASE) as mock:
         mock.get("/signals/BTC").respond(200, json={"score": 1})
-        mock.get("/signals/HTML").respond(200, text="<html>oops</html>", headers={"content-type": "text/html"})
-        mock.get("/signals/TRUNC").respond(200, text='{"score": ', headers={"content-type": "application/json"})
+        mock.get("/signals/HTML").respond(
+            200, text="<html>oops</html>", headers={"content-type": "text/html"}
+        )
+        mock.get("/signals/TRUNC").respond(
+            200, text='{"score": ', headers={"content-type": "application/json"}
+        )
         result = scan(runner, "BTC", "HTML", "TRUNC", "-t", "signals")
     assert result.exit_code == 3
     doc = json.loads(result.stdout)
@@ -182,7 +203,18 @@ def test_nothing_listening_fails_fast_with_connection_refused(runner: CliRunner)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     result = runner.invoke(
-        app, ["scan", "BTC", "ETH", "--base-url", f"http://127.0.0.1:{port}", "--retries", "1", "-F", "jsonl"]
+        app,
+        [
+            "scan",
+            "BTC",
+            "ETH",
+            "--base-url",
+            f"http://127.0.0.1:{port}",
+            "--retries",
+            "1",
+            "-F",
+            "jsonl",
+        ],
     )
     assert result.exit_code == 4
     records = [json.loads(line) for line in result.stdout.splitlines()]

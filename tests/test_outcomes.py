@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import random
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -28,7 +28,11 @@ async def test_ok_answer_becomes_a_record_with_the_payload() -> None:
     assert sorted(r.symbol for r in run.records) == ["BTC", "ETH"]
     btc = run.by_symbol()["BTC"]
     assert (btc.ok, btc.status, btc.data, btc.error, btc.attempts) == (
-        True, 200, {"symbol": "BTC", "score": 71.5}, None, 1,
+        True,
+        200,
+        {"symbol": "BTC", "score": 71.5},
+        None,
+        1,
     )
     assert btc.type == "signals" and btc.cached is False
 
@@ -52,7 +56,10 @@ async def test_permanent_errors_fail_at_once_and_are_never_retried(status: int) 
 
 @pytest.mark.parametrize(
     ("body", "content_type"),
-    [(b"<html><body>Bad gateway page</body></html>", "text/html"), (b'{"score": 7', "application/json")],
+    [
+        (b"<html><body>Bad gateway page</body></html>", "text/html"),
+        (b'{"score": 7', "application/json"),
+    ],
 )
 async def test_non_json_200_is_permanent_invalid_json(body: bytes, content_type: str) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
@@ -117,7 +124,11 @@ async def test_tls_failure_is_permanent() -> None:
 
 async def test_429_with_retry_after_seconds_waits_and_does_not_use_a_retry() -> None:
     answers = iter(
-        [httpx.Response(429, headers={"Retry-After": "2"}), httpx.Response(429, headers={"Retry-After": "3"}), httpx.Response(200, json={"ok": 1})]
+        [
+            httpx.Response(429, headers={"Retry-After": "2"}),
+            httpx.Response(429, headers={"Retry-After": "3"}),
+            httpx.Response(200, json={"ok": 1}),
+        ]
     )
     clock = FakeClock()
     start = clock.monotonic()
@@ -132,19 +143,26 @@ async def test_429_with_retry_after_http_date_waits_until_that_date() -> None:
     clock = FakeClock()
     when = datetime.fromtimestamp(clock.wall() + 4, UTC)
     answers = iter(
-        [httpx.Response(429, headers={"Retry-After": format_datetime(when, usegmt=True)}), httpx.Response(200, json={})]
+        [
+            httpx.Response(429, headers={"Retry-After": format_datetime(when, usegmt=True)}),
+            httpx.Response(200, json={}),
+        ]
     )
     start = clock.monotonic()
     run = await run_engine(lambda request: next(answers), ["BTC"], retries=0, clock=clock)
     assert run.records[0].ok
-    assert clock.monotonic() - start == pytest.approx(4.0, abs=1.0)  # HTTP dates have 1 s resolution
+    assert clock.monotonic() - start == pytest.approx(
+        4.0, abs=1.0
+    )  # HTTP dates have 1 s resolution
 
 
 async def test_429_without_hint_backs_off_with_jitter_and_eventually_succeeds() -> None:
     answers = iter([httpx.Response(429)] * 4 + [httpx.Response(200, json={})])
     run = await run_engine(lambda request: next(answers), ["BTC"], retries=0, backoff_base=0.5)
     assert run.records[0].ok and run.records[0].attempts == 5
-    assert len(run.clock.sleeps) == 4 and all(0 <= s <= 0.5 * 2**i for i, s in enumerate(run.clock.sleeps))
+    assert len(run.clock.sleeps) == 4 and all(
+        0 <= s <= 0.5 * 2**i for i, s in enumerate(run.clock.sleeps)
+    )
 
 
 async def test_endless_429_fails_after_the_throttle_bound() -> None:

@@ -24,24 +24,49 @@ from scanctl.records import RECORD_FIELDS, ScanRecord
 
 def record(index: int, symbol: str, ok: bool = True, data: Any = None) -> ScanRecord:
     return ScanRecord(
-        symbol, "mss", ok, 200 if ok else 404, data if ok else None,
-        None if ok else "HTTP 404: No data", 1, 12.5, index=index,
+        symbol,
+        "mss",
+        ok,
+        200 if ok else 404,
+        data if ok else None,
+        None if ok else "HTTP 404: No data",
+        1,
+        12.5,
+        index=index,
         error_kind=None if ok else "HTTP 404",
     )
 
 
-SUMMARY = {"scan_type": "mss", "total_scanned": 3, "successful": 2, "failed": 1, "success_rate": 66.67, "errors": {"HTTP 404": 1}}
+SUMMARY = {
+    "scan_type": "mss",
+    "total_scanned": 3,
+    "successful": 2,
+    "failed": 1,
+    "success_rate": 66.67,
+    "errors": {"HTTP 404": 1},
+}
 
 
 def test_json_keeps_input_order_and_the_original_field_layout() -> None:
     out = io.StringIO()
     writer = make_writer("json", StdoutDestination(out))
-    for r in [record(2, "SOL", data={"score": 1}), record(0, "BTC", data={"score": 2}), record(1, "ZZX", ok=False)]:
+    for r in [
+        record(2, "SOL", data={"score": 1}),
+        record(0, "BTC", data={"score": 2}),
+        record(1, "ZZX", ok=False),
+    ]:
         writer.write(r)
     writer.finish(SUMMARY)
     doc = json.loads(out.getvalue())
     assert [r["symbol"] for r in doc["results"]] == ["BTC", "ZZX", "SOL"]
-    assert list(doc)[:6] == ["scan_type", "total_scanned", "successful", "failed", "success_rate", "results"]
+    assert list(doc)[:6] == [
+        "scan_type",
+        "total_scanned",
+        "successful",
+        "failed",
+        "success_rate",
+        "results",
+    ]
     assert list(doc["results"][0]) == list(RECORD_FIELDS)
     assert doc["results"][1]["error"] == "HTTP 404: No data" and doc["results"][1]["data"] is None
 
@@ -66,17 +91,33 @@ def test_jsonl_writes_and_flushes_each_record_as_it_comes() -> None:
 def test_csv_has_record_scalars_then_payload_scalars() -> None:
     out = io.StringIO()
     writer = make_writer("csv", StdoutDestination(out))
-    writer.write(record(0, "BTC", data={"symbol": "BTC", "score": 80.5, "signal": "BUY", "phases": {"a": 1}}))
+    writer.write(
+        record(0, "BTC", data={"symbol": "BTC", "score": 80.5, "signal": "BUY", "phases": {"a": 1}})
+    )
     writer.write(record(1, "ZZX", ok=False))
     writer.write(record(2, "ETH", data={"score": 40, "extra": True}))
     writer.finish(SUMMARY)
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert list(rows[0]) == [
-        "symbol", "type", "ok", "status", "error", "attempts", "elapsed_ms", "cached",
-        "data.symbol", "score", "signal", "extra",
+        "symbol",
+        "type",
+        "ok",
+        "status",
+        "error",
+        "attempts",
+        "elapsed_ms",
+        "cached",
+        "data.symbol",
+        "score",
+        "signal",
+        "extra",
     ]  # nested "phases" is not a scalar: left out; clashing "symbol" is prefixed
     assert rows[0]["score"] == "80.5" and rows[0]["ok"] == "true" and rows[0]["signal"] == "BUY"
-    assert rows[1]["ok"] == "false" and rows[1]["error"] == "HTTP 404: No data" and rows[1]["score"] == ""
+    assert (
+        rows[1]["ok"] == "false"
+        and rows[1]["error"] == "HTTP 404: No data"
+        and rows[1]["score"] == ""
+    )
     assert rows[2]["extra"] == "true"
 
 

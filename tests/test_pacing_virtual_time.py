@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import anyio
@@ -31,9 +32,11 @@ async def test_send_rate_never_exceeds_the_rate_ceiling(rate: float, concurrency
         return httpx.Response(200, json={})
 
     n = 120
-    await run_engine(handler, [f"S{i}" for i in range(n)], concurrency=concurrency, rate=rate, clock=clock)
+    await run_engine(
+        handler, [f"S{i}" for i in range(n)], concurrency=concurrency, rate=rate, clock=clock
+    )
     assert len(sent) == n
-    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert min(gaps) >= 1 / rate - 1e-9
     # ...and the ceiling is reached, not undershot, when concurrency allows it.
     span = sent[-1] - sent[0]

@@ -6,7 +6,13 @@ import io
 
 from scanctl.clock import FakeClock
 from scanctl.metrics import RunMetrics
-from scanctl.progress import NullDisplay, RichDisplay, StatusLineDisplay, choose_display, status_line
+from scanctl.progress import (
+    NullDisplay,
+    RichDisplay,
+    StatusLineDisplay,
+    choose_display,
+    status_line,
+)
 
 
 class Tty(io.StringIO):
@@ -16,13 +22,18 @@ class Tty(io.StringIO):
 
 def test_choice_depends_on_quiet_flag_and_terminal() -> None:
     clock = FakeClock()
-    assert isinstance(choose_display(clock, quiet=True, no_progress=False, stderr=Tty()), NullDisplay)
-    assert isinstance(choose_display(clock, quiet=False, no_progress=False, stderr=Tty()), RichDisplay)
+    assert isinstance(
+        choose_display(clock, quiet=True, no_progress=False, stderr=Tty()), NullDisplay
+    )
+    assert isinstance(
+        choose_display(clock, quiet=False, no_progress=False, stderr=Tty()), RichDisplay
+    )
     assert isinstance(
         choose_display(clock, quiet=False, no_progress=True, stderr=Tty()), StatusLineDisplay
     )
     assert isinstance(
-        choose_display(clock, quiet=False, no_progress=False, stderr=io.StringIO()), StatusLineDisplay
+        choose_display(clock, quiet=False, no_progress=False, stderr=io.StringIO()),
+        StatusLineDisplay,
     )
 
 
@@ -32,7 +43,7 @@ def test_status_line_appears_every_interval_only() -> None:
     display = StatusLineDisplay(clock, out, interval=10.0)
     metrics = RunMetrics("mss", total=1000)
     display.start(1000)
-    for second in range(1, 26):
+    for _ in range(25):
         clock.now += 1.0
         metrics.successful += 10
         display.update(metrics)

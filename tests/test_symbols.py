@@ -55,7 +55,11 @@ def test_undecodable_bytes_fail_on_their_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "No such file"), ("", "holds no symbols"), ("# only\n\n# comments\n", "holds no symbols")],
+    [
+        (None, "No such file"),
+        ("", "holds no symbols"),
+        ("# only\n\n# comments\n", "holds no symbols"),
+    ],
 )
 def test_unusable_files_name_the_file(tmp_path: Path, content: str | None, message: str) -> None:
     path = tmp_path / "coins.txt"
