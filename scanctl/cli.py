@@ -76,47 +76,77 @@ def _root(
 @app.command()
 def scan(
     symbols: Annotated[
-        list[str] | None, typer.Argument(help="Symbols to scan (also comma-separated).")
+        list[str] | None,
+        typer.Argument(metavar="SYMBOL", help="Symbols to scan (also comma-separated)."),
     ] = None,
     file: Annotated[
         str | None,
-        typer.Option("--file", "-f", help="Read symbols from PATH, one per line; '-' for stdin."),
+        typer.Option(
+            "--file",
+            "-f",
+            metavar="PATH|-",
+            help="Read symbols from PATH, one per line; '-' for stdin.",
+        ),
     ] = None,
     scan_type: Annotated[
-        str, typer.Option("--type", "-t", help="Scan type: smart_money, mss, signals, price.")
+        str,
+        typer.Option(
+            "--type", "-t", metavar="TYPE", help="Scan type: smart_money, mss, signals, price."
+        ),
     ] = "smart_money",
     base_url: Annotated[
         str,
-        typer.Option(envvar="SCANCTL_BASE_URL", help="Upstream API address."),
+        typer.Option(envvar="SCANCTL_BASE_URL", metavar="URL", help="Upstream API address."),
     ] = DEFAULT_BASE_URL,
     fmt: Annotated[
-        str, typer.Option("--format", "-F", help="Output format: json, jsonl or csv.")
+        str,
+        typer.Option(
+            "--format", "-F", metavar="json|jsonl|csv", help="Output format: json, jsonl or csv."
+        ),
     ] = "json",
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Write to PATH instead of stdout.")
+        str | None,
+        typer.Option("--output", "-o", metavar="PATH", help="Write to PATH instead of stdout."),
     ] = None,
     metrics: Annotated[
-        str | None, typer.Option(help="Also write the run summary (without results) to PATH.")
+        str | None,
+        typer.Option(metavar="PATH", help="Also write the run summary (without results) to PATH."),
     ] = None,
-    concurrency: Annotated[int, typer.Option(help="Most requests in flight.")] = 50,
+    concurrency: Annotated[int, typer.Option(metavar="N", help="Most requests in flight.")] = 50,
     rate: Annotated[
-        float | None, typer.Option(help="Most requests per second (default: no ceiling).")
+        float | None,
+        typer.Option(metavar="R", help="Most requests per second (default: no ceiling)."),
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds one request may take in all.")] = 30.0,
+    timeout: Annotated[
+        float, typer.Option(metavar="S", help="Seconds one request may take in all.")
+    ] = 30.0,
     retries: Annotated[
-        int, typer.Option(help="Retries per symbol after timeouts, connection errors and 5xx.")
+        int,
+        typer.Option(
+            metavar="N", help="Retries per symbol after timeouts, connection errors and 5xx."
+        ),
     ] = 3,
     header: Annotated[
         list[str] | None,
-        typer.Option("--header", "-H", help="Extra request header 'Name: value' (repeatable)."),
+        typer.Option(
+            "--header",
+            "-H",
+            metavar="'NAME: VALUE'",
+            help="Extra request header 'Name: value' (repeatable).",
+        ),
     ] = None,
     skip_invalid: Annotated[
-        bool, typer.Option(help="Warn about and skip invalid symbols instead of stopping.")
+        bool,
+        typer.Option(
+            "--skip-invalid", help="Warn about and skip invalid symbols instead of stopping."
+        ),
     ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")
     ] = False,
-    no_progress: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No progress bar (status lines instead).")
+    ] = False,
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
     from scanctl.config import load_builtin_profile, parse_header, validate_base_url

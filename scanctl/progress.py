@@ -94,43 +94,41 @@ class StatusLineDisplay:
         pass
 
 
-class RichDisplay:
-    """A live rich progress bar on stderr."""
+def bar_text(metrics: RunMetrics, elapsed: float) -> str:
+    """The figures beside the bar, short enough to leave the bar room on an 80-column terminal."""
+    done, total = metrics.done, metrics.total
+    speed = done / elapsed if elapsed > 0 else 0.0
+    pace = metrics.requests_sent / elapsed if elapsed > 0 else 0.0
+    return (
+        f"{done}/{total} ok {metrics.successful} failed {metrics.failed} | "
+        f"{speed:.0f}/s, {pace:.0f} req/s, {metrics.throttled} throttled | "
+        f"ETA {_eta(done, total, elapsed)}"
+    )
 
-    def __init__(self, clock: Clock, min_interval: float = 0.1) -> None:
+
+class RichDisplay:
+    """A live rich progress bar on stderr: the bar takes whatever width the figures leave."""
+
+    def __init__(self, clock: Clock, min_interval: float = 0.1, console: Any = None) -> None:
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn
+        from rich.table import Column
 
         self.clock = clock
         self.min_interval = min_interval
         self.last = 0.0
         self.started = 0.0
         self.progress = Progress(
-            TextColumn("[bold]scan"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("[green]ok {task.fields[ok]}[/] [red]failed {task.fields[failed]}[/]"),
-            TextColumn("{task.fields[speed]} scans/s, {task.fields[pace]} req/s"),
-            TextColumn("throttled {task.fields[throttled]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
+            BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=5)),
+            TextColumn("{task.fields[line]}", table_column=Column(no_wrap=True)),
+            console=console if console is not None else Console(stderr=True),
             redirect_stdout=False,
             redirect_stderr=False,
             refresh_per_second=8,
             transient=False,
+            expand=True,
         )
-        self.task = self.progress.add_task(
-            "scan", total=None, ok=0, failed=0, speed="0.0", pace="0.0", throttled=0
-        )
+        self.task = self.progress.add_task("scan", total=None, line="starting")
 
     def start(self, total: int) -> None:
         self.started = self.clock.monotonic()
@@ -138,16 +136,8 @@ class RichDisplay:
         self.progress.start()
 
     def _refresh(self, metrics: RunMetrics, now: float) -> None:
-        elapsed = max(now - self.started, 1e-9)
-        self.progress.update(
-            self.task,
-            completed=metrics.done,
-            ok=metrics.successful,
-            failed=metrics.failed,
-            speed=f"{metrics.done / elapsed:.1f}",
-            pace=f"{metrics.requests_sent / elapsed:.1f}",
-            throttled=metrics.throttled,
-        )
+        line = bar_text(metrics, max(now - self.started, 0.0))
+        self.progress.update(self.task, completed=metrics.done, line=line)
 
     def update(self, metrics: RunMetrics) -> None:
         now = self.clock.monotonic()

@@ -67,3 +67,42 @@ def test_short_runs_print_no_status_line() -> None:
 
 def test_status_line_without_progress_has_unknown_eta() -> None:
     assert "ETA ?" in status_line(RunMetrics("mss", total=10), 0.0)
+
+
+def test_bar_fits_an_80_column_terminal_with_every_figure() -> None:
+    from rich.console import Console
+
+    clock = FakeClock()
+    screen = io.StringIO()
+    console = Console(file=screen, width=80, force_terminal=True, color_system=None)
+    display = RichDisplay(clock, console=console)
+    metrics = RunMetrics("mss", total=1000)
+    display.start(1000)
+    clock.now += 5.0
+    metrics.successful, metrics.failed, metrics.throttled = 498, 2, 7
+    metrics.requests_sent = 520
+    display.stop(metrics)
+    drawn = screen.getvalue()
+    assert "500/1000 ok 498 failed 2 | 100/s, 104 req/s, 7 throttled | ETA 0:00:05" in drawn
+    line = drawn.split("\x1b[2K")[-1].splitlines()[0]
+    bar = line[: line.index("500/1000")]
+    assert "…" not in line and len(line) <= 80
+    assert len(bar) >= 10 and bar.startswith("━━━━")  # the bar has room, half full
+
+
+def test_bar_updates_are_throttled() -> None:
+    clock = FakeClock()
+    console_output = io.StringIO()
+    from rich.console import Console
+
+    display = RichDisplay(clock, min_interval=0.1, console=Console(file=console_output))
+    metrics = RunMetrics("mss", total=100)
+    display.start(100)
+    refreshed = []
+    display._refresh = lambda m, now: refreshed.append(now)  # type: ignore[method-assign]
+    for _ in range(100):
+        clock.now += 0.01
+        metrics.successful += 1
+        display.update(metrics)
+    display.progress.stop()
+    assert 9 <= len(refreshed) <= 11  # about every 0.1 s of 1 s, not 100 times

@@ -1,0 +1,5 @@
+"""`python -m scanctl.demo`: run the simulated upstream."""
+
+from scanctl.demo.server import main
+
+raise SystemExit(main())

@@ -1,0 +1,385 @@
+"""The simulated upstream: the analysis API's four routes with knobs for latency, limits and faults.
+
+`scanctl demo-api` (or `python -m scanctl.demo`) serves deterministic answers per symbol and type
+(see `payloads`), with:
+
+- latency drawn from a lognormal distribution with a given median (long-tailed, like real APIs);
+- a rate limit of any of four kinds (see `limiters`), answered with 429 and, as asked, hint
+  headers: `Retry-After`, `X-RateLimit-*`, the IETF draft's `RateLimit`/`RateLimit-Policy`,
+  Binance's `X-MBX-USED-WEIGHT-1M`; and optionally a 418 ban after too many 429s, as Binance does;
+- faults at given rates: 500, 503, hangs, dropped connections, HTML and truncated-JSON 200s;
+- `GET /_demo/stats`: what it received, so tests and benchmarks count requests at the source.
+
+`--port 0` binds a free port and prints the base URL as the only line on stdout, so a test or
+script can start it and read where it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from scanctl.demo.limiters import LIMITER_KINDS, Limiter, make_limiter
+from scanctl.demo.payloads import ROUTES, Payload, is_unknown
+
+HINT_KINDS = ("none", "retry-after", "x-ratelimit", "x-ratelimit-epoch", "ietf", "used-weight")
+
+
+@dataclass(slots=True)
+class DemoConfig:
+    """Every knob of the simulated upstream."""
+
+    latency_median: float = 0.05
+    latency_sigma: float = 0.5
+    rate_limit: float | None = None
+    burst: int = 1
+    limiter: str = "token-bucket"
+    window: float = 1.0
+    hints: frozenset[str] = frozenset({"retry-after"})
+    ban_after: int | None = None
+    ban_seconds: float = 120.0
+    error_rate: float = 0.0
+    unavailable_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_seconds: float = 3.0
+    drop_rate: float = 0.0
+    html_rate: float = 0.0
+    truncated_rate: float = 0.0
+    require_key: str | None = None
+    seed: int | None = None
+
+
+@dataclass(slots=True)
+class DemoStats:
+    """What the upstream received and answered; served at /_demo/stats."""
+
+    started: float = field(default_factory=time.monotonic)
+    requests: int = 0
+    throttled: int = 0
+    ok: int = 0
+    banned: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    by_status: Counter[int] = field(default_factory=Counter)
+    latency_sum: float = 0.0
+    latency_max: float = 0.0
+    per_second: Counter[int] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        seconds = max(self.per_second, default=-1) + 1
+        return {
+            "requests": self.requests,
+            "throttled": self.throttled,
+            "ok": self.ok,
+            "banned": self.banned,
+            "faults": dict(self.faults),
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "latency_sum": self.latency_sum,
+            "latency_max": self.latency_max,
+            "uptime": time.monotonic() - self.started,
+            "per_second": [self.per_second.get(s, 0) for s in range(seconds)],
+        }
+
+
+class DroppedConnection:
+    """Promise a body, send part of it, then stop: the server closes the connection mid-answer."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"4096")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"symbol": ', "more_body": False})
+
+
+class DemoUpstream:
+    """The application state: config, limiter, randomness and counters."""
+
+    def __init__(self, config: DemoConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.stats = DemoStats()
+        self.limiter: Limiter = make_limiter(
+            config.limiter,
+            config.rate_limit,
+            burst=config.burst,
+            window=config.window,
+            start=time.monotonic(),
+        )
+        self.recent_throttles: list[float] = []
+        self.banned_until = 0.0
+
+    def _latency(self) -> float:
+        c = self.config
+        if c.latency_median <= 0:
+            return 0.0
+        return c.latency_median * math.exp(c.latency_sigma * self.rng.gauss(0.0, 1.0))
+
+    def _hint_headers(self, decision: Any, throttled: bool) -> dict[str, str]:
+        hints, headers = self.config.hints, {}
+        reset = max(0, math.ceil(decision.reset))
+        if throttled and "retry-after" in hints:
+            headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
+        if "x-ratelimit" in hints or "x-ratelimit-epoch" in hints:
+            headers["X-RateLimit-Limit"] = str(decision.limit)
+            headers["X-RateLimit-Remaining"] = str(decision.remaining)
+            epoch = "x-ratelimit-epoch" in hints
+            headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + reset) if epoch else reset)
+        if "ietf" in hints:
+            window = max(1, math.ceil(decision.window))
+            headers["RateLimit-Policy"] = f'"default";q={decision.limit};w={window}'
+            headers["RateLimit"] = f'"default";r={decision.remaining};t={reset}'
+        if "used-weight" in hints:
+            headers["X-MBX-USED-WEIGHT-1M"] = str(decision.limit - decision.remaining)
+        return headers
+
+    def _note_throttle(self, now: float) -> None:
+        """Count a 429; too many in a minute earn a ban, when the upstream is set to ban."""
+        self.stats.throttled += 1
+        if self.config.ban_after is None:
+            return
+        self.recent_throttles = [t for t in self.recent_throttles if t > now - 60.0]
+        self.recent_throttles.append(now)
+        if len(self.recent_throttles) >= self.config.ban_after:
+            self.banned_until = now + self.config.ban_seconds
+            self.recent_throttles.clear()
+
+    async def handle(self, request: Request, build: Any) -> Response:
+        c, stats = self.config, self.stats
+        now = time.monotonic()
+        stats.requests += 1
+        stats.per_second[int(now - stats.started)] += 1
+
+        if now < self.banned_until:
+            stats.banned += 1
+            wait = str(math.ceil(self.banned_until - now))
+            return self._answer(
+                418, {"detail": "IP banned for too many requests"}, {"Retry-After": wait}
+            )
+        if c.require_key is not None and request.headers.get("x-api-key") != c.require_key:
+            return self._answer(401, {"detail": "Invalid or missing API key"})
+
+        decision = self.limiter.admit(now)
+        if not decision.allowed:
+            self._note_throttle(now)
+            headers = self._hint_headers(decision, throttled=True)
+            return self._answer(429, {"detail": "Too many requests"}, headers)
+        headers = self._hint_headers(decision, throttled=False)
+
+        latency = decision.delay + self._latency()
+        fault = self._draw_fault()
+        if fault == "hang":
+            latency += c.hang_seconds
+        stats.latency_sum += latency
+        stats.latency_max = max(stats.latency_max, latency)
+        if latency > 0:
+            await anyio.sleep(latency)
+
+        symbol = request.path_params["symbol"].upper()
+        if fault == "error":
+            return self._answer(500, {"detail": f"Analysis failed for {symbol}"}, headers)
+        if fault == "unavailable":
+            return self._answer(503, {"detail": "Service temporarily unavailable"}, headers)
+        if fault == "drop":
+            stats.by_status[200] += 1
+            return DroppedConnection()  # type: ignore[return-value]
+        if is_unknown(symbol):
+            return self._answer(404, {"detail": f"No data for {symbol}"}, headers)
+        if fault == "html":
+            stats.by_status[200] += 1
+            html = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+            return Response(html, 200, headers, media_type="text/html")
+        payload: Payload = build(symbol)
+        if fault == "truncated":
+            stats.by_status[200] += 1
+            body = json.dumps(payload).encode()
+            return Response(body[: len(body) // 2], 200, headers, media_type="application/json")
+        stats.ok += 1
+        return self._answer(200, payload, headers)
+
+    def _draw_fault(self) -> str | None:
+        c = self.config
+        draw = self.rng.random()
+        for name, share in (
+            ("error", c.error_rate),
+            ("unavailable", c.unavailable_rate),
+            ("hang", c.hang_rate),
+            ("drop", c.drop_rate),
+            ("html", c.html_rate),
+            ("truncated", c.truncated_rate),
+        ):
+            if draw < share:
+                self.stats.faults[name] += 1
+                return name
+            draw -= share
+        return None
+
+    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+        self.stats.by_status[status] += 1
+        return JSONResponse(body, status, headers)
+
+
+def build_app(config: DemoConfig) -> Starlette:
+    """The ASGI app for a config; its state is at `app.state.upstream`."""
+    upstream = DemoUpstream(config)
+
+    def endpoint(build: Any) -> Any:
+        async def route(request: Request) -> Response:
+            return await upstream.handle(request, build)
+
+        return route
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(upstream.stats.as_dict())
+
+    routes = [Route(path, endpoint(build)) for path, build in ROUTES.items()]
+    routes.append(Route("/_demo/stats", stats))
+    app = Starlette(routes=routes)
+    app.state.upstream = upstream
+    return app
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text}")
+    return value
+
+
+def _hints(text: str) -> frozenset[str]:
+    parts = frozenset(p.strip() for p in text.split(",") if p.strip())
+    unknown = parts - set(HINT_KINDS)
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(
+            f"unknown hints {', '.join(sorted(unknown))}; allowed: {', '.join(HINT_KINDS)}"
+        )
+    return parts - {"none"}
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
+    p = argparse.ArgumentParser(
+        prog="scanctl demo-api",
+        description="Serve a simulated analysis API with latency, rate-limit and fault knobs.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on stdout)")
+    p.add_argument("--latency-median", type=float, default=0.05, help="seconds (default 0.05)")
+    p.add_argument("--latency-sigma", type=float, default=0.5, help="lognormal sigma: tail weight")
+    p.add_argument(
+        "--rate-limit", type=float, default=None, help="requests/s allowed (default none)"
+    )
+    p.add_argument("--burst", type=int, default=None, help="bucket size (default: 1 s of rate)")
+    p.add_argument("--limiter", choices=LIMITER_KINDS, default="token-bucket")
+    p.add_argument("--window", type=float, default=1.0, help="window seconds for window limiters")
+    p.add_argument(
+        "--hints",
+        type=_hints,
+        default=frozenset({"retry-after"}),
+        help=f"comma-separated rate-limit headers to send: {', '.join(HINT_KINDS)}",
+    )
+    p.add_argument("--ban-after", type=int, default=None, help="418 ban after N 429s in a minute")
+    p.add_argument("--ban-seconds", type=float, default=120.0)
+    p.add_argument("--error-rate", type=_share, default=0.0, help="share answered 500")
+    p.add_argument("--unavailable-rate", type=_share, default=0.0, help="share answered 503")
+    p.add_argument("--hang-rate", type=_share, default=0.0, help="share held --hang-seconds longer")
+    p.add_argument("--hang-seconds", type=float, default=3.0)
+    p.add_argument("--drop-rate", type=_share, default=0.0, help="share of connections dropped")
+    p.add_argument("--html-rate", type=_share, default=0.0, help="share answered 200 with HTML")
+    p.add_argument("--truncated-rate", type=_share, default=0.0, help="share with cut-off JSON")
+    p.add_argument("--require-key", default=None, help="answer 401 unless X-API-Key is this")
+    p.add_argument("--seed", type=int, default=None, help="seed for latency and fault draws")
+    args = p.parse_args(argv)
+    faults = (
+        args.error_rate,
+        args.unavailable_rate,
+        args.hang_rate,
+        args.drop_rate,
+        args.html_rate,
+        args.truncated_rate,
+    )
+    if sum(faults) > 1.0:
+        p.error("the fault rates add up to more than 1")
+    if args.rate_limit is not None and args.rate_limit <= 0:
+        p.error("--rate-limit must be positive")
+    burst = args.burst if args.burst is not None else max(1, round(args.rate_limit or 1))
+    config = DemoConfig(
+        latency_median=args.latency_median,
+        latency_sigma=args.latency_sigma,
+        rate_limit=args.rate_limit,
+        burst=burst,
+        limiter=args.limiter,
+        window=args.window,
+        hints=args.hints,
+        ban_after=args.ban_after,
+        ban_seconds=args.ban_seconds,
+        error_rate=args.error_rate,
+        unavailable_rate=args.unavailable_rate,
+        hang_rate=args.hang_rate,
+        hang_seconds=args.hang_seconds,
+        drop_rate=args.drop_rate,
+        html_rate=args.html_rate,
+        truncated_rate=args.truncated_rate,
+        require_key=args.require_key,
+        seed=args.seed,
+    )
+    return args, config
+
+
+class _QuietDrops(logging.Filter):
+    """Dropped connections are on purpose here: keep their tracebacks out of the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Exception in ASGI application")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the simulated upstream until interrupted."""
+    import uvicorn
+
+    args, config = parse_args(sys.argv[1:] if argv is None else argv)
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(
+            f"demo-api: error: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
+    sock.listen(2048)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"http://{shown}:{port}", flush=True)
+    limit = f"{config.rate_limit} req/s {config.limiter}" if config.rate_limit else "no limit"
+    print(
+        f"demo-api: serving on http://{shown}:{port} ({limit}, median latency "
+        f"{config.latency_median} s); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(config),
+            log_level="warning",
+            access_log=False,
+            backlog=2048,
+            timeout_graceful_shutdown=1,
+            timeout_keep_alive=30,
+        )
+    )
+    server.run(sockets=[sock])
+    return 0
