@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format clean
+.PHONY: install system-deps demo test lint format clean
 
 install: $(STAMP)
 
@@ -17,10 +17,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
+# Programs some tests use (jq runs the README's recipes). Installed via apt when missing and
+# possible; a test whose program is still missing skips and says why.
+SYSTEM_PROGRAMS := jq
+system-deps:
+	@missing=""; for p in $(SYSTEM_PROGRAMS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+		echo "installing$$missing with apt-get"; \
+		($$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing) >/dev/null 2>&1 \
+			|| echo "could not install$$missing; the tests that need them will skip"; \
+	fi
+
 demo: install
 	SCANCTL=$(BIN)/scanctl ./examples/demo.sh
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest
 
 lint: install

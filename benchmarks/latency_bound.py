@@ -74,7 +74,7 @@ def main() -> int:
         )
         wall = time.perf_counter() - started
         after = fetch_stats(url)
-    summary = json.loads(metrics.read_text())
+        summary = json.loads(metrics.read_text())
     requests = after["requests"] - before["requests"]
     mean = (after["latency_sum"] - before["latency_sum"]) / requests
     slowest = after["latency_max"]
