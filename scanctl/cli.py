@@ -147,6 +147,35 @@ def scan(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No progress bar (status lines instead).")
     ] = False,
+    deadline: Annotated[
+        float | None,
+        typer.Option(
+            metavar="S",
+            help="Stop after S seconds; symbols not finished (throttled ones too) are failed.",
+        ),
+    ] = None,
+    retry_budget: Annotated[
+        float,
+        typer.Option(metavar="SHARE", help="Retries may be at most this share of recent requests."),
+    ] = 0.1,
+    max_outage: Annotated[
+        float,
+        typer.Option(metavar="S", help="Give up (exit 4) when the upstream is down this long."),
+    ] = 60.0,
+    hedge: Annotated[
+        bool,
+        typer.Option("--hedge", help="Send a second copy of requests slower than the p95 so far."),
+    ] = False,
+    relearn: Annotated[
+        bool,
+        typer.Option("--relearn", help="Ignore the rate learned on earlier runs; find it again."),
+    ] = False,
+    no_adapt: Annotated[
+        bool,
+        typer.Option(
+            "--no-adapt", help="Pace only by --rate and --concurrency: no discovery, no learning."
+        ),
+    ] = False,
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
     from scanctl.config import load_builtin_profile, parse_header, validate_base_url
@@ -165,6 +194,12 @@ def scan(
         raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
     if retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {retries}")
+    if deadline is not None and not deadline > 0:
+        raise UsageError(f"--deadline must be a positive number of seconds, got {deadline}")
+    if not 0 <= retry_budget <= 1:
+        raise UsageError(f"--retry-budget must be a share between 0 and 1, got {retry_budget}")
+    if not max_outage > 0:
+        raise UsageError(f"--max-outage must be a positive number of seconds, got {max_outage}")
     headers: dict[str, str] = {}
     api_key = os.environ.get("SCANCTL_API_KEY")
     if api_key:
@@ -186,6 +221,12 @@ def scan(
         timeout=timeout,
         retries=retries,
         headers=headers,
+        deadline=deadline,
+        retry_budget=retry_budget,
+        max_outage=max_outage,
+        hedge=hedge,
+        adaptive=not no_adapt,
+        weight_header=profile.weight_header,
     )
     job = ScanJob(
         symbols=found.symbols,
@@ -196,6 +237,7 @@ def scan(
         quiet=quiet,
         no_progress=no_progress,
         skipped_invalid=len(found.invalid),
+        relearn=relearn,
     )
     return int(run_scan(job))
 

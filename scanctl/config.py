@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from scanctl.errors import UsageError
+from scanctl.hints import WeightHeader
 
 DEFAULT_PROFILE = "cryptosatx"
 ALLOWED_SCHEMES = ("http", "https")
@@ -41,6 +42,8 @@ class Profile:
     base_url: str
     api_key_header: str
     types: dict[str, EndpointType]
+    # A used-weight counter header (Binance's X-MBX-USED-WEIGHT-1M) and its budget, if any.
+    weight_header: WeightHeader | None = None
 
     def endpoint(self, type_name: str) -> EndpointType:
         """The endpoint type by name, or a usage error that lists the allowed ones."""
@@ -70,11 +73,25 @@ def parse_profile(doc: dict[str, Any]) -> Profile:
         types[type_name] = EndpointType(type_name, path, float(spec.get("ttl", 300)), params)
     if not types:
         raise UsageError("profile defines no [types]")
+    limits = doc.get("rate_limit", {})
+    weight = None
+    if "weight_header" in limits:
+        try:
+            weight = WeightHeader(
+                str(limits["weight_header"]),
+                int(limits["weight_budget"]),
+                float(limits.get("weight_window", 60)),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(
+                "profile [rate_limit]: weight_header needs weight_budget (and weight_window)"
+            ) from None
     return Profile(
         name=str(doc.get("name", DEFAULT_PROFILE)),
         base_url=str(doc.get("base_url", "http://localhost:8000")),
         api_key_header=str(doc.get("api_key_header", "X-API-Key")),
         types=types,
+        weight_header=weight,
     )
 
 

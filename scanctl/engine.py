@@ -4,13 +4,23 @@ There are no batches and no barrier. Each of `concurrency` workers takes the nex
 the pacer for permission, sends, classifies the answer, retries what can succeed, and emits one
 record per symbol the moment it is final; a slow symbol holds up only its own worker.
 
-If the upstream refuses us (401/403/418) the scan stops at once; symbols that were not finished
-still get a record saying why, so nothing is silently lost.
+- A 429 is throttling, not failure: the symbol goes back in line without using a retry; it
+  fails only when `--deadline` passes.
+- Retries of timeouts, connection errors and 5xx draw on a shared retry budget; while the
+  circuit breaker is open (the upstream looks down) a failure uses no retry at all: it is the
+  upstream's outage, not the symbol's fault.
+- With `--hedge`, a request slower than the p95 so far gets a second copy when the budget and
+  the pacer allow one at once; the first answer wins.
+
+If the upstream refuses us (401/403/418), stays down past `--max-outage`, or the deadline
+passes, the scan stops; symbols not finished still get a record saying why, so nothing is
+silently lost.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -19,12 +29,15 @@ import httpx
 
 from scanctl.clock import Clock
 from scanctl.config import EndpointType
-from scanctl.metrics import RunMetrics
-from scanctl.pacing import Pacer
+from scanctl.hints import QuotaHint, WeightHeader, parse_quota
+from scanctl.metrics import RunMetrics, percentile
+from scanctl.pacing import Feedback, Pacer, Ticket, UpstreamDown
 from scanctl.records import ScanRecord
+from scanctl.resilience import CircuitBreaker, RetryBudget
 from scanctl.retry import Outcome, Verdict, backoff_delay, classify_exception, classify_response
 
 RecordSink = Callable[[ScanRecord], None]
+HEDGE_MIN_SAMPLES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +52,13 @@ class ScanSettings:
     retries: int = 3
     backoff_base: float = 0.5
     backoff_cap: float = 10.0
-    # A 429 does not use up a retry (it says "later", not "broken"), but a symbol cannot be
-    # throttled for ever either: after this many 429s in a row it fails as "HTTP 429".
-    max_throttled: int = 50
     headers: dict[str, str] = field(default_factory=dict)
+    deadline: float | None = None
+    retry_budget: float = 0.1
+    max_outage: float = 60.0
+    hedge: bool = False
+    adaptive: bool = True
+    weight_header: WeightHeader | None = None
 
 
 @dataclass(slots=True)
@@ -50,15 +66,43 @@ class ScanOutcome:
     """How the run ended, for the CLI to turn into an exit code."""
 
     refused: Verdict | None = None
+    down: str | None = None  # the last error, when the upstream stayed down past --max-outage
+    deadline_passed: bool = False
 
 
-class _Refused(Exception):
-    """Raised inside a worker to stop the scan when the upstream refuses us."""
+class _Stop(Exception):
+    """Raised inside a worker to stop the whole scan."""
 
-    def __init__(self, verdict: Verdict, record: ScanRecord) -> None:
-        super().__init__(verdict.error)
-        self.verdict = verdict
+    def __init__(self, kind: str, message: str, record: ScanRecord | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
         self.record = record
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What is known about a symbol that has not finished yet."""
+
+    symbol: str
+    attempts: int = 0
+    last_error: str | None = None
+
+
+class _RecentLatency:
+    """The p95 of recent request latencies, recomputed now and then (for hedging)."""
+
+    def __init__(self, size: int = 512, every: int = 32) -> None:
+        self.samples: deque[float] = deque(maxlen=size)
+        self.every = every
+        self.p95: float | None = None
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+        count = len(self.samples)
+        first = self.p95 is None and count == HEDGE_MIN_SAMPLES
+        if first or (count >= HEDGE_MIN_SAMPLES and count % self.every == 0):
+            self.p95 = percentile(sorted(self.samples), 95)
 
 
 class ScanEngine:
@@ -74,16 +118,28 @@ class ScanEngine:
         *,
         pacer: Pacer | None = None,
         rng: random.Random | None = None,
+        budget: RetryBudget | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.clock = clock
         self.sink = sink
         self.metrics = metrics
-        self.pacer = pacer or Pacer(clock, settings.rate)
+        self.pacer = pacer or Pacer(
+            clock,
+            concurrency=settings.concurrency,
+            rate=settings.rate,
+            adaptive=settings.adaptive,
+            breaker=CircuitBreaker(max_outage=settings.max_outage),
+        )
+        self.breaker = self.pacer.breaker
+        self.budget = budget or RetryBudget(share=settings.retry_budget)
         self.rng = rng or random.Random()
         self._url_base = settings.base_url.rstrip("/")
-        self._in_flight: dict[int, str] = {}
+        self._unfinished: dict[int, _Progress] = {}
+        self._latency = _RecentLatency()
+        self._deadline_hit = False
+        self._refusal: Verdict | None = None
 
     async def run(self, symbols: Iterable[str]) -> ScanOutcome:
         """Scan every symbol; return how it ended. Cancellation (Ctrl-C) propagates.
@@ -93,38 +149,56 @@ class ScanEngine:
         stream = enumerate(symbols)
         outcome = ScanOutcome()
         try:
-            async with anyio.create_task_group() as tg:
-                for _ in range(max(1, self.settings.concurrency)):
-                    tg.start_soon(self._worker, stream)
-        except* _Refused as group:
-            first = group.exceptions[0]
-            assert isinstance(first, _Refused)
-            outcome.refused = first.verdict
-            for refused in group.exceptions:
-                assert isinstance(refused, _Refused)
-                self._in_flight.pop(refused.record.index, None)
-                self._emit(refused.record)
-            self._record_unsent(stream, first.verdict)
+            async with anyio.create_task_group() as outer:
+                if self.settings.deadline is not None:
+                    outer.start_soon(self._watch_deadline, self.settings.deadline, outer)
+                async with anyio.create_task_group() as workers:
+                    for _ in range(max(1, self.settings.concurrency)):
+                        workers.start_soon(self._worker, stream)
+                outer.cancel_scope.cancel()
+        except* _Stop as group:
+            stops = list(_leaves(group))
+            first = stops[0]
+            for stop in stops:
+                if stop.record is not None:
+                    self._unfinished.pop(stop.record.index, None)
+                    self._emit(stop.record)
+            if first.kind == "Not scanned (refused)":
+                outcome.refused = self._refusal
+            if first.kind == "Not scanned (upstream down)":
+                outcome.down = first.message
+            self._record_unfinished(stream, first.kind, f"Not scanned: {first.message}")
+        if self._deadline_hit:
+            outcome.deadline_passed = True
+            limit = self.settings.deadline
+            self._record_unfinished(stream, "Deadline passed", f"Deadline of {limit:g} s passed")
         return outcome
+
+    async def _watch_deadline(self, seconds: float, group: anyio.abc.TaskGroup) -> None:
+        await self.clock.sleep(seconds)
+        self._deadline_hit = True
+        group.cancel_scope.cancel()
 
     async def _worker(self, stream: Iterator[tuple[int, str]]) -> None:
         # Sharing one iterator is safe: tasks only switch at awaits, and next() has none.
         for index, symbol in stream:
-            self._in_flight[index] = symbol
+            self._unfinished[index] = _Progress(symbol)
             record = await self._scan_one(index, symbol)
-            del self._in_flight[index]
+            del self._unfinished[index]
             self._emit(record)
 
     def _emit(self, record: ScanRecord) -> None:
         self.metrics.observe_record(record)
         self.sink(record)
 
-    def _record_unsent(self, stream: Iterator[tuple[int, str]], verdict: Verdict) -> None:
-        """Give every unfinished symbol a record that says the scan stopped before it."""
-        reason = f"Not scanned: upstream refused us ({verdict.error})"
-        unfinished = sorted(self._in_flight.items())
-        self._in_flight.clear()
-        for index, symbol in [*unfinished, *stream]:
+    def _record_unfinished(self, stream: Iterator[tuple[int, str]], kind: str, reason: str) -> None:
+        """Give every symbol not finished a record that says why the scan stopped before it."""
+        unfinished = sorted(self._unfinished.items())
+        self._unfinished.clear()
+        pending = [(i, p.symbol, p.attempts, p.last_error) for i, p in unfinished]
+        pending += [(i, symbol, 0, None) for i, symbol in stream]
+        for index, symbol, attempts, last_error in pending:
+            error = f"{reason} (last answer: {last_error})" if last_error else reason
             self._emit(
                 ScanRecord(
                     symbol,
@@ -132,18 +206,19 @@ class ScanEngine:
                     False,
                     None,
                     None,
-                    reason,
-                    0,
+                    error,
+                    attempts,
                     0.0,
                     index=index,
-                    error_kind="Not scanned (refused)",
+                    error_kind=kind,
                 )
             )
 
-    async def _send(self, symbol: str) -> Verdict:
+    async def _send(self, symbol: str) -> tuple[Verdict, QuotaHint | None]:
         """One HTTP request, timed; any transport error becomes a verdict."""
         url = self._url_base + self.settings.endpoint.path_for(symbol)
         started = self.clock.monotonic()
+        quota = None
         try:
             # httpx's timeout bounds each read; this bounds the whole request (slow trickles).
             with anyio.fail_after(self.settings.timeout):
@@ -153,32 +228,84 @@ class ScanEngine:
         except httpx.HTTPError as exc:
             verdict = classify_exception(exc)
         else:
+            wall = self.clock.wall()
             verdict = classify_response(
-                response.status_code, response.headers, response.content, self.clock.wall()
+                response.status_code, response.headers, response.content, wall
             )
-        self.metrics.observe_request((self.clock.monotonic() - started) * 1000.0)
-        return verdict
+            quota = parse_quota(response.headers, wall, self.settings.weight_header)
+        elapsed = self.clock.monotonic() - started
+        self.metrics.observe_request(elapsed * 1000.0)
+        self._latency.add(elapsed)
+        return verdict, quota
+
+    async def _send_hedged(self, symbol: str) -> tuple[Verdict, QuotaHint | None]:
+        """Send; with --hedge, race a second copy against a request slower than the p95."""
+        threshold = self._latency.p95
+        if not self.settings.hedge or threshold is None:
+            return await self._send(symbol)
+        answers: list[tuple[Verdict, QuotaHint | None]] = []
+
+        async def attempt(delay: float, group: anyio.abc.TaskGroup) -> None:
+            ticket: Ticket | None = None
+            if delay > 0:
+                await self.clock.sleep(delay)
+                ticket = self.pacer.try_acquire_now()
+                if ticket is None:
+                    return
+                if not self.budget.try_spend(self.clock.monotonic()):
+                    self.pacer.abandon(ticket)
+                    return
+                self.metrics.hedged += 1
+            try:
+                answer = await self._send(symbol)
+            except anyio.get_cancelled_exc_class():
+                if ticket is not None:
+                    self.pacer.abandon(ticket)
+                raise
+            if ticket is not None:
+                self.pacer.release(ticket, _feedback(*answer))
+            answers.append(answer)
+            group.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(attempt, 0.0, group)
+            group.start_soon(attempt, threshold, group)
+        return answers[0]
 
     async def _scan_one(self, index: int, symbol: str) -> ScanRecord:
-        settings = self.settings
+        settings, progress = self.settings, self._unfinished[index]
         started = self.clock.monotonic()
         attempts = retries = throttled = 0
         while True:
-            await self.pacer.acquire()
+            try:
+                ticket = await self.pacer.acquire()
+            except UpstreamDown as exc:
+                raise _Stop("Not scanned (upstream down)", str(exc)) from None
             attempts += 1
-            verdict = await self._send(symbol)
+            progress.attempts = attempts
+            self.budget.note_request(ticket.sent_at)
+            verdict, quota = await self._send_hedged(symbol)
+            self.pacer.release(ticket, _feedback(verdict, quota))
+            self.metrics.pace(self.pacer.rate, self.pacer.in_flight)
+            progress.last_error = verdict.error
             outcome = verdict.outcome
             if outcome is Outcome.THROTTLED:
                 self.metrics.throttled += 1
                 throttled += 1
-                if throttled <= settings.max_throttled:
-                    await self._wait_throttled(verdict, throttled)
-                    continue
-            elif outcome is Outcome.RETRYABLE and retries < settings.retries:
-                retries += 1
-                self.metrics.retries += 1
-                await self._wait_retry(verdict, retries)
+                if verdict.retry_after is None:  # no hint: this symbol backs off alone
+                    s = settings
+                    await self.clock.sleep(
+                        backoff_delay(throttled, s.backoff_base, s.backoff_cap, self.rng)
+                    )
                 continue
+            if outcome is Outcome.RETRYABLE:
+                if self.breaker is not None and self.breaker.is_open:
+                    continue  # the upstream is down: the pacer holds us; no retry used
+                if retries < settings.retries:
+                    retries += 1
+                    await self._wait_retry(verdict, retries)
+                    self.metrics.retries += 1
+                    continue
             elapsed_ms = round((self.clock.monotonic() - started) * 1000.0, 1)
             ok = outcome is Outcome.OK
             record = ScanRecord(
@@ -194,20 +321,44 @@ class ScanEngine:
                 error_kind=verdict.error_kind,
             )
             if outcome is Outcome.REFUSED:
-                raise _Refused(verdict, record)
+                self._refusal = verdict
+                raise _Stop(
+                    "Not scanned (refused)", f"upstream refused us ({verdict.error})", record
+                )
             return record
 
-    async def _wait_throttled(self, verdict: Verdict, throttled: int) -> None:
-        if verdict.retry_after is not None:
-            # The upstream said when: hold every worker until then, not just this one.
-            self.pacer.close_gate(verdict.retry_after)
-            return
-        s = self.settings
-        await self.clock.sleep(backoff_delay(throttled, s.backoff_base, s.backoff_cap, self.rng))
-
     async def _wait_retry(self, verdict: Verdict, retries: int) -> None:
+        """Back off, then wait for the retry budget (an outage must not multiply the load)."""
         s = self.settings
         delay = backoff_delay(retries, s.backoff_base, s.backoff_cap, self.rng)
         if verdict.retry_after is not None:  # a 503 may say when to come back
             delay = max(delay, min(verdict.retry_after, s.backoff_cap * 6))
         await self.clock.sleep(delay)
+        waits = 0
+        while not self.budget.try_spend(self.clock.monotonic()):
+            waits += 1
+            await self.clock.sleep(
+                backoff_delay(min(waits, 4), s.backoff_base, s.backoff_cap, self.rng)
+            )
+
+
+def _leaves(group: BaseExceptionGroup[_Stop]) -> Iterator[_Stop]:
+    """The stops inside a (possibly nested) exception group."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def _feedback(verdict: Verdict, quota: QuotaHint | None) -> Feedback:
+    """What an answer tells the pacer."""
+    outcome = verdict.outcome
+    return Feedback(
+        admitted=verdict.status is not None and outcome is not Outcome.THROTTLED,
+        throttled=outcome is Outcome.THROTTLED,
+        unavailable=outcome is Outcome.RETRYABLE,
+        retry_after=verdict.retry_after,
+        quota=quota,
+        error=verdict.error_kind,
+    )

@@ -46,6 +46,12 @@ class RunMetrics:
     errors: Counter[str] = field(default_factory=Counter)
     failed_symbols: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    hedged: int = 0
+    breaker_opened: int = 0
+    # The pacing in force, for the progress display: requests/s (None: no limit) and in flight.
+    current_rate: float | None = None
+    in_flight: int = 0
+    rate_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def done(self) -> int:
@@ -55,6 +61,11 @@ class RunMetrics:
         """One HTTP request got an answer or an error after this long."""
         self.requests_sent += 1
         self.latencies_ms.append(latency_ms)
+
+    def pace(self, rate: float | None, in_flight: int) -> None:
+        """The pacer's current rate and requests in flight."""
+        self.current_rate = rate
+        self.in_flight = in_flight
 
     def observe_record(self, record: ScanRecord) -> None:
         """One symbol is finished."""
@@ -110,6 +121,9 @@ class RunMetrics:
             "requests_sent": self.requests_sent,
             "retries": self.retries,
             "throttled": self.throttled,
+            "hedged": self.hedged,
+            "breaker_opened": self.breaker_opened,
+            "rate_history": list(self.rate_history),
             "requested": self.total,
             "not_scanned": self.total - scanned,
             "cached": self.cached,

@@ -1,51 +1,171 @@
-"""How fast to send: a shared gate for Retry-After, and a GCRA rate ceiling.
+"""How fast to send: the one place every worker waits before a request.
 
-All workers ask one `Pacer` before each request. Two things can hold them:
+One `Pacer` per upstream host, shared by all workers. A request may leave when all of these
+agree, checked in this order:
 
-- the gate, closed by a `Retry-After` on any answer: the upstream told us when it will take
-  requests again, and that holds for every request to that host, not just the one that got it;
-- the rate ceiling (`--rate`), a Generic Cell Rate Algorithm meter (the token bucket written as
-  one "theoretical arrival time"; see https://en.wikipedia.org/wiki/Generic_cell_rate_algorithm).
-  Each caller reserves the next free slot and then sleeps until it, so callers are served in
-  order and the rate holds however many workers wait.
+1. the gate: a `Retry-After` on any answer closes it for every request until then;
+2. the circuit breaker, when the upstream looks down: one probe at a time (`resilience`);
+3. the quota, when the upstream tells it (`hints`): spend what remains at once, then wait for
+   the reset and let one request learn the new quota before spending it;
+4. the rate: `--rate`, or the adaptive rate found from 429s (`ratecontrol`), metered by a
+   Generic Cell Rate Algorithm (the token bucket written as one "theoretical arrival time";
+   https://en.wikipedia.org/wiki/Generic_cell_rate_algorithm). Each caller reserves the next
+   slot and sleeps until it, so callers are served in order and the rate holds however many
+   wait;
+5. the window: requests in flight. `--concurrency` is its ceiling; while the rate is being
+   discovered it grows from 10 by one per answer (TCP's slow start, doubling per round trip,
+   so a first contact does not open with a 50-request burst); once a rate is known it follows
+   Little's law, rate x latency with headroom.
 
-Concurrency is capped elsewhere: by the number of workers, each with one request in flight.
+`acquire` returns a `Ticket`; `release` takes it back with what the answer said.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import anyio
+
 from scanctl.clock import Clock
+from scanctl.hints import QuotaHint
+from scanctl.ratecontrol import AdaptiveRate
+from scanctl.resilience import CircuitBreaker
+
+INITIAL_WINDOW = 10
+# A quota seen this much later than the current reset belongs to a new window.
+NEW_WINDOW_SLACK = 0.5
+
+
+class UpstreamDown(Exception):
+    """The circuit breaker gave up: down past --max-outage, or never reachable at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Permission for one request: its sequence number and when it left."""
+
+    seq: int
+    sent_at: float
+    probe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """What an answer tells the pacer."""
+
+    admitted: bool  # the upstream answered, and not with 429
+    throttled: bool = False
+    unavailable: bool = False  # no answer, or a 5xx: the upstream may be down
+    retry_after: float | None = None
+    quota: QuotaHint | None = None
+    error: str | None = None
 
 
 class GcraMeter:
     """Hands out send times no closer than 1/rate apart, allowing `burst` back to back."""
 
-    def __init__(self, rate: float, clock: Clock, burst: int = 1) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.interval = 1.0 / rate
-        self.tolerance = (max(1, burst) - 1) * self.interval
+    def __init__(self, clock: Clock, burst: int = 1) -> None:
         self.clock = clock
+        self.burst = max(1, burst)
         self._tat = clock.monotonic()
 
-    def reserve(self) -> float:
-        """Reserve the next slot; return how long to wait before using it."""
+    def reserve(self, rate: float) -> float:
+        """Reserve the next slot at `rate`; return how long to wait before using it."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        interval = 1.0 / rate
         now = self.clock.monotonic()
         tat = max(self._tat, now)
-        send_at = max(now, tat - self.tolerance)
-        self._tat = tat + self.interval
+        send_at = max(now, tat - (self.burst - 1) * interval)
+        self._tat = tat + interval
         return send_at - now
 
 
-class Pacer:
-    """The single place workers wait before sending."""
+class _Quota:
+    """The upstream's own account of what we may still send, kept current between answers."""
 
-    def __init__(self, clock: Clock, rate: float | None = None, burst: int = 1) -> None:
+    def __init__(self) -> None:
+        self.remaining: int | None = None
+        self.reset_at = 0.0
+        self.limit: int | None = None
+        self.window: float | None = None
+
+    def update(self, hint: QuotaHint, now: float, sent_since: int) -> None:
+        """Take a hint from an answer; `sent_since`: requests sent after that one, still out."""
+        reset_at = now + hint.reset
+        known = max(0, hint.remaining - sent_since)
+        if self.remaining is None or reset_at > self.reset_at + NEW_WINDOW_SLACK:
+            self.remaining = known  # first hint, or a new window began
+        else:
+            self.remaining = min(self.remaining, known)  # answers arrive out of order
+        self.reset_at = reset_at
+        self.limit = hint.limit if hint.limit is not None else self.limit
+        self.window = hint.window if hint.window is not None else self.window
+
+    def wait(self, now: float) -> float:
+        if self.remaining is None or self.remaining > 0:
+            return 0.0
+        if now >= self.reset_at:
+            # The window turned over. How much it gave back depends on the limiter (a fixed
+            # window refills, a sliding one frees a slot): let one request go and ask.
+            self.remaining = 1
+            self.reset_at = now + (self.window or 1.0)
+            return 0.0
+        return self.reset_at - now
+
+    def spend(self) -> None:
+        if self.remaining is not None:
+            self.remaining -= 1
+
+
+class Pacer:
+    """Decides when each request may leave (see the module docstring)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        concurrency: int = 50,
+        rate: float | None = None,
+        adaptive: bool = True,
+        learned: float | None = None,
+        learned_upper: float | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.clock = clock
-        self.meter = GcraMeter(rate, clock, burst) if rate else None
-        self.rate = rate
+        self.ceiling = max(1, concurrency)
+        self.adaptive = adaptive
+        now = clock.monotonic()
+        self.control = AdaptiveRate(
+            now,
+            ceiling=rate,
+            learned=learned if adaptive else None,
+            learned_upper=learned_upper if adaptive else None,
+        )
+        self.meter = GcraMeter(clock)
+        self.breaker = breaker
+        self.quota = _Quota()
+        # Slow start only when nothing is known about this upstream yet.
+        start = self.ceiling if (learned or rate or not adaptive) else INITIAL_WINDOW
+        self.window = anyio.CapacityLimiter(min(self.ceiling, start))
+        self._slow_start = adaptive and learned is None and rate is None
         self._gate_until = 0.0
         self.gate_closures = 0
+        self._seq = 0
+        self._in_flight: dict[int, float] = {}
+        self._borrowers: dict[int, object] = {}
+        self.latency = 0.0  # smoothed seconds per answered request
+        self._rate_waited_at = float("-inf")
+
+    @property
+    def rate(self) -> float | None:
+        """The rate in force now (requests/s), or None when nothing limits it."""
+        return self.control.effective
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
 
     def close_gate(self, seconds: float) -> None:
         """Hold every request for `seconds` (from Retry-After), extending but never shortening."""
@@ -58,17 +178,122 @@ class Pacer:
         """Seconds until the gate opens (0 when open)."""
         return max(0.0, self._gate_until - self.clock.monotonic())
 
-    async def acquire(self) -> None:
-        """Wait until this caller may send one request."""
+    def _hold(self, now: float) -> float:
+        """Seconds to wait before trying again, 0 when gate, breaker and quota allow."""
+        reason = self.breaker.give_up_reason(now) if self.breaker is not None else None
+        if reason is not None:
+            raise UpstreamDown(reason)
+        waits = [self._gate_until - now, self.quota.wait(now)]
+        if self.breaker is not None:
+            waits.append(self.breaker.wait_time(now))
+        return max(0.0, *waits)
+
+    async def acquire(self) -> Ticket:
+        """Wait until one request may leave; return its ticket (hand it back to `release`)."""
+        self._seq += 1
+        seq = self._seq
+        borrower = object()
+        await self.window.acquire_on_behalf_of(borrower)
+        try:
+            probe = await self._wait_turn()
+        except BaseException:
+            self.window.release_on_behalf_of(borrower)
+            raise
+        now = self.clock.monotonic()
+        self._borrowers[seq] = borrower
+        self._in_flight[seq] = now
+        self.quota.spend()
+        self.control.on_send(now)
+        return Ticket(seq, now, probe)
+
+    async def _wait_turn(self) -> bool:
         while True:
-            wait = self.gate_wait()
-            if wait > 0:
-                await self.clock.sleep(wait)
+            now = self.clock.monotonic()
+            hold = self._hold(now)
+            if hold > 0:
+                await self.clock.sleep(hold)
                 continue
-            if self.meter is not None:
-                delay = self.meter.reserve()
+            probe = self.breaker is not None and self.breaker.is_open
+            if probe and not self.breaker.try_probe(now):  # type: ignore[union-attr]
+                continue
+            rate = self.rate
+            if rate is not None:
+                delay = self.meter.reserve(rate)
                 if delay > 0:
+                    self._rate_waited_at = now
                     await self.clock.sleep(delay)
-                    if self.gate_wait() > 0:  # closed while we slept: the slot is void
-                        continue
-            return
+                    if self._hold(self.clock.monotonic()) > 0:
+                        continue  # closed while we slept: the slot is void
+            return probe
+
+    def release(self, ticket: Ticket, feedback: Feedback) -> None:
+        """Hand a ticket back with what its answer said; adjusts rate, window and gate."""
+        now = self.clock.monotonic()
+        borrower = self._borrowers.pop(ticket.seq, None)
+        if borrower is not None:
+            self.window.release_on_behalf_of(borrower)
+        self._in_flight.pop(ticket.seq, None)
+        latency = now - ticket.sent_at
+        self.latency = latency if self.latency == 0 else 0.8 * self.latency + 0.2 * latency
+        if feedback.retry_after is not None and (feedback.throttled or feedback.unavailable):
+            self.close_gate(feedback.retry_after)
+        if feedback.quota is not None:
+            sent_since = sum(1 for t in self._in_flight.values() if t > ticket.sent_at)
+            self.quota.update(feedback.quota, now, sent_since)
+        if self.breaker is not None:
+            self.breaker.record(
+                now,
+                unavailable=feedback.unavailable,
+                answered=feedback.admitted or feedback.throttled,
+                error=feedback.error,
+            )
+            if ticket.probe:
+                self.breaker.probe_done(now)
+        if self.adaptive:
+            self._adapt(ticket, feedback, now)
+
+    def abandon(self, ticket: Ticket) -> None:
+        """Hand back a ticket whose request was called off (a losing hedge): nothing learned."""
+        borrower = self._borrowers.pop(ticket.seq, None)
+        if borrower is not None:
+            self.window.release_on_behalf_of(borrower)
+        self._in_flight.pop(ticket.seq, None)
+        if ticket.probe and self.breaker is not None:
+            self.breaker.probe_done(self.clock.monotonic())
+
+    def _adapt(self, ticket: Ticket, feedback: Feedback, now: float) -> None:
+        control = self.control
+        if feedback.throttled:
+            if control.on_throttled(ticket.sent_at, now):
+                self._slow_start = False
+        elif feedback.admitted:
+            rate_bound = now - self._rate_waited_at < 1.0
+            control.on_admitted(ticket.sent_at, now, rate_bound=rate_bound)
+            if self._slow_start and self.window.total_tokens < self.ceiling:
+                self.window.total_tokens = min(self.ceiling, int(self.window.total_tokens) + 1)
+        oldest = min(self._in_flight.values(), default=None)
+        if control.measure_due(oldest):
+            control.measure(now)
+        if not self._slow_start and control.effective is not None:
+            # Little's law: in flight = rate x latency; double it, plus room for stragglers.
+            need = math.ceil(control.effective * max(self.latency, 0.001) * 2.0) + 4
+            self.window.total_tokens = max(1, min(self.ceiling, need))
+
+    def try_acquire_now(self) -> Ticket | None:
+        """A ticket only if one is free this instant (for hedged copies, which must not queue)."""
+        now = self.clock.monotonic()
+        if self._hold(now) > 0 or (self.breaker is not None and self.breaker.is_open):
+            return None
+        if self.window.available_tokens < 1 or self.quota.remaining == 0:
+            return None
+        rate = self.rate
+        if rate is not None and self.meter.reserve(rate) > 0:
+            return None  # (the slot stays reserved: a hedge is worth one slot of rate)
+        borrower = object()
+        self.window.acquire_on_behalf_of_nowait(borrower)
+        self._seq += 1
+        self._borrowers[self._seq] = borrower
+        self._in_flight[self._seq] = now
+        self.quota.spend()
+        self.control.on_send(now)
+        return Ticket(self._seq, now)

@@ -18,8 +18,8 @@ import httpx
 from scanctl import __version__
 from scanctl.clock import Clock, MonotonicClock
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings
-from scanctl.errors import ExitCode, OutputError
-from scanctl.metrics import RunMetrics
+from scanctl.errors import ExitCode, OutputError, UpstreamRefused
+from scanctl.metrics import RunMetrics, iso_time
 from scanctl.output import (
     RecordWriter,
     check_writable,
@@ -27,8 +27,14 @@ from scanctl.output import (
     open_destination,
     write_json_file,
 )
+from scanctl.pacing import Pacer
 from scanctl.progress import Display, choose_display, summary_line
 from scanctl.records import ScanRecord
+from scanctl.resilience import CircuitBreaker
+from scanctl.state import LearnedPace, PacingMemory
+
+# How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
+DEFAULT_BAN_SECONDS = 120.0
 
 
 @dataclass(slots=True)
@@ -43,6 +49,7 @@ class ScanJob:
     quiet: bool = False
     no_progress: bool = False
     skipped_invalid: int = 0
+    relearn: bool = False
 
 
 @dataclass(slots=True)
@@ -90,6 +97,26 @@ class ScanRun:
             self.clock, quiet=job.quiet, no_progress=job.no_progress
         )
         self.state = _RunState()
+        settings = job.settings
+        self.memory = PacingMemory()
+        banned = self.memory.banned_until(settings.base_url, self.clock.wall())
+        if banned is not None:
+            raise UpstreamRefused(
+                f"{settings.base_url} banned us until {iso_time(banned)} (HTTP 418); "
+                "not sending anything before then"
+            )
+        learned = None
+        if settings.adaptive and not job.relearn:
+            learned = self.memory.learned(settings.base_url, settings.endpoint.name)
+        self.pacer = Pacer(
+            self.clock,
+            concurrency=settings.concurrency,
+            rate=settings.rate,
+            adaptive=settings.adaptive,
+            learned=learned.rate if learned else None,
+            learned_upper=learned.upper if learned else None,
+            breaker=CircuitBreaker(max_outage=settings.max_outage),
+        )
 
     def _sink(self, record: ScanRecord) -> None:
         self.writer.write(record)
@@ -110,7 +137,9 @@ class ScanRun:
 
     async def _main(self, client: httpx.AsyncClient | None) -> None:
         async with client or make_client(self.job.settings) as http:
-            engine = ScanEngine(self.job.settings, http, self.clock, self._sink, self.metrics)
+            engine = ScanEngine(
+                self.job.settings, http, self.clock, self._sink, self.metrics, pacer=self.pacer
+            )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_signals, tg.cancel_scope)
                 tg.start_soon(self._tick)
@@ -126,6 +155,7 @@ class ScanRun:
                 anyio.run(self._main, client)
             finally:
                 self.display.stop(self.metrics)
+                self._remember()
                 summary = self._summary(started_wall, started)
                 self._finish(summary)
         except BaseException as exc:
@@ -137,20 +167,42 @@ class ScanRun:
             return ExitCode.BROKEN_PIPE
         return self._exit_code(summary)
 
+    def _remember(self) -> None:
+        """Keep the rate reached, and any ban, for the next run against this upstream."""
+        settings, control = self.job.settings, self.pacer.control
+        if settings.adaptive and control.rate is not None:
+            pace = LearnedPace(control.rate, control.upper)
+            self.memory.remember(settings.base_url, settings.endpoint.name, pace, self.clock.wall())
+        refused = self.state.outcome.refused if self.state.outcome else None
+        if refused is not None and refused.status == 418:
+            wait = refused.retry_after if refused.retry_after is not None else DEFAULT_BAN_SECONDS
+            self.memory.remember_ban(settings.base_url, self.clock.wall() + wait)
+        self.memory.save()
+
     def _summary(self, started_wall: float, started: float) -> dict[str, Any]:
         elapsed = self.clock.monotonic() - started
-        refused = self.state.outcome.refused if self.state.outcome else None
+        outcome = self.state.outcome
+        refused = outcome.refused if outcome else None
         reason = None
         if self.state.interrupted:
             names = ", ".join(signal.Signals(s).name for s in self.state.signals)
             reason = f"interrupted by {names}"
         elif refused is not None:
             reason = f"upstream refused us: {refused.error}"
+        elif outcome is not None and outcome.down is not None:
+            reason = outcome.down
+        elif outcome is not None and outcome.deadline_passed:
+            reason = f"deadline of {self.job.settings.deadline:g} s passed"
+        self.metrics.breaker_opened = self.pacer.breaker.times_opened if self.pacer.breaker else 0
+        self.metrics.rate_history = [
+            {"at": c.at, "rate": c.rate, "reason": c.reason} for c in self.pacer.control.history
+        ]
+        rate = self.pacer.rate
         return self.metrics.summary(
             started_wall=started_wall,
             finished_wall=started_wall + elapsed,
             elapsed=elapsed,
-            final_rate_limit=self.job.settings.rate,
+            final_rate_limit=None if rate is None else round(rate, 2),
             interrupted=self.state.interrupted,
             stopped_reason=reason,
         )
@@ -177,6 +229,11 @@ class ScanRun:
         if refused is not None:
             unsent = summary["errors"].get("Not scanned (refused)", 0)
             warn(f"upstream refused us ({refused.error}); stopped, {unsent} symbols not scanned")
+            return ExitCode.UPSTREAM
+        down = self.state.outcome.down if self.state.outcome else None
+        if down is not None:
+            unsent = summary["errors"].get("Not scanned (upstream down)", 0)
+            warn(f"gave up: {down}; {unsent} symbols not scanned")
             return ExitCode.UPSTREAM
         if summary["successful"] == 0 and summary["total_scanned"] > 0:
             kind, count = next(iter(summary["errors"].items()))

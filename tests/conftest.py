@@ -7,6 +7,14 @@ import pytest
 from scanctl.config import EndpointType, load_builtin_profile
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Learned rates and bans go to a fresh directory per test, never the user's own."""
+    monkeypatch.setenv("SCANCTL_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -130,3 +130,52 @@ async def test_faults_answer_as_configured() -> None:
 def test_fault_rates_adding_past_one_are_refused() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--error-rate", "0.6", "--drop-rate", "0.6"])
+
+
+class SteppedClock:
+    """Time that moves only when the test says so: an outage is crossed without sleeping."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("mode", ["drop", "503"])
+@pytest.mark.anyio
+async def test_an_outage_opens_relative_to_the_first_request_and_closes_after_its_duration(
+    mode: str,
+) -> None:
+    _, config = parse_args(["--outage", "5:20", "--outage-mode", mode, "--latency-median", "0"])
+    clock = SteppedClock(1000.0)
+    transport = httpx.ASGITransport(app=build_app(config, clock=clock))
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as http:
+        assert (await http.get("/_demo/stats")).json()["outage"] is None  # no request yet
+        clock.now = 1002.0  # the first request, 2 s after the start: the outage is 7..27 s
+        assert (await http.get("/signals/BTC")).status_code == 200
+        clock.now = 1006.9
+        assert (await http.get("/signals/BTC")).status_code == 200
+        clock.now = 1007.0
+        during = await http.get("/signals/BTC")
+        clock.now = 1026.9
+        late = await http.get("/signals/BTC")
+        clock.now = 1027.0
+        assert (await http.get("/signals/BTC")).status_code == 200
+        stats = (await http.get("/_demo/stats")).json()
+    for answer in (during, late):
+        if mode == "503":
+            assert answer.status_code == 503 and "retry-after" not in answer.headers
+        else:  # the body stops short of the length promised: a connection cut mid-answer
+            assert len(answer.content) < int(answer.headers["content-length"])
+    assert stats["outage"] == [7.0, 27.0]
+    assert stats["faults"] == {"outage": 2} and stats["requests"] == 5
+    assert stats["per_second"][2] == 1 and stats["per_second"][7] == 1
+    assert stats["uptime"] == 27.0
+
+
+def test_an_outage_needs_start_and_duration() -> None:
+    for bad in ("5", "5:0", "-1:20", "a:b", "5:inf"):
+        with pytest.raises(SystemExit):
+            parse_args(["--outage", bad])
+    assert parse_args(["--outage", "0:1.5"])[1].outage == (0.0, 1.5)

@@ -97,8 +97,8 @@ async def test_symbols_are_consumed_lazily() -> None:
 
 def test_gcra_spaces_reservations_and_allows_the_burst() -> None:
     clock = FakeClock()
-    meter = GcraMeter(rate=10.0, clock=clock, burst=3)
-    waits = [meter.reserve() for _ in range(6)]
+    meter = GcraMeter(clock, burst=3)
+    waits = [meter.reserve(10.0) for _ in range(6)]
     assert waits[:3] == [0.0, 0.0, 0.0]
     assert waits[3:] == pytest.approx([0.1, 0.2, 0.3])
 

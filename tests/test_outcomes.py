@@ -165,12 +165,6 @@ async def test_429_without_hint_backs_off_with_jitter_and_eventually_succeeds() 
     )
 
 
-async def test_endless_429_fails_after_the_throttle_bound() -> None:
-    run = await run_engine(lambda request: httpx.Response(429), ["BTC"], max_throttled=5)
-    record = run.records[0]
-    assert not record.ok and record.status == 429 and record.attempts == 6
-
-
 async def test_retry_after_closes_the_gate_for_every_worker() -> None:
     """After one 429 with Retry-After, no request at all goes out until it has passed."""
     clock = FakeClock()

@@ -8,6 +8,8 @@
   headers: `Retry-After`, `X-RateLimit-*`, the IETF draft's `RateLimit`/`RateLimit-Policy`,
   Binance's `X-MBX-USED-WEIGHT-1M`; and optionally a 418 ban after too many 429s, as Binance does;
 - faults at given rates: 500, 503, hangs, dropped connections, HTML and truncated-JSON 200s;
+- an outage: a window, counted from the first request, in which every request is dropped
+  mid-answer or answered 503 (what a restarting upstream or its load balancer does);
 - `GET /_demo/stats`: what it received, so tests and benchmarks count requests at the source.
 
 `--port 0` binds a free port and prints the base URL as the only line on stdout, so a test or
@@ -25,6 +27,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +42,7 @@ from scanctl.demo.limiters import LIMITER_KINDS, Limiter, make_limiter
 from scanctl.demo.payloads import ROUTES, Payload, is_unknown
 
 HINT_KINDS = ("none", "retry-after", "x-ratelimit", "x-ratelimit-epoch", "ietf", "used-weight")
+OUTAGE_MODES = ("drop", "503")
 
 
 @dataclass(slots=True)
@@ -63,6 +67,9 @@ class DemoConfig:
     truncated_rate: float = 0.0
     require_key: str | None = None
     seed: int | None = None
+    # (start, duration) in seconds, counted from the first request; None: no outage.
+    outage: tuple[float, float] | None = None
+    outage_mode: str = "drop"
 
 
 @dataclass(slots=True)
@@ -79,8 +86,11 @@ class DemoStats:
     latency_sum: float = 0.0
     latency_max: float = 0.0
     per_second: Counter[int] = field(default_factory=Counter)
+    # The outage window in seconds since `started` (the time base of `per_second`); known once
+    # the first request has come, None before that or when no outage is set.
+    outage: tuple[float, float] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, now: float) -> dict[str, Any]:
         seconds = max(self.per_second, default=-1) + 1
         return {
             "requests": self.requests,
@@ -91,8 +101,9 @@ class DemoStats:
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "latency_sum": self.latency_sum,
             "latency_max": self.latency_max,
-            "uptime": time.monotonic() - self.started,
+            "uptime": now - self.started,
             "per_second": [self.per_second.get(s, 0) for s in range(seconds)],
+            "outage": list(self.outage) if self.outage is not None else None,
         }
 
 
@@ -106,18 +117,23 @@ class DroppedConnection:
 
 
 class DemoUpstream:
-    """The application state: config, limiter, randomness and counters."""
+    """The application state: config, limiter, randomness and counters.
 
-    def __init__(self, config: DemoConfig) -> None:
+    `clock` is where the upstream reads time (monotonic seconds); tests pass their own, so an
+    outage or a limit can be crossed without sleeping.
+    """
+
+    def __init__(self, config: DemoConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self.clock = clock
         self.rng = random.Random(config.seed)
-        self.stats = DemoStats()
+        self.stats = DemoStats(started=clock())
         self.limiter: Limiter = make_limiter(
             config.limiter,
             config.rate_limit,
             burst=config.burst,
             window=config.window,
-            start=time.monotonic(),
+            start=self.stats.started,
         )
         self.recent_throttles: list[float] = []
         self.banned_until = 0.0
@@ -157,12 +173,37 @@ class DemoUpstream:
             self.banned_until = now + self.config.ban_seconds
             self.recent_throttles.clear()
 
+    def _in_outage(self, now: float) -> bool:
+        """Whether the upstream is down at `now`.
+
+        The window opens relative to the first request rather than to the start of the process:
+        a benchmark starts the server, then the scan, and the outage must fall inside the scan.
+        """
+        if self.config.outage is None:
+            return False
+        elapsed = now - self.stats.started
+        if self.stats.outage is None:
+            start, duration = self.config.outage
+            self.stats.outage = (elapsed + start, elapsed + start + duration)
+        opens, closes = self.stats.outage
+        return opens <= elapsed < closes
+
+    def _outage_answer(self) -> Response:
+        """Down: drop the connection mid-answer, or 503 without Retry-After (no one knows when)."""
+        self.stats.faults["outage"] += 1
+        if self.config.outage_mode == "503":
+            return self._answer(503, {"detail": "Service unavailable"})
+        self.stats.by_status[200] += 1
+        return DroppedConnection()  # type: ignore[return-value]
+
     async def handle(self, request: Request, build: Any) -> Response:
         c, stats = self.config, self.stats
-        now = time.monotonic()
+        now = self.clock()
         stats.requests += 1
         stats.per_second[int(now - stats.started)] += 1
 
+        if self._in_outage(now):
+            return self._outage_answer()
         if now < self.banned_until:
             stats.banned += 1
             wait = str(math.ceil(self.banned_until - now))
@@ -232,9 +273,9 @@ class DemoUpstream:
         return JSONResponse(body, status, headers)
 
 
-def build_app(config: DemoConfig) -> Starlette:
+def build_app(config: DemoConfig, clock: Callable[[], float] = time.monotonic) -> Starlette:
     """The ASGI app for a config; its state is at `app.state.upstream`."""
-    upstream = DemoUpstream(config)
+    upstream = DemoUpstream(config, clock)
 
     def endpoint(build: Any) -> Any:
         async def route(request: Request) -> Response:
@@ -243,7 +284,7 @@ def build_app(config: DemoConfig) -> Starlette:
         return route
 
     async def stats(request: Request) -> Response:
-        return JSONResponse(upstream.stats.as_dict())
+        return JSONResponse(upstream.stats.as_dict(upstream.clock()))
 
     routes = [Route(path, endpoint(build)) for path, build in ROUTES.items()]
     routes.append(Route("/_demo/stats", stats))
@@ -267,6 +308,19 @@ def _hints(text: str) -> frozenset[str]:
             f"unknown hints {', '.join(sorted(unknown))}; allowed: {', '.join(HINT_KINDS)}"
         )
     return parts - {"none"}
+
+
+def _outage(text: str) -> tuple[float, float]:
+    start, colon, duration = text.partition(":")
+    try:
+        window = (float(start), float(duration))
+    except ValueError:
+        window = (math.nan, math.nan)
+    if not colon or not (0.0 <= window[0] < math.inf and 0.0 < window[1] < math.inf):
+        raise argparse.ArgumentTypeError(
+            f"expected START:DURATION in seconds (e.g. 5:20), got {text!r}"
+        )
+    return window
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
@@ -299,6 +353,19 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
     p.add_argument("--drop-rate", type=_share, default=0.0, help="share of connections dropped")
     p.add_argument("--html-rate", type=_share, default=0.0, help="share answered 200 with HTML")
     p.add_argument("--truncated-rate", type=_share, default=0.0, help="share with cut-off JSON")
+    p.add_argument(
+        "--outage",
+        type=_outage,
+        default=None,
+        metavar="START:DURATION",
+        help="seconds after the first request, and for how long, every request fails",
+    )
+    p.add_argument(
+        "--outage-mode",
+        choices=OUTAGE_MODES,
+        default="drop",
+        help="during the outage: drop the connection mid-answer (default) or answer 503",
+    )
     p.add_argument("--require-key", default=None, help="answer 401 unless X-API-Key is this")
     p.add_argument("--seed", type=int, default=None, help="seed for latency and fault draws")
     args = p.parse_args(argv)
@@ -334,6 +401,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
         truncated_rate=args.truncated_rate,
         require_key=args.require_key,
         seed=args.seed,
+        outage=args.outage,
+        outage_mode=args.outage_mode,
     )
     return args, config
 
