@@ -6,7 +6,7 @@ agree, checked in this order:
 1. the gate: a `Retry-After` on any answer closes it for every request until then;
 2. the circuit breaker, when the upstream looks down: one probe at a time (`resilience`);
 3. the quota, when the upstream tells it (`hints`): spend what remains at once, then wait for
-   the reset and let one request learn the new quota before spending it;
+   the reset (see `_Quota`);
 4. the rate: `--rate`, or the adaptive rate found from 429s (`ratecontrol`), metered by a
    Generic Cell Rate Algorithm (the token bucket written as one "theoretical arrival time";
    https://en.wikipedia.org/wiki/Generic_cell_rate_algorithm). Each caller reserves the next
@@ -83,36 +83,59 @@ class GcraMeter:
 
 
 class _Quota:
-    """The upstream's own account of what we may still send, kept current between answers."""
+    """The upstream's own account of what we may still send, kept current between answers.
+
+    The reset time is kept as the tightest upper bound any answer gave (an integer "seconds
+    until reset" is rounded up, and the answer took time to come back). When it passes and the
+    quota is spent, one request goes first to learn whether the window refilled completely (a
+    fixed window) or frees slots one by one (a sliding window, a token bucket); once a full
+    refill has been seen, later windows are spent at once without that probe.
+    """
 
     def __init__(self) -> None:
         self.remaining: int | None = None
         self.reset_at = 0.0
         self.limit: int | None = None
         self.window: float | None = None
+        self.refills_fully = False
+        self._turned_at = float("-inf")
+        self._probing = False
 
-    def update(self, hint: QuotaHint, now: float, sent_since: int) -> None:
-        """Take a hint from an answer; `sent_since`: requests sent after that one, still out."""
-        reset_at = now + hint.reset
-        known = max(0, hint.remaining - sent_since)
-        if self.remaining is None or reset_at > self.reset_at + NEW_WINDOW_SLACK:
-            self.remaining = known  # first hint, or a new window began
-        else:
-            self.remaining = min(self.remaining, known)  # answers arrive out of order
-        self.reset_at = reset_at
+    def update(self, hint: QuotaHint, sent_at: float, now: float, sent_since: int) -> None:
+        """Take a hint from an answer to a request sent at `sent_at`.
+
+        `sent_since`: requests sent after that one and still out, which the hint cannot count.
+        """
+        if sent_at < self._turned_at:
+            return  # sent before the window turned over: it describes the old window
         self.limit = hint.limit if hint.limit is not None else self.limit
         self.window = hint.window if hint.window is not None else self.window
+        reset_at = now + hint.reset
+        known = max(0, hint.remaining - sent_since)
+        if self._probing:
+            self._probing = False
+            full = self.limit is not None and hint.remaining + 1 >= self.limit
+            self.refills_fully = full
+        if self.remaining is None or reset_at > self.reset_at + NEW_WINDOW_SLACK:
+            self.remaining = known  # first hint, or a new window began
+            self.reset_at = reset_at
+        else:
+            self.remaining = min(self.remaining, known)  # answers arrive out of order
+            self.reset_at = min(self.reset_at, reset_at)
 
     def wait(self, now: float) -> float:
         if self.remaining is None or self.remaining > 0:
             return 0.0
-        if now >= self.reset_at:
-            # The window turned over. How much it gave back depends on the limiter (a fixed
-            # window refills, a sliding one frees a slot): let one request go and ask.
-            self.remaining = 1
-            self.reset_at = now + (self.window or 1.0)
-            return 0.0
-        return self.reset_at - now
+        if now < self.reset_at:
+            return self.reset_at - now
+        self._turned_at = now
+        if self.refills_fully and self.limit is not None:
+            self.remaining = self.limit
+        else:
+            self.remaining = 1  # how much did the reset give back? one request asks
+            self._probing = True
+        self.reset_at = now + (self.window or 1.0)
+        return 0.0
 
     def spend(self) -> None:
         if self.remaining is not None:
@@ -156,6 +179,7 @@ class Pacer:
         self._in_flight: dict[int, float] = {}
         self._borrowers: dict[int, object] = {}
         self.latency = 0.0  # smoothed seconds per answered request
+        self.admitted_latency = 0.0  # the same, for requests that were not throttled
         self._rate_waited_at = float("-inf")
 
     @property
@@ -235,11 +259,15 @@ class Pacer:
         self._in_flight.pop(ticket.seq, None)
         latency = now - ticket.sent_at
         self.latency = latency if self.latency == 0 else 0.8 * self.latency + 0.2 * latency
+        if feedback.admitted:
+            # 429s are usually quick: the round trip that matters is that of admitted requests.
+            lat = self.admitted_latency
+            self.admitted_latency = latency if lat == 0 else 0.8 * lat + 0.2 * latency
         if feedback.retry_after is not None and (feedback.throttled or feedback.unavailable):
             self.close_gate(feedback.retry_after)
         if feedback.quota is not None:
             sent_since = sum(1 for t in self._in_flight.values() if t > ticket.sent_at)
-            self.quota.update(feedback.quota, now, sent_since)
+            self.quota.update(feedback.quota, ticket.sent_at, now, sent_since)
         if self.breaker is not None:
             self.breaker.record(
                 now,
@@ -264,7 +292,11 @@ class Pacer:
     def _adapt(self, ticket: Ticket, feedback: Feedback, now: float) -> None:
         control = self.control
         if feedback.throttled:
-            if control.on_throttled(ticket.sent_at, now):
+            expensive = feedback.retry_after is not None and feedback.retry_after >= 0.5
+            cut = control.on_throttled(
+                ticket.sent_at, now, latency=self.admitted_latency, expensive=expensive
+            )
+            if cut:
                 self._slow_start = False
         elif feedback.admitted:
             rate_bound = now - self._rate_waited_at < 1.0
@@ -272,7 +304,7 @@ class Pacer:
             if self._slow_start and self.window.total_tokens < self.ceiling:
                 self.window.total_tokens = min(self.ceiling, int(self.window.total_tokens) + 1)
         oldest = min(self._in_flight.values(), default=None)
-        if control.measure_due(oldest):
+        if control.measure_due(now, oldest, self.admitted_latency):
             control.measure(now)
         if not self._slow_start and control.effective is not None:
             # Little's law: in flight = rate x latency; double it, plus room for stragglers.

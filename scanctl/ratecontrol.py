@@ -1,19 +1,28 @@
 """Finding the upstream's rate limit from its 429s when it gives no hint, and holding it.
 
-The controller keeps a send rate (requests/s), or none while nothing has told us to slow down.
-It is TCP congestion control applied to a rate, as in botocore's adaptive retry mode:
+The controller keeps a send rate (requests/s), or none while nothing has told us to slow down,
+and two bounds on the limit it is looking for: `low`, the fastest rate that held for a while
+without a 429, and `high`, the slowest rate that drew one. It is congestion control applied to
+a rate (TCP, botocore's adaptive retry mode), turned into a search once it has both bounds:
 
-- **Cut on a 429**, multiplicatively (x0.7), but once per round trip: a 429 for a request that
-  was sent before the last cut says nothing new about the new rate (the "in flight" answers of
-  the old one), so it does not cut again.
-- **Then measure**: a 429 means the limiter was empty when that request arrived. Every request
-  sent between that one and the cut met an empty limiter too, so the ones it admitted came at
-  exactly the limiter's refill rate: admitted / elapsed is a direct estimate of the limit. When
-  their answers are in, the rate drops to just under that estimate if it is lower. This is what
-  lets one 429 event take the rate from a wild overshoot to the limit, instead of a dozen cuts.
-- **Probe upward gently** while the rate is what holds us back (growing a cap we do not use
-  teaches nothing): a few percent per second, slower near the rate that last drew a 429,
-  faster the longer the calm lasts (CUBIC's plateau-then-probe shape, without its constants).
+- **Cut on a 429**, once per round trip: a 429 for a request sent before the last cut, or that
+  comes back less than one smoothed latency after it, was in flight at the old rate and says
+  nothing new (429s come back faster than answers, so "sent after the cut" alone would let a
+  burst of quick 429s cut again and again). The cut goes back to `low` when there is one, else
+  multiplies by 0.7 (0.5 while slow start overshoots, or when each 429 also closes a
+  Retry-After gate and so costs a second of silence).
+- **Then measure**: a 429 means the limiter was empty when that request arrived; the requests
+  sent between that one and the latest 429 met an empty limiter too, so the ones it admitted
+  came at its refill rate. admitted / elapsed estimates the limit directly, and the rate drops
+  to just under it. One 429 event can then take the rate from a wild overshoot to the limit.
+- **Hold, then search upward**: a rate that held for `HOLD` seconds without a 429 becomes
+  `low`; the next rate is halfway to `high` (bisection), until the two are within
+  `CLOSE_ENOUGH`; then it stays put. After `FORGET` seconds of calm, `high` is forgotten and
+  it probes upward again, faster the longer the calm lasts, since limits do change.
+
+A rate that drew a 429 at or below `low` proves `low` wrong (a token bucket can hide an excess
+for a few seconds), so `low` drops below it. Growing only happens while the rate is what holds
+the senders back: raising a cap nobody reaches teaches nothing.
 
 Pure and clock-free: callers pass `now`, so tests drive it with plain numbers.
 """
@@ -23,11 +32,19 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-BETA = 0.7  # multiplicative cut on a 429 (TCP Reno halves; CUBIC and botocore use 0.7)
+BETA = 0.7  # multiplicative cut on a 429 with nothing better known
+BETA_EXPENSIVE = 0.5  # the cut when 429s are costly (slow-start overshoot, Retry-After gates)
 MARGIN = 0.95  # run this far under a measured limit
-PROBE_GAIN = 0.03  # growth per second while probing upward, relative
-NEAR_UPPER_GAIN = 0.01  # growth per second close to the rate that last drew a 429
+HOLD = 2.0  # seconds a rate must hold without a 429 to count as safe
+# Cuts are at least this far apart, whatever the round trip: a window limiter (fixed or
+# sliding) answers 429 to everything until its window turns over, and cutting on each of
+# those would drive the rate to the floor while the limiter is only waiting.
+MIN_CUT_INTERVAL = 0.5
+CLOSE_ENOUGH = 0.05  # stop searching when high is within 5 % of low
+FORGET = 60.0  # seconds of calm after which `high` may be stale
+PROBE_GAIN = 0.03  # growth per second while probing with no upper bound, doubling every 5 s
 MIN_RATE = 0.1  # requests/s: the slowest we go, however many 429s
+MIN_MEASURED = 4  # answers needed before a measurement counts
 HISTORY_LIMIT = 100
 
 
@@ -54,20 +71,31 @@ class AdaptiveRate:
         self.started = now
         self.ceiling = ceiling
         self.rate: float | None = learned
-        # The lowest recent rate known to draw 429s: probing slows down as it gets close.
-        self.upper = learned_upper
+        self.low: float | None = learned
+        self._hold_started = False
+        self.high: float | None = learned_upper
         self.last_cut_at = float("-inf")
-        self._last_growth_at = now
-        self._last_logged: float | None = learned
+        # When the current rate started to be used: the first send after it was set (time
+        # behind a closed Retry-After gate sends nothing, so it proves nothing).
+        self._held_since = now
+        self._rate_set_at = now
+        self._calm_since = now  # the last cut, or the start
         self._sends: deque[float] = deque()
-        # Answers since the last cut, by send time, for the measurement after it.
+        # Answers (send time, admitted?) since shortly before the last cut, for measuring.
         self._answers: deque[tuple[float, bool]] = deque()
         self._saturated_from: float | None = None
+        self._last_throttled_send = float("-inf")
+        self._measure_until = float("-inf")
         self._measure_pending = False
         self.cuts = 0
         self.history: list[RateChange] = []
         if learned is not None:
-            self._log(now, "learned on an earlier run")
+            self._set(learned, now, "learned on an earlier run")
+
+    @property
+    def upper(self) -> float | None:
+        """The slowest rate known to draw a 429 (what the next run should not exceed)."""
+        return self.high
 
     @property
     def effective(self) -> float | None:
@@ -76,78 +104,102 @@ class AdaptiveRate:
             return self.ceiling
         return self.rate if self.ceiling is None else min(self.rate, self.ceiling)
 
-    def _log(self, now: float, reason: str) -> None:
-        self._last_logged = self.rate
-        rate = None if self.rate is None else round(self.rate, 2)
-        self.history.append(RateChange(round(now - self.started, 3), rate, reason))
+    def _set(self, rate: float, now: float, reason: str) -> None:
+        if self.ceiling is not None:
+            rate = min(rate, self.ceiling * 1.5)  # no point growing far past --rate
+        self.rate = max(MIN_RATE, rate)
+        self._held_since = self._rate_set_at = now
+        self._hold_started = False
+        rounded = round(self.rate, 2)
+        self.history.append(RateChange(round(now - self.started, 3), rounded, reason))
         del self.history[:-HISTORY_LIMIT]
 
     def send_rate(self, now: float, span: float = 1.0) -> float:
         """Requests per second sent over the last `span` seconds (or since the first send)."""
         while self._sends and self._sends[0] < now - 2.0:
             self._sends.popleft()
-        recent = [t for t in self._sends if t >= now - span]
-        if not recent:
-            return 0.0
-        elapsed = min(span, now - self.started)
-        return len(recent) / max(elapsed, 1e-3)
+        recent = sum(1 for t in self._sends if t >= now - span)
+        return recent / max(min(span, now - self.started), 1e-3)
 
     def on_send(self, now: float) -> None:
         self._sends.append(now)
+        if not self._hold_started:
+            self._hold_started = True
+            self._held_since = now
 
     def on_admitted(self, sent_at: float, now: float, *, rate_bound: bool) -> None:
         """A request was admitted (any answer but 429). `rate_bound`: senders waited on the rate."""
         self._answers.append((sent_at, True))
         while self._answers and self._answers[0][0] < now - 5.0 and not self._measure_pending:
             self._answers.popleft()  # only answers near the next 429 matter; keep memory flat
-        dt, self._last_growth_at = now - self._last_growth_at, now
-        if self.rate is None or not rate_bound or self._measure_pending:
+        if self.rate is None or self._measure_pending or not rate_bound:
             return
-        calm = now - self.last_cut_at
-        gain = PROBE_GAIN * 2 ** min(4, max(0, int((calm - 5.0) // 5.0)))
-        if self.upper is not None and self.rate >= self.upper * MARGIN and calm < 30.0:
-            gain = NEAR_UPPER_GAIN
-        self.rate *= 1.0 + gain * min(dt, 1.0)
-        if self.ceiling is not None:
-            self.rate = min(self.rate, self.ceiling * 1.5)  # no point growing far past --rate
-        if self._last_logged is not None and self.rate >= self._last_logged * 1.1:
-            self._log(now, "probing upward")
+        if now - self._held_since < HOLD:
+            return
+        self.low = max(self.low or 0.0, self.rate)
+        calm = now - self._calm_since
+        if self.high is not None and calm >= FORGET:
+            self.high = None  # limits change: look again
+        if self.high is None:
+            gain = PROBE_GAIN * 2 ** min(4, int(calm // 5.0))
+            self._set(self.rate * (1.0 + gain * HOLD), now, "probing upward")
+        elif self.high > self.low * (1.0 + CLOSE_ENOUGH):
+            self._set((self.low + self.high) / 2.0, now, "held: searching upward")
+        else:
+            self._held_since = now  # close enough: stay
 
-    def on_throttled(self, sent_at: float, now: float) -> bool:
-        """A 429 for a request sent at `sent_at`; True when it cut the rate."""
+    def on_throttled(
+        self, sent_at: float, now: float, *, latency: float = 0.0, expensive: bool = False
+    ) -> bool:
+        """A 429 for a request sent at `sent_at`; True when it cut the rate.
+
+        `latency` is the smoothed time an admitted request takes (one round trip); `expensive`
+        says the 429 also closed a gate for everyone.
+        """
         self._answers.append((sent_at, False))
-        if sent_at < self.last_cut_at:
-            return False  # sent at the old rate: already answered for by the last cut
-        base = self.rate if self.rate is not None else self.send_rate(now)
-        base = max(base, MIN_RATE)
-        self.upper = base
-        self.rate = max(MIN_RATE, base * BETA)
-        self.last_cut_at = now
+        if sent_at <= self._measure_until:
+            self._last_throttled_send = max(sent_at, self._last_throttled_send)
+        if sent_at < self.last_cut_at or now < self.last_cut_at + max(latency, MIN_CUT_INTERVAL):
+            return False  # in flight at the old rate: already answered for by the last cut
+        slow_start = self.rate is None
+        base = max(self.rate if self.rate is not None else self.send_rate(now), MIN_RATE)
+        self.high = base if self.high is None else min(self.high, base)
+        if self.low is not None and base <= self.low * 1.001:
+            self.low = base * MARGIN  # `low` did not hold after all
+        if self.low is not None and self.low < base:
+            new = self.low
+        else:
+            new = base * (BETA_EXPENSIVE if (slow_start or expensive) else BETA)
+        self.last_cut_at = self._calm_since = now
         self.cuts += 1
         self._saturated_from = sent_at
+        self._last_throttled_send = sent_at
+        self._measure_until = now + latency  # measure what was sent up to a round trip on
         self._measure_pending = True
         self._answers = deque(a for a in self._answers if a[0] >= sent_at)
-        self._log(now, "429: cut")
+        self._set(new, now, "429: cut")
         return True
 
-    def measure_due(self, oldest_in_flight: float | None) -> bool:
-        """True when every request sent before the last cut has been answered."""
-        return self._measure_pending and (
-            oldest_in_flight is None or oldest_in_flight >= self.last_cut_at
-        )
+    def measure_due(self, now: float, oldest_in_flight: float | None, latency: float) -> bool:
+        """True when the answers to measure are in: all requests sent in the window are back.
+
+        Admitted requests come back slower than 429s, so measuring early would undercount
+        them; a straggler is waited for three round trips at most.
+        """
+        if not self._measure_pending or now < self._measure_until:
+            return False
+        back = oldest_in_flight is None or oldest_in_flight > self._last_throttled_send
+        return back or now >= self._measure_until + 3.0 * max(latency, 0.01)
 
     def measure(self, now: float) -> None:
-        """Set the rate from what the limiter admitted while it was saturated (see above)."""
+        """Lower the rate to what the limiter admitted while saturated (see above)."""
         self._measure_pending = False
-        start, end = self._saturated_from, self.last_cut_at
-        if start is None or end <= start or self.rate is None:
+        start, end = self._saturated_from, self._last_throttled_send
+        if start is None or end - start <= 0 or self.rate is None:
             return
-        window = [ok for sent, ok in self._answers if start <= sent <= end]
-        if len(window) < 4:
+        window = [admitted for sent, admitted in self._answers if start <= sent <= end]
+        if len(window) < MIN_MEASURED:
             return
         estimate = max(sum(window), 1) / (end - start)
-        floor = (self.upper or self.rate) * 0.25
         if estimate * MARGIN < self.rate:
-            self.rate = max(estimate * MARGIN, floor, MIN_RATE)
-            self.upper = min(self.upper or estimate, estimate)
-            self._log(now, "measured the limit")
+            self._set(estimate * MARGIN, now, "measured the limit")

@@ -171,7 +171,7 @@ class ScanRun:
         """Keep the rate reached, and any ban, for the next run against this upstream."""
         settings, control = self.job.settings, self.pacer.control
         if settings.adaptive and control.rate is not None:
-            pace = LearnedPace(control.rate, control.upper)
+            pace = LearnedPace(control.low or control.rate, control.upper)
             self.memory.remember(settings.base_url, settings.endpoint.name, pace, self.clock.wall())
         refused = self.state.outcome.refused if self.state.outcome else None
         if refused is not None and refused.status == 418:

@@ -12,6 +12,7 @@ from scanctl.clock import Clock, FakeClock
 from scanctl.config import load_builtin_profile
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings
 from scanctl.metrics import RunMetrics
+from scanctl.pacing import Pacer
 from scanctl.records import ScanRecord
 
 Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
@@ -35,6 +36,7 @@ async def run_engine(
     type_name: str = "signals",
     clock: Clock | None = None,
     client: httpx.AsyncClient | None = None,
+    pacer: Pacer | None = None,
     **settings: object,
 ) -> EngineRun:
     run = EngineRun(clock=clock or FakeClock())
@@ -46,7 +48,13 @@ async def run_engine(
         client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     async with client:
         engine = ScanEngine(
-            scan_settings, client, run.clock, run.records.append, run.metrics, rng=random.Random(7)
+            scan_settings,
+            client,
+            run.clock,
+            run.records.append,
+            run.metrics,
+            rng=random.Random(7),
+            pacer=pacer,
         )
         run.outcome = await engine.run(symbols)
     return run
