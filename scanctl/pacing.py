@@ -178,6 +178,8 @@ class Pacer:
         self._seq = 0
         self._in_flight: dict[int, float] = {}
         self._borrowers: dict[int, object] = {}
+        self._hedges: set[int] = set()
+        self._hedges_out = 0
         self.latency = 0.0  # smoothed seconds per answered request
         self.admitted_latency = 0.0  # the same, for requests that were not throttled
         self._rate_waited_at = float("-inf")
@@ -253,10 +255,7 @@ class Pacer:
     def release(self, ticket: Ticket, feedback: Feedback) -> None:
         """Hand a ticket back with what its answer said; adjusts rate, window and gate."""
         now = self.clock.monotonic()
-        borrower = self._borrowers.pop(ticket.seq, None)
-        if borrower is not None:
-            self.window.release_on_behalf_of(borrower)
-        self._in_flight.pop(ticket.seq, None)
+        self._give_back(ticket)
         latency = now - ticket.sent_at
         self.latency = latency if self.latency == 0 else 0.8 * self.latency + 0.2 * latency
         if feedback.admitted:
@@ -280,12 +279,18 @@ class Pacer:
         if self.adaptive:
             self._adapt(ticket, feedback, now)
 
-    def abandon(self, ticket: Ticket) -> None:
-        """Hand back a ticket whose request was called off (a losing hedge): nothing learned."""
+    def _give_back(self, ticket: Ticket) -> None:
         borrower = self._borrowers.pop(ticket.seq, None)
         if borrower is not None:
             self.window.release_on_behalf_of(borrower)
+        if ticket.seq in self._hedges:
+            self._hedges.discard(ticket.seq)
+            self._hedges_out -= 1
         self._in_flight.pop(ticket.seq, None)
+
+    def abandon(self, ticket: Ticket) -> None:
+        """Hand back a ticket whose request was called off (a losing hedge): nothing learned."""
+        self._give_back(ticket)
         if ticket.probe and self.breaker is not None:
             self.breaker.probe_done(self.clock.monotonic())
 
@@ -312,19 +317,23 @@ class Pacer:
             self.window.total_tokens = max(1, min(self.ceiling, need))
 
     def try_acquire_now(self) -> Ticket | None:
-        """A ticket only if one is free this instant (for hedged copies, which must not queue)."""
+        """A ticket for a hedged copy, only if one may leave this instant (hedges never queue).
+
+        The copy rides on its primary's window slot: the primary is the request that is stuck,
+        and a copy that had to wait for a free slot would come too late to help. At most a
+        tenth of the window may be copies at once; the retry budget bounds them over time.
+        """
         now = self.clock.monotonic()
         if self._hold(now) > 0 or (self.breaker is not None and self.breaker.is_open):
             return None
-        if self.window.available_tokens < 1 or self.quota.remaining == 0:
+        if self._hedges_out >= max(1, self.ceiling // 10) or self.quota.remaining == 0:
             return None
         rate = self.rate
         if rate is not None and self.meter.reserve(rate) > 0:
             return None  # (the slot stays reserved: a hedge is worth one slot of rate)
-        borrower = object()
-        self.window.acquire_on_behalf_of_nowait(borrower)
         self._seq += 1
-        self._borrowers[self._seq] = borrower
+        self._hedges_out += 1
+        self._hedges.add(self._seq)
         self._in_flight[self._seq] = now
         self.quota.spend()
         self.control.on_send(now)

@@ -36,12 +36,20 @@ BETA = 0.7  # multiplicative cut on a 429 with nothing better known
 BETA_EXPENSIVE = 0.5  # the cut when 429s are costly (slow-start overshoot, Retry-After gates)
 MARGIN = 0.95  # run this far under a measured limit
 HOLD = 2.0  # seconds a rate must hold without a 429 to count as safe
+# ...longer when 429s close a Retry-After gate: a wrong "safe" costs a second of silence.
+HOLD_EXPENSIVE = 4.0
 # Cuts are at least this far apart, whatever the round trip: a window limiter (fixed or
 # sliding) answers 429 to everything until its window turns over, and cutting on each of
 # those would drive the rate to the floor while the limiter is only waiting.
 MIN_CUT_INTERVAL = 0.5
-CLOSE_ENOUGH = 0.05  # stop searching when high is within 5 % of low
+# Stop searching when high is within this share of low: 1 % while a 429 costs one request,
+# 5 % when each also closes a Retry-After gate (a probe too many costs a second of silence).
+CLOSE_ENOUGH = 0.01
+CLOSE_ENOUGH_EXPENSIVE = 0.05
 FORGET = 60.0  # seconds of calm after which `high` may be stale
+# A rate learned on an earlier run was found by that run's search: trust it this long before
+# searching above it again (a short cron run then never pays for a probe).
+TRUST_LEARNED = 30.0
 PROBE_GAIN = 0.03  # growth per second while probing with no upper bound, doubling every 5 s
 MIN_RATE = 0.1  # requests/s: the slowest we go, however many 429s
 MIN_MEASURED = 4  # answers needed before a measurement counts
@@ -73,6 +81,7 @@ class AdaptiveRate:
         self.rate: float | None = learned
         self.low: float | None = learned
         self._hold_started = False
+        self._expensive = False  # the last 429 closed a gate
         self.high: float | None = learned_upper
         self.last_cut_at = float("-inf")
         # When the current rate started to be used: the first send after it was set (time
@@ -89,6 +98,7 @@ class AdaptiveRate:
         self._measure_pending = False
         self.cuts = 0
         self.history: list[RateChange] = []
+        self._search_after = now + TRUST_LEARNED if learned is not None else now
         if learned is not None:
             self._set(learned, now, "learned on an earlier run")
 
@@ -121,6 +131,11 @@ class AdaptiveRate:
         recent = sum(1 for t in self._sends if t >= now - span)
         return recent / max(min(span, now - self.started), 1e-3)
 
+    def admitted_rate(self, now: float, span: float = 2.0) -> float:
+        """Admitted answers per second over the last `span` seconds (by when they were sent)."""
+        recent = sum(1 for sent, admitted in self._answers if admitted and sent >= now - span)
+        return recent / max(min(span, now - self.started), 1e-3)
+
     def on_send(self, now: float) -> None:
         self._sends.append(now)
         if not self._hold_started:
@@ -130,20 +145,24 @@ class AdaptiveRate:
     def on_admitted(self, sent_at: float, now: float, *, rate_bound: bool) -> None:
         """A request was admitted (any answer but 429). `rate_bound`: senders waited on the rate."""
         self._answers.append((sent_at, True))
-        while self._answers and self._answers[0][0] < now - 5.0 and not self._measure_pending:
-            self._answers.popleft()  # only answers near the next 429 matter; keep memory flat
+        while self._answers and self._answers[0][0] < now - 5.0:
+            self._answers.popleft()  # only the last few seconds matter; keep memory flat
         if self.rate is None or self._measure_pending or not rate_bound:
             return
-        if now - self._held_since < HOLD:
+        if now - self._held_since < (HOLD_EXPENSIVE if self._expensive else HOLD):
             return
         self.low = max(self.low or 0.0, self.rate)
         calm = now - self._calm_since
         if self.high is not None and calm >= FORGET:
             self.high = None  # limits change: look again
-        if self.high is None:
+        if now < self._search_after:
+            self._held_since = now  # trusting what an earlier run learned
+        elif self.high is None:
             gain = PROBE_GAIN * 2 ** min(4, int(calm // 5.0))
             self._set(self.rate * (1.0 + gain * HOLD), now, "probing upward")
-        elif self.high > self.low * (1.0 + CLOSE_ENOUGH):
+        elif self.high > self.low * (
+            1.0 + (CLOSE_ENOUGH_EXPENSIVE if self._expensive else CLOSE_ENOUGH)
+        ):
             self._set((self.low + self.high) / 2.0, now, "held: searching upward")
         else:
             self._held_since = now  # close enough: stay
@@ -162,8 +181,12 @@ class AdaptiveRate:
         if sent_at < self.last_cut_at or now < self.last_cut_at + max(latency, MIN_CUT_INTERVAL):
             return False  # in flight at the old rate: already answered for by the last cut
         slow_start = self.rate is None
+        self._expensive = expensive
         base = max(self.rate if self.rate is not None else self.send_rate(now), MIN_RATE)
-        self.high = base if self.high is None else min(self.high, base)
+        # A window limiter answers 429 to everything until its window turns over, even at a
+        # rate it would take: what it admitted lately bounds the limit from below.
+        drew_429 = max(base, self.admitted_rate(now))
+        self.high = drew_429 if self.high is None else min(self.high, drew_429)
         if self.low is not None and base <= self.low * 1.001:
             self.low = base * MARGIN  # `low` did not hold after all
         if self.low is not None and self.low < base:
@@ -176,7 +199,6 @@ class AdaptiveRate:
         self._last_throttled_send = sent_at
         self._measure_until = now + latency  # measure what was sent up to a round trip on
         self._measure_pending = True
-        self._answers = deque(a for a in self._answers if a[0] >= sent_at)
         self._set(new, now, "429: cut")
         return True
 

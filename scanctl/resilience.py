@@ -47,7 +47,8 @@ class RetryBudget:
 
     def try_spend(self, now: float) -> bool:
         """Take one retry from the budget; False (and nothing taken) when it is spent."""
-        if len(self._retries) + 1 > self.allowance(now):
+        allowed = self.allowance(now)  # trims old entries first
+        if len(self._retries) + 1 > allowed:
             self.denied += 1
             return False
         self._retries.append(now)

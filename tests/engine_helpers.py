@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+import anyio
 import httpx
 
 from scanctl.clock import Clock, FakeClock
 from scanctl.config import load_builtin_profile
+from scanctl.demo.limiters import Limiter
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings
 from scanctl.metrics import RunMetrics
 from scanctl.pacing import Pacer
 from scanctl.records import ScanRecord
+from scanctl.resilience import RetryBudget
 
 Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
@@ -37,6 +41,7 @@ async def run_engine(
     clock: Clock | None = None,
     client: httpx.AsyncClient | None = None,
     pacer: Pacer | None = None,
+    budget: RetryBudget | None = None,
     **settings: object,
 ) -> EngineRun:
     run = EngineRun(clock=clock or FakeClock())
@@ -55,6 +60,53 @@ async def run_engine(
             run.metrics,
             rng=random.Random(7),
             pacer=pacer,
+            budget=budget,
         )
         run.outcome = await engine.run(symbols)
     return run
+
+
+@dataclass
+class UpstreamCounts:
+    requests: int = 0
+    throttled: int = 0
+    by_symbol: dict[str, int] = field(default_factory=dict)
+
+
+def limited_handler(
+    clock: Clock,
+    limiter: Limiter,
+    *,
+    hints: frozenset[str] = frozenset(),
+    latency: float = 0.05,
+    seed: int = 1,
+) -> tuple[Handler, UpstreamCounts]:
+    """An upstream in virtual time: one of the demo's limiters, hint headers, lognormal latency."""
+    rng = random.Random(seed)
+    counts = UpstreamCounts()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        counts.requests += 1
+        symbol = request.url.path.rsplit("/", 1)[-1]
+        counts.by_symbol[symbol] = counts.by_symbol.get(symbol, 0) + 1
+        decision = limiter.admit(clock.monotonic())
+        headers: dict[str, str] = {}
+        reset = str(max(0, math.ceil(decision.reset)))
+        if "x-ratelimit" in hints:
+            headers["X-RateLimit-Limit"] = str(decision.limit)
+            headers["X-RateLimit-Remaining"] = str(decision.remaining)
+            headers["X-RateLimit-Reset"] = reset
+        if "ietf" in hints:
+            window = max(1, math.ceil(decision.window))
+            headers["RateLimit-Policy"] = f'"default";q={decision.limit};w={window}'
+            headers["RateLimit"] = f'"default";r={decision.remaining};t={reset}'
+        if not decision.allowed:
+            counts.throttled += 1
+            if "retry-after" in hints:
+                headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
+            await anyio.sleep(0.002)
+            return httpx.Response(429, headers=headers, json={"detail": "Too many requests"})
+        await anyio.sleep(decision.delay + latency * math.exp(0.5 * rng.gauss(0.0, 1.0)))
+        return httpx.Response(200, headers=headers, json={"symbol": symbol})
+
+    return handler, counts

@@ -1,0 +1,113 @@
+"""Pacing against every kind of limiter the simulated upstream has, in trio's virtual time.
+
+Each test runs 1000 symbols through 50 workers against one of the demo limiters with the
+hints a real API of that kind sends, and checks what a user cares about: nothing lost, few
+429s, and time close to the ideal (n - burst) / rate. Virtual time: no test sleeps for real.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from trio.testing import MockClock
+
+from scanctl.clock import LoopClock
+from scanctl.demo.limiters import make_limiter
+from scanctl.pacing import Pacer
+from scanctl.resilience import CircuitBreaker
+from tests.engine_helpers import UpstreamCounts, limited_handler, run_engine
+
+pytestmark = pytest.mark.anyio
+N = 1000
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("trio", {"clock": MockClock(autojump_threshold=0)})
+
+
+async def scan_against(
+    kind: str,
+    rate: float,
+    *,
+    burst: int = 10,
+    window: float = 1.0,
+    hints: frozenset[str] = frozenset(),
+    learned: tuple[float, float | None] | None = None,
+) -> tuple[float, UpstreamCounts, int, Pacer]:
+    """Scan N symbols; return (seconds, upstream counts, symbols lost, the pacer)."""
+    clock = LoopClock()
+    limiter = make_limiter(kind, rate, burst=burst, window=window, start=clock.monotonic())
+    handler, counts = limited_handler(clock, limiter, hints=hints)
+    pacer = Pacer(
+        clock,
+        concurrency=50,
+        learned=learned[0] if learned else None,
+        learned_upper=learned[1] if learned else None,
+        breaker=CircuitBreaker(),
+    )
+    started = clock.monotonic()
+    run = await run_engine(
+        handler, [f"S{i}" for i in range(N)], clock=clock, concurrency=50, pacer=pacer
+    )
+    lost = sum(1 for record in run.records if not record.ok)
+    assert len(run.records) == N
+    return clock.monotonic() - started, counts, lost, pacer
+
+
+def learned_from(pacer: Pacer) -> tuple[float, float | None]:
+    control = pacer.control
+    assert control.rate is not None
+    return (control.low or control.rate, control.upper)
+
+
+async def test_token_bucket_without_hints_is_found_then_reused_on_the_next_run() -> None:
+    ideal = (N - 10) / 120
+    seconds, counts, lost, pacer = await scan_against("token-bucket", 120)
+    assert lost == 0
+    assert counts.throttled <= 0.05 * counts.requests
+    assert seconds <= 1.2 * ideal
+    again, counts, lost, _ = await scan_against("token-bucket", 120, learned=learned_from(pacer))
+    assert lost == 0 and counts.throttled <= 0.01 * counts.requests
+    # The first run (8 s) ends its search within a few % of the limit; the second keeps that.
+    assert again <= 1.08 * ideal
+
+
+async def test_retry_after_gates_cost_a_second_each_so_they_stay_few() -> None:
+    hints = frozenset({"retry-after"})
+    ideal = (N - 10) / 50
+    seconds, counts, lost, pacer = await scan_against("token-bucket", 50, hints=hints)
+    assert lost == 0 and counts.throttled <= 0.02 * counts.requests
+    assert seconds <= 1.5 * ideal
+    learned = learned_from(pacer)
+    again, counts, lost, _ = await scan_against("token-bucket", 50, hints=hints, learned=learned)
+    assert lost == 0 and counts.throttled <= 0.01 * counts.requests
+    assert again <= 1.07 * ideal
+
+
+async def test_x_ratelimit_headers_pace_a_fixed_window_exactly_without_a_429() -> None:
+    hints = frozenset({"x-ratelimit"})
+    seconds, counts, lost, _ = await scan_against("fixed-window", 50, window=2.0, hints=hints)
+    assert lost == 0 and counts.throttled == 0
+    assert seconds <= 1.05 * (N - 100) / 50
+
+
+async def test_ietf_headers_are_obeyed_without_a_429() -> None:
+    hints = frozenset({"ietf"})
+    _, counts, lost, _ = await scan_against("fixed-window", 40, window=1.0, hints=hints)
+    assert lost == 0 and counts.throttled == 0
+
+
+async def test_leaky_bucket_with_retry_after_loses_nothing() -> None:
+    hints = frozenset({"retry-after"})
+    seconds, counts, lost, _ = await scan_against("leaky-bucket", 50, hints=hints)
+    assert lost == 0 and counts.throttled <= 0.02 * counts.requests
+    assert seconds <= 1.4 * (N - 10) / 50
+
+
+async def test_sliding_window_without_hints_loses_nothing_and_does_not_collapse() -> None:
+    seconds, _, lost, pacer = await scan_against("sliding-window", 50, window=2.0)
+    assert lost == 0
+    assert pacer.control.rate is not None and pacer.control.rate > 10  # not driven to the floor
+    assert seconds <= 4.0 * (N - 100) / 50

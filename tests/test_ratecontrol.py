@@ -1,0 +1,93 @@
+"""The adaptive rate: cuts once per round trip, measures, holds, searches, never passes --rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from scanctl.ratecontrol import BETA, HOLD, MIN_CUT_INTERVAL, AdaptiveRate
+
+
+def sending(control: AdaptiveRate, start: float, stop: float, rate: float) -> list[float]:
+    """Record sends at `rate` in [start, stop); return their times."""
+    times = []
+    t = start
+    while t < stop:
+        control.on_send(t)
+        times.append(t)
+        t += 1.0 / rate
+    return times
+
+
+def test_429s_in_flight_at_the_old_rate_cut_only_once() -> None:
+    control = AdaptiveRate(0.0)
+    control.rate = 100.0  # found, but never held: no `low` to fall back to
+    sending(control, 0.0, 1.0, 100.0)
+    assert control.on_throttled(0.90, now=1.0, latency=0.1)
+    # More 429s for requests sent before the cut, or back within one round trip: no new cut.
+    assert not control.on_throttled(0.95, now=1.01, latency=0.1)
+    assert not control.on_throttled(0.99, now=1.02, latency=0.1)
+    assert not control.on_throttled(1.05, now=1.06, latency=0.1)
+    assert control.cuts == 1 and control.rate == pytest.approx(100.0 * BETA)
+    # A request sent after the cut that is throttled a round trip later: that one counts.
+    later = 1.0 + MIN_CUT_INTERVAL + 0.01
+    assert control.on_throttled(later - 0.05, now=later, latency=0.1)
+    assert control.cuts == 2
+
+
+def test_measurement_after_a_cut_drops_the_rate_to_what_the_limiter_admitted() -> None:
+    """Sending 400/s into a 50/s limiter: the admitted share of the saturated span says 50."""
+    control = AdaptiveRate(0.0)
+    sends = sending(control, 0.0, 0.3, 400.0)
+    # The limiter emptied at 0.1 s; from then on it admits one request in eight (50/s).
+    first_throttled = next(t for t in sends if t >= 0.1)
+    control.on_throttled(first_throttled, now=0.3, latency=0.05)
+    for i, t in enumerate(s for s in sends if s > first_throttled):
+        if i % 8 == 7:
+            control.on_admitted(t, now=0.31, rate_bound=True)
+        else:
+            control.on_throttled(t, now=0.31, latency=0.05)
+    assert control.measure_due(now=0.36, oldest_in_flight=None, latency=0.05)
+    control.measure(now=0.36)
+    assert control.rate == pytest.approx(0.95 * 50, rel=0.15)
+    assert control.history[-1].reason == "measured the limit"
+
+
+def test_a_rate_that_holds_becomes_low_and_the_search_bisects_towards_high() -> None:
+    control = AdaptiveRate(0.0, learned=40.0, learned_upper=60.0)
+    control._search_after = 0.0  # no trust period in this test
+    control.on_send(0.0)
+    control.on_admitted(0.0, now=HOLD + 0.01, rate_bound=True)
+    assert control.low == 40.0 and control.rate == pytest.approx(50.0)
+    # A 429 at 50: back to the rate that held, and 50 becomes the new upper bound.
+    control.on_send(HOLD + 0.1)
+    control.on_throttled(HOLD + 0.1, now=HOLD + 0.2)
+    assert control.rate == 40.0 and control.high == 50.0
+
+
+def test_growth_needs_the_rate_to_be_what_holds_senders_back() -> None:
+    control = AdaptiveRate(0.0, learned=40.0)
+    control._search_after = 0.0
+    control.on_send(0.0)
+    control.on_admitted(0.0, now=10.0, rate_bound=False)
+    assert control.rate == 40.0  # nobody waited on the rate: raising it teaches nothing
+
+
+def test_effective_rate_never_exceeds_the_ceiling() -> None:
+    control = AdaptiveRate(0.0, ceiling=20.0, learned=15.0)
+    control._search_after = 0.0
+    t = 0.0
+    for _ in range(50):
+        control.on_send(t)
+        t += HOLD + 0.1
+        control.on_admitted(t, now=t, rate_bound=True)
+        assert control.effective is not None and control.effective <= 20.0
+    assert control.rate is not None and control.rate > 20.0  # it grew, the ceiling held
+
+
+def test_a_learned_rate_is_trusted_before_searching_above_it() -> None:
+    control = AdaptiveRate(0.0, learned=50.0, learned_upper=60.0)
+    control.on_send(0.0)
+    control.on_admitted(0.0, now=10.0, rate_bound=True)
+    assert control.rate == 50.0
+    control.on_admitted(0.0, now=31.0, rate_bound=True)
+    assert control.rate == pytest.approx(55.0)  # halfway to the rate that drew 429s

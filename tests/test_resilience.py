@@ -1,0 +1,189 @@
+"""Retry budget, circuit breaker, hedging and the deadline: failures must not multiply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from trio.testing import MockClock
+
+from scanctl.clock import LoopClock
+from scanctl.pacing import Pacer
+from scanctl.resilience import CircuitBreaker, RetryBudget
+from tests.engine_helpers import run_engine
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("trio", {"clock": MockClock(autojump_threshold=0)})
+
+
+def test_budget_allows_a_share_of_recent_requests_plus_the_reserve() -> None:
+    budget = RetryBudget(share=0.1, window=10.0, reserve=0.5)  # 5 retries per window free
+    for i in range(100):
+        budget.note_request(i * 0.01)
+    granted = sum(budget.try_spend(1.0) for _ in range(50))
+    assert granted == 10 + 5
+    assert budget.denied == 35
+    # Once the window has passed, the old requests and retries no longer count.
+    assert budget.try_spend(11.5)
+
+
+def test_breaker_opens_on_mostly_failures_probes_one_at_a_time_and_closes() -> None:
+    breaker = CircuitBreaker(min_samples=4, sample_size=8, probe_interval=1.0, max_outage=60.0)
+    breaker.record(0.0, unavailable=False)  # it answered once: an outage, not a wrong address
+    for t in (1.0, 2.0):
+        breaker.record(t, unavailable=True, error="Connection refused")
+    assert not breaker.is_open  # 2 of 3: too few samples yet
+    breaker.record(3.0, unavailable=True, error="Connection refused")
+    assert breaker.is_open and breaker.times_opened == 1
+    assert breaker.wait_time(3.0) == pytest.approx(1.0)
+    assert not breaker.try_probe(3.5)
+    assert breaker.try_probe(4.0) and not breaker.try_probe(4.0)  # one probe at a time
+    breaker.record(4.1, unavailable=True)
+    breaker.probe_done(4.1)
+    assert breaker.is_open and breaker.wait_time(4.1) == pytest.approx(1.0)
+    assert breaker.try_probe(5.1)
+    breaker.record(5.2, unavailable=False)  # the probe got through
+    assert not breaker.is_open and breaker.wait_time(5.2) == 0.0
+
+
+def test_breaker_gives_up_after_max_outage_or_at_once_when_never_reachable() -> None:
+    never = CircuitBreaker(min_samples=2, max_outage=60.0)
+    for t in (0.0, 0.1):
+        never.record(t, unavailable=True, answered=False, error="Connection refused")
+    assert never.give_up_reason(0.2) == "upstream unreachable (Connection refused)"
+    was_up = CircuitBreaker(min_samples=2, max_outage=60.0)
+    was_up.record(0.0, unavailable=False)
+    for t in (1.0, 2.0):
+        was_up.record(t, unavailable=True, error="HTTP 503")
+    assert was_up.give_up_reason(30.0) is None
+    assert was_up.give_up_reason(62.0) == "upstream unavailable for 60 s (HTTP 503)"
+
+
+async def test_retries_never_exceed_the_budget_when_everything_fails() -> None:
+    clock = LoopClock()
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(500, json={"detail": "boom"})
+
+    budget = RetryBudget(share=0.1, window=1000.0, reserve=0.0)
+    pacer = Pacer(clock, concurrency=5, breaker=None)
+    run = await run_engine(
+        handler,
+        [f"S{i}" for i in range(100)],
+        clock=clock,
+        concurrency=5,
+        retries=3,
+        pacer=pacer,
+        budget=budget,
+        deadline=60.0,
+    )
+    assert run.metrics is not None
+    first_attempts = 100
+    assert run.metrics.retries <= 0.1 * run.metrics.requests_sent
+    assert calls == run.metrics.requests_sent <= first_attempts * 1.12
+    assert len(run.records) == 100 and not any(r.ok for r in run.records)
+
+
+async def test_an_outage_is_waited_out_with_one_probe_per_second_and_nothing_lost() -> None:
+    clock = LoopClock()
+    down_from, down_until = 2.0, 22.0
+    during: list[float] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        now = clock.monotonic()
+        if down_from <= now < down_until:
+            during.append(now)
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        await anyio.sleep(0.05)
+        return httpx.Response(200, json={})
+
+    run = await run_engine(
+        handler,
+        [f"S{i}" for i in range(1500)],
+        clock=clock,
+        concurrency=20,
+        rate=50.0,
+        max_outage=60.0,
+    )
+    assert all(r.ok for r in run.records) and len(run.records) == 1500
+    # The breaker opened within the first few failures, then sent about one probe a second.
+    assert len(during) <= 20 + (down_until - down_from) * 1.0
+    assert max(r.attempts for r in run.records) <= 3  # failures in the outage used no retry
+
+
+async def test_an_outage_longer_than_max_outage_stops_the_scan_and_marks_the_rest() -> None:
+    clock = LoopClock()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if clock.monotonic() >= 1.0:
+            return httpx.Response(503, json={"detail": "down"})
+        await anyio.sleep(0.05)
+        return httpx.Response(200, json={})
+
+    run = await run_engine(
+        handler,
+        [f"S{i}" for i in range(400)],
+        clock=clock,
+        concurrency=10,
+        rate=50.0,
+        max_outage=5.0,
+    )
+    assert run.outcome is not None and run.outcome.down is not None
+    assert "upstream unavailable for 5 s" in run.outcome.down
+    assert len(run.records) == 400  # every symbol accounted for
+    not_scanned = [r for r in run.records if r.error_kind == "Not scanned (upstream down)"]
+    assert not_scanned and clock.monotonic() < 1.0 + 5.0 + 5.0
+
+
+async def test_hedging_sends_at_most_one_copy_and_keeps_the_first_answer() -> None:
+    clock = LoopClock()
+    per_symbol: dict[str, int] = {}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        symbol = request.url.path.rsplit("/", 1)[-1]
+        per_symbol[symbol] = per_symbol.get(symbol, 0) + 1
+        slow = int(symbol[1:]) % 25 == 7 and per_symbol[symbol] == 1  # 1 in 25, first try
+        await anyio.sleep(5.0 if slow else 0.04 + int(symbol[1:]) % 5 * 0.005)
+        return httpx.Response(200, json={"try": per_symbol[symbol]})
+
+    run = await run_engine(
+        handler,
+        [f"S{i}" for i in range(300)],
+        clock=clock,
+        concurrency=20,
+        hedge=True,
+        retry_budget=0.2,
+    )
+    assert run.metrics is not None and run.metrics.hedged > 0
+    assert max(per_symbol.values()) <= 2
+    hedged = [r for r in run.records if int(r.symbol[1:]) % 25 == 7 and r.data == {"try": 2}]
+    assert len(hedged) >= 8 and all(r.elapsed_ms < 1000 for r in hedged)  # the copy won
+
+
+async def test_deadline_fails_what_is_still_throttled_and_accounts_for_everything() -> None:
+    clock = LoopClock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/BTC"):
+            return httpx.Response(200, json={})
+        return httpx.Response(429, headers={"Retry-After": "1"})
+
+    run = await run_engine(
+        handler, ["BTC", "ETH", "SOL"], clock=clock, concurrency=1, deadline=10.0
+    )
+    assert run.outcome is not None and run.outcome.deadline_passed
+    by_symbol = run.by_symbol()
+    assert by_symbol["BTC"].ok
+    assert by_symbol["ETH"].error_kind == "Deadline passed" and by_symbol["ETH"].attempts > 1
+    assert "HTTP 429" in (by_symbol["ETH"].error or "")
+    assert by_symbol["SOL"].attempts == 0
+    assert clock.monotonic() == pytest.approx(10.0, abs=0.01)

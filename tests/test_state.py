@@ -1,0 +1,73 @@
+"""What scanctl remembers between runs: the rate it learned, and bans."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import httpx
+import respx
+from typer.testing import CliRunner
+
+from scanctl.cli import app
+from scanctl.state import LearnedPace, PacingMemory
+
+BASE = "http://upstream.test"
+
+
+def state_file() -> Path:
+    return Path(os.environ["SCANCTL_STATE_DIR"]) / "pacing.json"
+
+
+def test_learned_rates_and_bans_round_trip_through_the_file() -> None:
+    memory = PacingMemory()
+    memory.remember(BASE, "mss", LearnedPace(48.5, 52.0), now_wall=1000.0)
+    memory.remember_ban(BASE, until_wall=2000.0)
+    memory.save()
+    again = PacingMemory()
+    assert again.learned(BASE, "mss") == LearnedPace(48.5, 52.0)
+    assert again.learned(BASE, "price") is None
+    assert again.banned_until(BASE, now_wall=1500.0) == 2000.0
+    assert again.banned_until(BASE, now_wall=2500.0) is None
+
+
+def test_a_corrupt_state_file_is_set_aside_with_a_warning(capsys) -> None:  # type: ignore[no-untyped-def]
+    state_file().parent.mkdir(parents=True, exist_ok=True)
+    state_file().write_text("{not json")
+    memory = PacingMemory()
+    assert memory.learned(BASE, "mss") is None
+    assert "ignoring unreadable state file" in capsys.readouterr().err
+    assert state_file().with_suffix(".json.corrupt").exists()
+
+
+def test_a_scan_that_met_429s_leaves_its_rate_for_the_next_run() -> None:
+    runner = CliRunner()
+    answers = iter([httpx.Response(429, headers={"Retry-After": "0"})])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return next(answers, httpx.Response(200, json={"ok": True}))
+
+    with respx.mock(base_url=BASE) as mock:
+        mock.get(path__regex=r"^/").mock(side_effect=answer)
+        first = runner.invoke(app, ["scan", "BTC", "ETH", "--base-url", BASE, "-t", "mss"])
+        assert first.exit_code == 0, first.stderr
+        saved = json.loads(state_file().read_text())["rates"][f"{BASE} mss"]
+        assert saved["rate"] > 0
+        second = runner.invoke(app, ["scan", "SOL", "--base-url", BASE, "-t", "mss"])
+    history = json.loads(second.stdout)["rate_history"]
+    assert history[0]["reason"] == "learned on an earlier run"
+    assert history[0]["rate"] == round(saved["rate"], 2)
+
+
+def test_a_418_ban_is_kept_and_no_later_run_sends_until_it_passes() -> None:
+    runner = CliRunner()
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get(path__regex=r"^/").respond(
+            418, headers={"Retry-After": "600"}, json={"detail": "IP banned"}
+        )
+        first = runner.invoke(app, ["scan", "BTC", "--base-url", BASE])
+        assert first.exit_code == 4 and route.call_count == 1
+        second = runner.invoke(app, ["scan", "BTC", "--base-url", BASE])
+    assert second.exit_code == 4 and route.call_count == 1  # nothing sent the second time
+    assert "banned us until" in second.stderr and second.stdout == ""
