@@ -38,9 +38,11 @@ def status_line(metrics: RunMetrics, elapsed: float) -> str:
     done, total = metrics.done, metrics.total
     pct = 100.0 * done / total if total else 100.0
     speed = done / elapsed if elapsed > 0 else 0.0
+    rate = "no limit" if metrics.current_rate is None else f"{metrics.current_rate:.1f} req/s"
     return (
         f"scanctl: {done}/{total} ({pct:.0f}%) ok {metrics.successful} failed {metrics.failed} "
-        f"throttled {metrics.throttled}, {speed:.1f} scans/s, ETA {_eta(done, total, elapsed)}"
+        f"throttled {metrics.throttled}, {speed:.1f} scans/s, ETA {_eta(done, total, elapsed)}, "
+        f"pacing {rate}"
     )
 
 
@@ -54,6 +56,8 @@ def summary_line(summary: dict[str, Any]) -> str:
         f"in {perf['total_time_seconds']:.2f} s, {perf['scans_per_second']:.1f} scans/s, "
         f"{summary['requests_sent']} requests, {summary['throttled']} throttled"
     )
+    if perf.get("final_rate_limit") is not None:
+        text += f", paced at {perf['final_rate_limit']:.1f} req/s"
     if summary.get("interrupted"):
         text += f"; interrupted, {summary['not_scanned']} not scanned"
     return text
@@ -98,27 +102,46 @@ def bar_text(metrics: RunMetrics, elapsed: float) -> str:
     """The figures beside the bar, short enough to leave the bar room on an 80-column terminal."""
     done, total = metrics.done, metrics.total
     speed = done / elapsed if elapsed > 0 else 0.0
-    pace = metrics.requests_sent / elapsed if elapsed > 0 else 0.0
     return (
         f"{done}/{total} ok {metrics.successful} failed {metrics.failed} | "
-        f"{speed:.0f}/s, {pace:.0f} req/s, {metrics.throttled} throttled | "
-        f"ETA {_eta(done, total, elapsed)}"
+        f"{speed:.0f} scans/s | ETA {_eta(done, total, elapsed)}"
+    )
+
+
+def pacing_text(metrics: RunMetrics, elapsed: float) -> str:
+    """The second line: how fast we are allowed to go, and what the upstream made of it."""
+    sent = metrics.requests_sent / elapsed if elapsed > 0 else 0.0
+    limit = "no limit" if metrics.current_rate is None else f"{metrics.current_rate:.1f} req/s"
+    return (
+        f"pacing {limit} | sent {sent:.0f} req/s | {metrics.in_flight} in flight | "
+        f"{metrics.throttled} throttled, {metrics.retries} retried"
     )
 
 
 class RichDisplay:
-    """A live rich progress bar on stderr: the bar takes whatever width the figures leave."""
+    """A live rich progress bar on stderr: the bar and its figures, then a line on pacing.
+
+    The bar takes whatever width the figures leave.
+    """
 
     def __init__(self, clock: Clock, min_interval: float = 0.1, console: Any = None) -> None:
-        from rich.console import Console
+        from rich.console import Console, Group
         from rich.progress import BarColumn, Progress, TextColumn
         from rich.table import Column
+        from rich.text import Text
 
         self.clock = clock
         self.min_interval = min_interval
         self.last = 0.0
         self.started = 0.0
-        self.progress = Progress(
+        self.pacing = Text("", no_wrap=True, overflow="ellipsis", style="dim")
+        pacing = self.pacing
+
+        class _WithPacing(Progress):
+            def get_renderables(self):  # type: ignore[no-untyped-def]
+                yield Group(self.make_tasks_table(self.tasks), pacing)
+
+        self.progress = _WithPacing(
             BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=5)),
             TextColumn("{task.fields[line]}", table_column=Column(no_wrap=True)),
             console=console if console is not None else Console(stderr=True),
@@ -136,8 +159,9 @@ class RichDisplay:
         self.progress.start()
 
     def _refresh(self, metrics: RunMetrics, now: float) -> None:
-        line = bar_text(metrics, max(now - self.started, 0.0))
-        self.progress.update(self.task, completed=metrics.done, line=line)
+        elapsed = max(now - self.started, 0.0)
+        self.pacing.plain = pacing_text(metrics, elapsed)
+        self.progress.update(self.task, completed=metrics.done, line=bar_text(metrics, elapsed))
 
     def update(self, metrics: RunMetrics) -> None:
         now = self.clock.monotonic()

@@ -133,6 +133,7 @@ class ScanRun:
     async def _tick(self) -> None:
         while True:
             await self.clock.sleep(0.5)
+            self.metrics.pace(self.pacer.rate, self.pacer.in_flight)
             self.display.update(self.metrics)
 
     async def _main(self, client: httpx.AsyncClient | None) -> None:

@@ -80,10 +80,13 @@ def test_bar_fits_an_80_column_terminal_with_every_figure() -> None:
     display.start(1000)
     clock.now += 5.0
     metrics.successful, metrics.failed, metrics.throttled = 498, 2, 7
-    metrics.requests_sent = 520
+    metrics.requests_sent, metrics.retries = 520, 3
+    metrics.pace(48.25, 12)
     display.stop(metrics)
     drawn = screen.getvalue()
-    assert "500/1000 ok 498 failed 2 | 100/s, 104 req/s, 7 throttled | ETA 0:00:05" in drawn
+    assert "500/1000 ok 498 failed 2 | 100 scans/s | ETA 0:00:05" in drawn
+    pacing = "pacing 48.2 req/s | sent 104 req/s | 12 in flight | 7 throttled, 3 retried"
+    assert pacing in drawn
     line = drawn.split("\x1b[2K")[-1].splitlines()[0]
     bar = line[: line.index("500/1000")]
     assert "…" not in line and len(line) <= 80
