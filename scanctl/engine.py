@@ -252,7 +252,7 @@ class ScanEngine:
                 ticket = self.pacer.try_acquire_now()
                 if ticket is None:
                     return
-                if not self.budget.try_spend(self.clock.monotonic()):
+                if not self.budget.try_spend(self.clock.monotonic(), share_of_allowance=0.25):
                     self.pacer.abandon(ticket)
                     return
                 self.metrics.hedged += 1
@@ -334,12 +334,9 @@ class ScanEngine:
         if verdict.retry_after is not None:  # a 503 may say when to come back
             delay = max(delay, min(verdict.retry_after, s.backoff_cap * 6))
         await self.clock.sleep(delay)
-        waits = 0
+        # Over budget: check again shortly (asking costs nothing; only granted retries send).
         while not self.budget.try_spend(self.clock.monotonic()):
-            waits += 1
-            await self.clock.sleep(
-                backoff_delay(min(waits, 4), s.backoff_base, s.backoff_cap, self.rng)
-            )
+            await self.clock.sleep(self.rng.uniform(0.05, 0.25))
 
 
 def _leaves(group: BaseExceptionGroup[_Stop]) -> Iterator[_Stop]:

@@ -45,9 +45,13 @@ class RetryBudget:
         self._trim(now)
         return self.share * len(self._requests) + self.reserve * self.window
 
-    def try_spend(self, now: float) -> bool:
-        """Take one retry from the budget; False (and nothing taken) when it is spent."""
-        allowed = self.allowance(now)  # trims old entries first
+    def try_spend(self, now: float, *, share_of_allowance: float = 1.0) -> bool:
+        """Take one retry from the budget; False (and nothing taken) when it is spent.
+
+        `share_of_allowance` below 1 keeps the rest for others: hedged copies take only from
+        the first quarter, so they never starve the retries of requests that actually failed.
+        """
+        allowed = self.allowance(now) * share_of_allowance  # trims old entries first
         if len(self._retries) + 1 > allowed:
             self.denied += 1
             return False
