@@ -1,12 +1,13 @@
 # scanctl: `make demo` runs a scan end to end against the bundled simulated upstream;
-# `make test` runs the tests. Both install what they need into .venv first.
+# `make test` runs the tests; `make bench` the benchmarks. All install what they need into .venv
+# first.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps demo test lint format clean
+.PHONY: install system-deps demo test bench lint format clean
 
 install: $(STAMP)
 
@@ -34,6 +35,12 @@ demo: install
 
 test: install system-deps
 	$(BIN)/python -m pytest
+
+# Benchmarks are not tests: they print tables of figures measured in one run (pacing against
+# rate limits, faults and an outage, beside the original scanner; then a latency-bound scan).
+bench: install
+	$(BIN)/python benchmarks/pacing.py
+	$(BIN)/python benchmarks/latency_bound.py --symbols 1000 --concurrency 50 --median 0.1
 
 lint: install
 	$(BIN)/ruff check .
