@@ -29,7 +29,7 @@ import anyio
 
 from scanctl.clock import Clock
 from scanctl.hints import QuotaHint
-from scanctl.ratecontrol import AdaptiveRate
+from scanctl.ratecontrol import AdaptiveRate, LearnedPace
 from scanctl.resilience import CircuitBreaker
 
 INITIAL_WINDOW = 10
@@ -152,8 +152,7 @@ class Pacer:
         concurrency: int = 50,
         rate: float | None = None,
         adaptive: bool = True,
-        learned: float | None = None,
-        learned_upper: float | None = None,
+        learned: LearnedPace | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.clock = clock
@@ -164,7 +163,6 @@ class Pacer:
             now,
             ceiling=rate,
             learned=learned if adaptive else None,
-            learned_upper=learned_upper if adaptive else None,
         )
         self.meter = GcraMeter(clock)
         self.breaker = breaker

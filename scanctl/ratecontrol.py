@@ -49,11 +49,24 @@ CLOSE_ENOUGH_EXPENSIVE = 0.05
 FORGET = 60.0  # seconds of calm after which `high` may be stale
 # A rate learned on an earlier run was found by that run's search: trust it this long before
 # searching above it again (a short cron run then never pays for a probe).
-TRUST_LEARNED = 30.0
+TRUST_LEARNED = 30.0  # (only when its 429s closed Retry-After gates)
 PROBE_GAIN = 0.03  # growth per second while probing with no upper bound, doubling every 5 s
 MIN_RATE = 0.1  # requests/s: the slowest we go, however many 429s
 MIN_MEASURED = 4  # answers needed before a measurement counts
 HISTORY_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedPace:
+    """What a run learned about an upstream, for the next run to start from.
+
+    `rate`: the fastest rate that held; `upper`: the slowest that drew a 429; `gated`: its 429s
+    closed Retry-After gates (so probing costs seconds, and the next run is more careful).
+    """
+
+    rate: float
+    upper: float | None = None
+    gated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +86,16 @@ class AdaptiveRate:
         now: float,
         *,
         ceiling: float | None = None,
-        learned: float | None = None,
-        learned_upper: float | None = None,
+        learned: LearnedPace | None = None,
     ) -> None:
         self.started = now
         self.ceiling = ceiling
-        self.rate: float | None = learned
-        self.low: float | None = learned
+        self.rate: float | None = learned.rate if learned else None
+        self.low: float | None = self.rate
         self._hold_started = False
-        self._expensive = False  # the last 429 closed a gate
-        self.high: float | None = learned_upper
+        # The last 429 closed a gate (or, from an earlier run, they used to).
+        self._expensive = learned.gated if learned else False
+        self.high: float | None = learned.upper if learned else None
         self.last_cut_at = float("-inf")
         # When the current rate started to be used: the first send after it was set (time
         # behind a closed Retry-After gate sends nothing, so it proves nothing).
@@ -98,14 +111,22 @@ class AdaptiveRate:
         self._measure_pending = False
         self.cuts = 0
         self.history: list[RateChange] = []
-        self._search_after = now + TRUST_LEARNED if learned is not None else now
+        # A run whose 429s were cheap needs no trust period: probing costs little.
+        self._search_after = now + TRUST_LEARNED if learned and learned.gated else now
         if learned is not None:
-            self._set(learned, now, "learned on an earlier run")
+            self._set(learned.rate, now, "learned on an earlier run")
 
     @property
     def upper(self) -> float | None:
         """The slowest rate known to draw a 429 (what the next run should not exceed)."""
         return self.high
+
+    def learned(self) -> LearnedPace | None:
+        """What the next run should start from, or None when nothing limited this one."""
+        rate = self.low or self.rate
+        if rate is None:
+            return None
+        return LearnedPace(rate, self.high, self._expensive)
 
     @property
     def effective(self) -> float | None:
@@ -124,12 +145,13 @@ class AdaptiveRate:
         self.history.append(RateChange(round(now - self.started, 3), rounded, reason))
         del self.history[:-HISTORY_LIMIT]
 
-    def send_rate(self, now: float, span: float = 1.0) -> float:
-        """Requests per second sent over the last `span` seconds (or since the first send)."""
-        while self._sends and self._sends[0] < now - 2.0:
+    def send_rate(self, until: float, span: float = 1.0) -> float:
+        """Requests per second sent in the `span` seconds before `until` (or since the first)."""
+        while self._sends and self._sends[0] < until - 2.0:
             self._sends.popleft()
-        recent = sum(1 for t in self._sends if t >= now - span)
-        return recent / max(min(span, now - self.started), 1e-3)
+        recent = sum(1 for t in self._sends if until - span <= t <= until)
+        first = self._sends[0] if self._sends else until
+        return recent / max(min(span, until - first), 1e-3)
 
     def admitted_rate(self, now: float, span: float = 2.0) -> float:
         """Admitted answers per second over the last `span` seconds (by when they were sent)."""
@@ -160,12 +182,20 @@ class AdaptiveRate:
         elif self.high is None:
             gain = PROBE_GAIN * 2 ** min(4, int(calm // 5.0))
             self._set(self.rate * (1.0 + gain * HOLD), now, "probing upward")
-        elif self.high > self.low * (
-            1.0 + (CLOSE_ENOUGH_EXPENSIVE if self._expensive else CLOSE_ENOUGH)
-        ):
+        elif self.high > self.low * (1.0 + self._close_enough):
             self._set((self.low + self.high) / 2.0, now, "held: searching upward")
+        elif self._expensive:
+            self._held_since = now  # close enough, and a probe too many costs a gate: stay
+        elif self.low > self.high:
+            self.high = None  # held above the rate that drew a 429: that bound was wrong
+            self._set(self.rate * (1.0 + PROBE_GAIN * HOLD), now, "probing upward")
         else:
-            self._held_since = now  # close enough: stay
+            # Cheap 429s: check now and then that the bound is still right, one step above it.
+            self._set(self.high * (1.0 + self._close_enough), now, "probing above the bound")
+
+    @property
+    def _close_enough(self) -> float:
+        return CLOSE_ENOUGH_EXPENSIVE if self._expensive else CLOSE_ENOUGH
 
     def on_throttled(
         self, sent_at: float, now: float, *, latency: float = 0.0, expensive: bool = False
@@ -182,7 +212,13 @@ class AdaptiveRate:
             return False  # in flight at the old rate: already answered for by the last cut
         slow_start = self.rate is None
         self._expensive = expensive
-        base = max(self.rate if self.rate is not None else self.send_rate(now), MIN_RATE)
+        if self.rate is None:
+            # Slow start ramps fast: what matters is how fast we sent just before the request
+            # the limiter refused, over about two round trips, not a longer average.
+            base = self.send_rate(sent_at, span=max(0.25, 2.0 * latency))
+        else:
+            base = self.rate
+        base = max(base, MIN_RATE)
         # A window limiter answers 429 to everything until its window turns over, even at a
         # rate it would take: what it admitted lately bounds the limit from below.
         drew_429 = max(base, self.admitted_rate(now))
@@ -223,5 +259,9 @@ class AdaptiveRate:
         if len(window) < MIN_MEASURED:
             return
         estimate = max(sum(window), 1) / (end - start)
+        # The estimate is noisy (a few dozen answers): let the search start near it rather
+        # than at the overshoot that drew the 429, but not below what was admitted lately.
+        near = max(estimate * 1.25, self.admitted_rate(now))
+        self.high = near if self.high is None else min(self.high, near)
         if estimate * MARGIN < self.rate:
             self._set(estimate * MARGIN, now, "measured the limit")

@@ -31,7 +31,7 @@ from scanctl.pacing import Pacer
 from scanctl.progress import Display, choose_display, summary_line
 from scanctl.records import ScanRecord
 from scanctl.resilience import CircuitBreaker
-from scanctl.state import LearnedPace, PacingMemory
+from scanctl.state import PacingMemory
 
 # How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
 DEFAULT_BAN_SECONDS = 120.0
@@ -113,8 +113,7 @@ class ScanRun:
             concurrency=settings.concurrency,
             rate=settings.rate,
             adaptive=settings.adaptive,
-            learned=learned.rate if learned else None,
-            learned_upper=learned.upper if learned else None,
+            learned=learned,
             breaker=CircuitBreaker(max_outage=settings.max_outage),
         )
 
@@ -170,9 +169,9 @@ class ScanRun:
 
     def _remember(self) -> None:
         """Keep the rate reached, and any ban, for the next run against this upstream."""
-        settings, control = self.job.settings, self.pacer.control
-        if settings.adaptive and control.rate is not None:
-            pace = LearnedPace(control.low or control.rate, control.upper)
+        settings = self.job.settings
+        pace = self.pacer.control.learned()
+        if settings.adaptive and pace is not None:
             self.memory.remember(settings.base_url, settings.endpoint.name, pace, self.clock.wall())
         refused = self.state.outcome.refused if self.state.outcome else None
         if refused is not None and refused.status == 418:

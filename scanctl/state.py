@@ -17,9 +17,10 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scanctl.ratecontrol import LearnedPace
 
 STATE_ENV = "SCANCTL_STATE_DIR"
 FILE_NAME = "pacing.json"
@@ -33,14 +34,6 @@ def state_dir() -> Path:
     from platformdirs import user_state_dir
 
     return Path(user_state_dir("scanctl", appauthor=False))
-
-
-@dataclass(frozen=True, slots=True)
-class LearnedPace:
-    """The rate a run ended at (requests/s) and the lowest rate known to draw 429s."""
-
-    rate: float
-    upper: float | None = None
 
 
 class PacingMemory:
@@ -81,7 +74,8 @@ class PacingMemory:
         try:
             rate = float(entry["rate"])
             upper = entry.get("upper")
-            return LearnedPace(rate, float(upper) if upper is not None else None)
+            gated = bool(entry.get("gated", False))
+            return LearnedPace(rate, float(upper) if upper is not None else None, gated)
         except (TypeError, KeyError, ValueError):
             return None
 
@@ -90,6 +84,7 @@ class PacingMemory:
         rates[self._key(base_url, type_name)] = {
             "rate": round(pace.rate, 3),
             "upper": None if pace.upper is None else round(pace.upper, 3),
+            "gated": pace.gated,
             "updated": round(now_wall),
         }
 

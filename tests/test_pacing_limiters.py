@@ -15,6 +15,7 @@ from trio.testing import MockClock
 from scanctl.clock import LoopClock
 from scanctl.demo.limiters import make_limiter
 from scanctl.pacing import Pacer
+from scanctl.ratecontrol import LearnedPace
 from scanctl.resilience import CircuitBreaker
 from tests.engine_helpers import UpstreamCounts, limited_handler, run_engine
 
@@ -34,7 +35,7 @@ async def scan_against(
     burst: int = 10,
     window: float = 1.0,
     hints: frozenset[str] = frozenset(),
-    learned: tuple[float, float | None] | None = None,
+    learned: LearnedPace | None = None,
 ) -> tuple[float, UpstreamCounts, int, Pacer]:
     """Scan N symbols; return (seconds, upstream counts, symbols lost, the pacer)."""
     clock = LoopClock()
@@ -43,8 +44,7 @@ async def scan_against(
     pacer = Pacer(
         clock,
         concurrency=50,
-        learned=learned[0] if learned else None,
-        learned_upper=learned[1] if learned else None,
+        learned=learned,
         breaker=CircuitBreaker(),
     )
     started = clock.monotonic()
@@ -56,10 +56,10 @@ async def scan_against(
     return clock.monotonic() - started, counts, lost, pacer
 
 
-def learned_from(pacer: Pacer) -> tuple[float, float | None]:
-    control = pacer.control
-    assert control.rate is not None
-    return (control.low or control.rate, control.upper)
+def learned_from(pacer: Pacer) -> LearnedPace:
+    learned = pacer.control.learned()
+    assert learned is not None
+    return learned
 
 
 async def test_token_bucket_without_hints_is_found_then_reused_on_the_next_run() -> None:

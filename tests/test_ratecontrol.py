@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanctl.ratecontrol import BETA, HOLD, MIN_CUT_INTERVAL, AdaptiveRate
+from scanctl.ratecontrol import BETA, HOLD, MIN_CUT_INTERVAL, AdaptiveRate, LearnedPace
 
 
 def sending(control: AdaptiveRate, start: float, stop: float, rate: float) -> list[float]:
@@ -53,7 +53,7 @@ def test_measurement_after_a_cut_drops_the_rate_to_what_the_limiter_admitted() -
 
 
 def test_a_rate_that_holds_becomes_low_and_the_search_bisects_towards_high() -> None:
-    control = AdaptiveRate(0.0, learned=40.0, learned_upper=60.0)
+    control = AdaptiveRate(0.0, learned=LearnedPace(40.0, 60.0))
     control._search_after = 0.0  # no trust period in this test
     control.on_send(0.0)
     control.on_admitted(0.0, now=HOLD + 0.01, rate_bound=True)
@@ -65,7 +65,7 @@ def test_a_rate_that_holds_becomes_low_and_the_search_bisects_towards_high() -> 
 
 
 def test_growth_needs_the_rate_to_be_what_holds_senders_back() -> None:
-    control = AdaptiveRate(0.0, learned=40.0)
+    control = AdaptiveRate(0.0, learned=LearnedPace(40.0))
     control._search_after = 0.0
     control.on_send(0.0)
     control.on_admitted(0.0, now=10.0, rate_bound=False)
@@ -73,7 +73,7 @@ def test_growth_needs_the_rate_to_be_what_holds_senders_back() -> None:
 
 
 def test_effective_rate_never_exceeds_the_ceiling() -> None:
-    control = AdaptiveRate(0.0, ceiling=20.0, learned=15.0)
+    control = AdaptiveRate(0.0, ceiling=20.0, learned=LearnedPace(15.0))
     control._search_after = 0.0
     t = 0.0
     for _ in range(50):
@@ -85,7 +85,7 @@ def test_effective_rate_never_exceeds_the_ceiling() -> None:
 
 
 def test_a_learned_rate_is_trusted_before_searching_above_it() -> None:
-    control = AdaptiveRate(0.0, learned=50.0, learned_upper=60.0)
+    control = AdaptiveRate(0.0, learned=LearnedPace(50.0, 60.0, gated=True))
     control.on_send(0.0)
     control.on_admitted(0.0, now=10.0, rate_bound=True)
     assert control.rate == 50.0

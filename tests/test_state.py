@@ -11,7 +11,8 @@ import respx
 from typer.testing import CliRunner
 
 from scanctl.cli import app
-from scanctl.state import LearnedPace, PacingMemory
+from scanctl.ratecontrol import LearnedPace
+from scanctl.state import PacingMemory
 
 BASE = "http://upstream.test"
 
