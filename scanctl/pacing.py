@@ -89,7 +89,9 @@ class _Quota:
     until reset" is rounded up, and the answer took time to come back). When it passes and the
     quota is spent, one request goes first to learn whether the window refilled completely (a
     fixed window) or frees slots one by one (a sliding window, a token bucket); once a full
-    refill has been seen, later windows are spent at once without that probe.
+    refill has been seen, later windows are spent at once without that probe. When it refills
+    bit by bit and the policy (q per w seconds) is known, a spent quota lets one request
+    through every w/q seconds instead of idling until the reset: the limiter's own rate.
     """
 
     def __init__(self) -> None:
@@ -98,8 +100,10 @@ class _Quota:
         self.limit: int | None = None
         self.window: float | None = None
         self.refills_fully = False
+        self.refills_gradually = False
         self._turned_at = float("-inf")
         self._probing = False
+        self._last_drip = float("-inf")
 
     def update(self, hint: QuotaHint, sent_at: float, now: float, sent_since: int) -> None:
         """Take a hint from an answer to a request sent at `sent_at`.
@@ -116,6 +120,7 @@ class _Quota:
             self._probing = False
             full = self.limit is not None and hint.remaining + 1 >= self.limit
             self.refills_fully = full
+            self.refills_gradually = not full
         if self.remaining is None or reset_at > self.reset_at + NEW_WINDOW_SLACK:
             self.remaining = known  # first hint, or a new window began
             self.reset_at = reset_at
@@ -127,7 +132,15 @@ class _Quota:
         if self.remaining is None or self.remaining > 0:
             return 0.0
         if now < self.reset_at:
-            return self.reset_at - now
+            drip = self._drip_interval()
+            if drip is None:
+                return self.reset_at - now
+            next_drip = self._last_drip + drip
+            if now >= next_drip:
+                self._last_drip = now
+                self.remaining = 1
+                return 0.0
+            return min(self.reset_at, next_drip) - now
         self._turned_at = now
         if self.refills_fully and self.limit is not None:
             self.remaining = self.limit
@@ -136,6 +149,11 @@ class _Quota:
             self._probing = True
         self.reset_at = now + (self.window or 1.0)
         return 0.0
+
+    def _drip_interval(self) -> float | None:
+        if not self.refills_gradually or not self.limit or not self.window:
+            return None
+        return self.window / self.limit
 
     def spend(self) -> None:
         if self.remaining is not None:

@@ -80,8 +80,12 @@ def limited_handler(
     hints: frozenset[str] = frozenset(),
     latency: float = 0.05,
     seed: int = 1,
+    policy: tuple[int, int] | None = None,
 ) -> tuple[Handler, UpstreamCounts]:
-    """An upstream in virtual time: one of the demo's limiters, hint headers, lognormal latency."""
+    """An upstream in virtual time: one of the demo's limiters, hint headers, lognormal latency.
+
+    `policy` is the IETF (q, w) to announce; by default the limiter's own limit and window.
+    """
     rng = random.Random(seed)
     counts = UpstreamCounts()
 
@@ -97,8 +101,8 @@ def limited_handler(
             headers["X-RateLimit-Remaining"] = str(decision.remaining)
             headers["X-RateLimit-Reset"] = reset
         if "ietf" in hints:
-            window = max(1, math.ceil(decision.window))
-            headers["RateLimit-Policy"] = f'"default";q={decision.limit};w={window}'
+            q, w = policy or (decision.limit, max(1, math.ceil(decision.window)))
+            headers["RateLimit-Policy"] = f'"default";q={q};w={w}'
             headers["RateLimit"] = f'"default";r={decision.remaining};t={reset}'
         if not decision.allowed:
             counts.throttled += 1

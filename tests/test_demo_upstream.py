@@ -99,6 +99,10 @@ async def test_ietf_hints_describe_the_window_quota() -> None:
         answer = await http.get("/signals/BTC")
     assert answer.headers["ratelimit-policy"] == '"default";q=100;w=2'
     assert answer.headers["ratelimit"].startswith('"default";r=99;t=')
+    async with client(rate_limit=80.0, burst=20, hints=frozenset({"ietf"})) as http:
+        bucket = await http.get("/signals/BTC")
+    assert bucket.headers["ratelimit-policy"] == '"default";q=80;w=1'  # the rate, per second
+    assert bucket.headers["ratelimit"].startswith('"default";r=19;t=')
 
 
 @pytest.mark.anyio

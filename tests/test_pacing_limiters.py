@@ -36,11 +36,12 @@ async def scan_against(
     window: float = 1.0,
     hints: frozenset[str] = frozenset(),
     learned: LearnedPace | None = None,
+    policy: tuple[int, int] | None = None,
 ) -> tuple[float, UpstreamCounts, int, Pacer]:
     """Scan N symbols; return (seconds, upstream counts, symbols lost, the pacer)."""
     clock = LoopClock()
     limiter = make_limiter(kind, rate, burst=burst, window=window, start=clock.monotonic())
-    handler, counts = limited_handler(clock, limiter, hints=hints)
+    handler, counts = limited_handler(clock, limiter, hints=hints, policy=policy)
     pacer = Pacer(
         clock,
         concurrency=50,
@@ -97,6 +98,16 @@ async def test_ietf_headers_are_obeyed_without_a_429() -> None:
     hints = frozenset({"ietf"})
     _, counts, lost, _ = await scan_against("fixed-window", 40, window=1.0, hints=hints)
     assert lost == 0 and counts.throttled == 0
+
+
+async def test_ietf_policy_of_a_token_bucket_is_followed_at_its_rate_without_a_429() -> None:
+    """The bucket refills bit by bit: after the burst, one request per w/q seconds, not per reset."""
+    hints = frozenset({"ietf"})
+    seconds, counts, lost, _ = await scan_against(
+        "token-bucket", 80, burst=20, hints=hints, policy=(80, 1)
+    )
+    assert lost == 0 and counts.throttled == 0
+    assert seconds <= 1.15 * (N - 20) / 80
 
 
 async def test_leaky_bucket_with_retry_after_loses_nothing() -> None:

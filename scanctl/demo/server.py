@@ -144,6 +144,18 @@ class DemoUpstream:
             return 0.0
         return c.latency_median * math.exp(c.latency_sigma * self.rng.gauss(0.0, 1.0))
 
+    def _ietf_policy(self, decision: Any) -> str:
+        """The draft's quota policy: q requests per w whole seconds, true to the configured rate.
+
+        A bucket's own window (burst / rate) is often under a second, which w cannot say, so
+        buckets state their rate over a whole second (or their burst's worth of seconds).
+        """
+        c = self.config
+        if c.rate_limit is None or c.limiter in ("fixed-window", "sliding-window"):
+            return f'"default";q={decision.limit};w={max(1, math.ceil(decision.window))}'
+        window = max(1, math.ceil(c.burst / c.rate_limit))
+        return f'"default";q={round(c.rate_limit * window)};w={window}'
+
     def _hint_headers(self, decision: Any, throttled: bool) -> dict[str, str]:
         hints, headers = self.config.hints, {}
         reset = max(0, math.ceil(decision.reset))
@@ -155,8 +167,7 @@ class DemoUpstream:
             epoch = "x-ratelimit-epoch" in hints
             headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + reset) if epoch else reset)
         if "ietf" in hints:
-            window = max(1, math.ceil(decision.window))
-            headers["RateLimit-Policy"] = f'"default";q={decision.limit};w={window}'
+            headers["RateLimit-Policy"] = self._ietf_policy(decision)
             headers["RateLimit"] = f'"default";r={decision.remaining};t={reset}'
         if "used-weight" in hints:
             headers["X-MBX-USED-WEIGHT-1M"] = str(decision.limit - decision.remaining)
