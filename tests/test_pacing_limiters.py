@@ -101,7 +101,7 @@ async def test_ietf_headers_are_obeyed_without_a_429() -> None:
 
 
 async def test_ietf_policy_of_a_token_bucket_is_followed_at_its_rate_without_a_429() -> None:
-    """The bucket refills bit by bit: after the burst, one request per w/q seconds, not per reset."""
+    """A bucket refills bit by bit: after the burst, a request per w/q seconds, not per reset."""
     hints = frozenset({"ietf"})
     seconds, counts, lost, _ = await scan_against(
         "token-bucket", 80, burst=20, hints=hints, policy=(80, 1)
