@@ -23,6 +23,7 @@ agree, checked in this order:
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import anyio
@@ -33,8 +34,10 @@ from scanctl.ratecontrol import AdaptiveRate, LearnedPace
 from scanctl.resilience import CircuitBreaker
 
 INITIAL_WINDOW = 10
-# A quota seen this much later than the current reset belongs to a new window.
-NEW_WINDOW_SLACK = 0.5
+# How often senders held by a spent quota look whether an answer has refilled it.
+QUOTA_POLL = 0.02
+# Reset times come in whole seconds, rounded up: a boundary may lie up to this much earlier.
+RESET_GRANULARITY = 1.0
 
 
 class UpstreamDown(Exception):
@@ -103,12 +106,17 @@ class _Quota:
         self.refills_gradually = False
         self._turned_at = float("-inf")
         self._probing = False
+        self._fresh = False  # the reset time is a placeholder set at our turnover
+        self._period: float | None = None  # the window's length, as seen after turnovers
         self._last_drip = float("-inf")
+        self._recent_sends: deque[float] = deque()
 
     def update(self, hint: QuotaHint, sent_at: float, now: float, sent_since: int) -> None:
         """Take a hint from an answer to a request sent at `sent_at`.
 
         `sent_since`: requests sent after that one and still out, which the hint cannot count.
+        Only our own turnover (in `wait`) starts a new window: an integer reset can move by a
+        second between answers of the same window, so a later reset proves nothing.
         """
         if sent_at < self._turned_at:
             return  # sent before the window turned over: it describes the old window
@@ -116,17 +124,19 @@ class _Quota:
         self.window = hint.window if hint.window is not None else self.window
         reset_at = now + hint.reset
         known = max(0, hint.remaining - sent_since)
-        if self._probing:
-            self._probing = False
-            full = self.limit is not None and hint.remaining + 1 >= self.limit
-            self.refills_fully = full
-            self.refills_gradually = not full
-        if self.remaining is None or reset_at > self.reset_at + NEW_WINDOW_SLACK:
-            self.remaining = known  # first hint, or a new window began
-            self.reset_at = reset_at
-        else:
-            self.remaining = min(self.remaining, known)  # answers arrive out of order
-            self.reset_at = min(self.reset_at, reset_at)
+        if self.remaining is None or self._probing:
+            if self._probing:
+                full = self.limit is not None and hint.remaining + 1 >= self.limit
+                self.refills_fully, self.refills_gradually = full, not full
+                self._probing = False
+            self.remaining, self.reset_at, self._fresh = known, reset_at, False
+            return
+        self.remaining = min(self.remaining, known)  # answers arrive out of order
+        if self._fresh and self.refills_fully:
+            # Right after a turnover the reset is a whole window away: that is the period.
+            self._period = max(self._period or 0.0, hint.reset)
+        self.reset_at = reset_at if self._fresh else min(self.reset_at, reset_at)
+        self._fresh = False
 
     def wait(self, now: float) -> float:
         if self.remaining is None or self.remaining > 0:
@@ -143,21 +153,32 @@ class _Quota:
             return min(self.reset_at, next_drip) - now
         self._turned_at = now
         if self.refills_fully and self.limit is not None:
-            self.remaining = self.limit
+            # The reset we waited for is an upper bound, up to a second late: what we sent
+            # in that last second may already have counted against the new window.
+            recent = sum(1 for t in self._recent_sends if t >= now - RESET_GRANULARITY)
+            self.remaining = max(1, self.limit - recent)
         else:
             self.remaining = 1  # how much did the reset give back? one request asks
             self._probing = True
-        self.reset_at = now + (self.window or 1.0)
+        if self._period is not None and self.refills_fully:
+            # Windows follow each other: the next reset is one period after this one at the
+            # latest, so lateness does not add up from window to window.
+            self.reset_at, self._fresh = now + self._period, False
+        else:
+            self.reset_at, self._fresh = now + (self.window or 1.0), True
         return 0.0
 
     def _drip_interval(self) -> float | None:
         if not self.refills_gradually or not self.limit or not self.window:
             return None
-        return self.window / self.limit
+        return self.window / self.limit * 1.02  # a hair under the policy rate: no 429 on jitter
 
-    def spend(self) -> None:
+    def spend(self, now: float) -> None:
         if self.remaining is not None:
             self.remaining -= 1
+            self._recent_sends.append(now)
+            while self._recent_sends and self._recent_sends[0] < now - RESET_GRANULARITY:
+                self._recent_sends.popleft()
 
 
 class Pacer:
@@ -244,7 +265,7 @@ class Pacer:
         now = self.clock.monotonic()
         self._borrowers[seq] = borrower
         self._in_flight[seq] = now
-        self.quota.spend()
+        self.quota.spend(now)
         self.control.on_send(now)
         return Ticket(seq, now, probe)
 
@@ -253,6 +274,10 @@ class Pacer:
             now = self.clock.monotonic()
             hold = self._hold(now)
             if hold > 0:
+                if self.quota.remaining == 0:
+                    # An answer may refill the quota before the reset (the probe after a
+                    # turnover): look again soon rather than sleep through it.
+                    hold = min(hold, QUOTA_POLL)
                 await self.clock.sleep(hold)
                 continue
             probe = self.breaker is not None and self.breaker.is_open
@@ -351,6 +376,6 @@ class Pacer:
         self._hedges_out += 1
         self._hedges.add(self._seq)
         self._in_flight[self._seq] = now
-        self.quota.spend()
+        self.quota.spend(now)
         self.control.on_send(now)
         return Ticket(self._seq, now)

@@ -59,8 +59,8 @@ async def test_quota_is_spent_then_waits_for_the_reset_then_probes_once() -> Non
     hint = QuotaHint(remaining=2, reset=5.0, limit=3)
     pacer.release(ticket, Feedback(admitted=True, quota=hint))
     assert pacer.quota.remaining == 2
-    pacer.quota.spend()
-    pacer.quota.spend()
+    pacer.quota.spend(clock.monotonic())
+    pacer.quota.spend(clock.monotonic())
     assert pacer.quota.wait(clock.monotonic()) == pytest.approx(5.0)
     clock.now += 5.0
     assert pacer.quota.wait(clock.monotonic()) == 0.0 and pacer.quota.remaining == 1
@@ -75,7 +75,7 @@ async def test_a_stale_answer_from_before_the_reset_does_not_reopen_the_window()
     pacer.release(first, Feedback(admitted=True, quota=QuotaHint(0, 2.0, limit=5)))
     clock.now += 2.0
     assert pacer.quota.wait(clock.monotonic()) == 0.0  # turned over: one probe may go
-    pacer.quota.spend()
+    pacer.quota.spend(clock.monotonic())
     # The early request, sent in the old window, answers late with that window's figures.
     pacer.release(early, Feedback(admitted=True, quota=QuotaHint(4, 0.0, limit=5)))
     assert pacer.quota.remaining == 0  # not 4: that answer described the old window
