@@ -19,6 +19,7 @@ silently lost.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -81,12 +82,17 @@ class _Stop(Exception):
 
 
 @dataclass(slots=True)
-class _Progress:
-    """What is known about a symbol that has not finished yet."""
+class _Pending:
+    """A symbol that has not finished yet, and how far it got."""
 
+    index: int
     symbol: str
+    started: float | None = None
     attempts: int = 0
+    retries: int = 0
+    throttled: int = 0
     last_error: str | None = None
+    needs_budget: bool = False  # its next try is a retry: it must draw on the budget first
 
 
 class _RecentLatency:
@@ -136,7 +142,10 @@ class ScanEngine:
         self.budget = budget or RetryBudget(share=settings.retry_budget)
         self.rng = rng or random.Random()
         self._url_base = settings.base_url.rstrip("/")
-        self._unfinished: dict[int, _Progress] = {}
+        self._unfinished: dict[int, _Pending] = {}
+        # Symbols waiting out a backoff, by when they may go again. Their workers moved on to
+        # other symbols meanwhile: a backoff must not idle a worker.
+        self._later: list[tuple[float, int, _Pending]] = []
         self._latency = _RecentLatency()
         self._deadline_hit = False
         self._refusal: Verdict | None = None
@@ -180,12 +189,34 @@ class ScanEngine:
         group.cancel_scope.cancel()
 
     async def _worker(self, stream: Iterator[tuple[int, str]]) -> None:
-        # Sharing one iterator is safe: tasks only switch at awaits, and next() has none.
+        # Sharing one iterator and one heap is safe: tasks only switch at awaits.
+        while True:
+            pending = self._take(stream)
+            if pending is None:
+                if not self._later:
+                    return  # nothing left: symbols still out come back to their own workers
+                due = self._later[0][0] - self.clock.monotonic()
+                await self.clock.sleep(min(max(due, 0.0), 0.25))
+                continue
+            record = await self._attempt(pending)
+            if record is not None:
+                del self._unfinished[pending.index]
+                self._emit(record)
+
+    def _take(self, stream: Iterator[tuple[int, str]]) -> _Pending | None:
+        """A symbol whose backoff is over, else the next new one, else None."""
+        if self._later and self._later[0][0] <= self.clock.monotonic():
+            return heapq.heappop(self._later)[2]
         for index, symbol in stream:
-            self._unfinished[index] = _Progress(symbol)
-            record = await self._scan_one(index, symbol)
-            del self._unfinished[index]
-            self._emit(record)
+            pending = _Pending(index, symbol)
+            self._unfinished[index] = pending
+            return pending
+        return None
+
+    def _again(self, pending: _Pending, delay: float) -> None:
+        """Put a symbol back in line, to be taken again after `delay` seconds."""
+        due = self.clock.monotonic() + max(0.0, delay)
+        heapq.heappush(self._later, (due, pending.index, pending))
 
     def _emit(self, record: ScanRecord) -> None:
         self.metrics.observe_record(record)
@@ -272,71 +303,71 @@ class ScanEngine:
             group.start_soon(attempt, threshold, group)
         return answers[0]
 
-    async def _scan_one(self, index: int, symbol: str) -> ScanRecord:
-        settings, progress = self.settings, self._unfinished[index]
-        started = self.clock.monotonic()
-        attempts = retries = throttled = 0
-        while True:
-            try:
-                ticket = await self.pacer.acquire()
-            except UpstreamDown as exc:
-                raise _Stop("Not scanned (upstream down)", str(exc)) from None
-            attempts += 1
-            progress.attempts = attempts
-            self.budget.note_request(ticket.sent_at)
-            verdict, quota = await self._send_hedged(symbol)
-            self.pacer.release(ticket, _feedback(verdict, quota))
-            self.metrics.pace(self.pacer.rate, self.pacer.in_flight)
-            progress.last_error = verdict.error
-            outcome = verdict.outcome
-            if outcome is Outcome.THROTTLED:
-                self.metrics.throttled += 1
-                throttled += 1
-                if verdict.retry_after is None:  # no hint: this symbol backs off alone
-                    s = settings
-                    await self.clock.sleep(
-                        backoff_delay(throttled, s.backoff_base, s.backoff_cap, self.rng)
-                    )
-                continue
-            if outcome is Outcome.RETRYABLE:
-                if self.breaker is not None and self.breaker.is_open:
-                    continue  # the upstream is down: the pacer holds us; no retry used
-                if retries < settings.retries:
-                    retries += 1
-                    await self._wait_retry(verdict, retries)
-                    self.metrics.retries += 1
-                    continue
-            elapsed_ms = round((self.clock.monotonic() - started) * 1000.0, 1)
-            ok = outcome is Outcome.OK
-            record = ScanRecord(
-                symbol,
-                settings.endpoint.name,
-                ok,
-                verdict.status,
-                verdict.data if ok else None,
-                None if ok else verdict.error,
-                attempts,
-                elapsed_ms,
-                index=index,
-                error_kind=verdict.error_kind,
-            )
-            if outcome is Outcome.REFUSED:
-                self._refusal = verdict
-                raise _Stop(
-                    "Not scanned (refused)", f"upstream refused us ({verdict.error})", record
-                )
-            return record
+    async def _attempt(self, pending: _Pending) -> ScanRecord | None:
+        """One try at a symbol: its final record, or None when it went back in line."""
+        settings = self.settings
+        if pending.started is None:
+            pending.started = self.clock.monotonic()
+        if pending.needs_budget:
+            # Over budget: ask again shortly (asking costs nothing; only granted retries send).
+            if not self.budget.try_spend(self.clock.monotonic()):
+                self._again(pending, self.rng.uniform(0.05, 0.25))
+                return None
+            pending.needs_budget = False
+            self.metrics.retries += 1
+        try:
+            ticket = await self.pacer.acquire()
+        except UpstreamDown as exc:
+            raise _Stop("Not scanned (upstream down)", str(exc)) from None
+        pending.attempts += 1
+        self.budget.note_request(ticket.sent_at)
+        verdict, quota = await self._send_hedged(pending.symbol)
+        self.pacer.release(ticket, _feedback(verdict, quota))
+        self.metrics.pace(self.pacer.rate, self.pacer.in_flight)
+        pending.last_error = verdict.error
+        outcome = verdict.outcome
+        if outcome is Outcome.THROTTLED:
+            # Not a failure: back in line, no retry used. With Retry-After the gate holds
+            # everyone; without, this symbol backs off on its own.
+            self.metrics.throttled += 1
+            pending.throttled += 1
+            wait = 0.0 if verdict.retry_after is not None else self._backoff(pending.throttled)
+            self._again(pending, wait)
+            return None
+        if outcome is Outcome.RETRYABLE:
+            if self.breaker is not None and self.breaker.is_open:
+                self._again(pending, 0.0)  # the upstream is down: the pacer holds us
+                return None
+            if pending.retries < settings.retries:
+                pending.retries += 1
+                pending.needs_budget = True
+                wait = self._backoff(pending.retries)
+                if verdict.retry_after is not None:  # a 503 may say when to come back
+                    wait = max(wait, min(verdict.retry_after, settings.backoff_cap * 6))
+                self._again(pending, wait)
+                return None
+        elapsed_ms = round((self.clock.monotonic() - pending.started) * 1000.0, 1)
+        ok = outcome is Outcome.OK
+        record = ScanRecord(
+            pending.symbol,
+            settings.endpoint.name,
+            ok,
+            verdict.status,
+            verdict.data if ok else None,
+            None if ok else verdict.error,
+            pending.attempts,
+            elapsed_ms,
+            index=pending.index,
+            error_kind=verdict.error_kind,
+        )
+        if outcome is Outcome.REFUSED:
+            self._refusal = verdict
+            raise _Stop("Not scanned (refused)", f"upstream refused us ({verdict.error})", record)
+        return record
 
-    async def _wait_retry(self, verdict: Verdict, retries: int) -> None:
-        """Back off, then wait for the retry budget (an outage must not multiply the load)."""
+    def _backoff(self, attempt: int) -> float:
         s = self.settings
-        delay = backoff_delay(retries, s.backoff_base, s.backoff_cap, self.rng)
-        if verdict.retry_after is not None:  # a 503 may say when to come back
-            delay = max(delay, min(verdict.retry_after, s.backoff_cap * 6))
-        await self.clock.sleep(delay)
-        # Over budget: check again shortly (asking costs nothing; only granted retries send).
-        while not self.budget.try_spend(self.clock.monotonic()):
-            await self.clock.sleep(self.rng.uniform(0.05, 0.25))
+        return backoff_delay(attempt, s.backoff_base, s.backoff_cap, self.rng)
 
 
 def _leaves(group: BaseExceptionGroup[_Stop]) -> Iterator[_Stop]:

@@ -53,6 +53,7 @@ TRUST_LEARNED = 30.0  # (only when its 429s closed Retry-After gates)
 PROBE_GAIN = 0.03  # growth per second while probing with no upper bound, doubling every 5 s
 MIN_RATE = 0.1  # requests/s: the slowest we go, however many 429s
 MIN_MEASURED = 4  # answers needed before a measurement counts
+MIN_SPAN = 0.05  # seconds: the shortest time over which a send rate means anything
 HISTORY_LIMIT = 100
 
 
@@ -151,7 +152,8 @@ class AdaptiveRate:
             self._sends.popleft()
         recent = sum(1 for t in self._sends if until - span <= t <= until)
         first = self._sends[0] if self._sends else until
-        return recent / max(min(span, until - first), 1e-3)
+        # A burst at the very start has no meaningful rate: count it over a short span at least.
+        return recent / max(min(span, until - first), MIN_SPAN)
 
     def admitted_rate(self, now: float, span: float = 2.0) -> float:
         """Admitted answers per second over the last `span` seconds (by when they were sent)."""

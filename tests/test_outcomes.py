@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from datetime import UTC, datetime
@@ -157,12 +158,20 @@ async def test_429_with_retry_after_http_date_waits_until_that_date() -> None:
 
 
 async def test_429_without_hint_backs_off_with_jitter_and_eventually_succeeds() -> None:
+    clock = FakeClock()
     answers = iter([httpx.Response(429)] * 4 + [httpx.Response(200, json={})])
-    run = await run_engine(lambda request: next(answers), ["BTC"], retries=0, backoff_base=0.5)
+    sent: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(clock.monotonic())
+        return next(answers)
+
+    run = await run_engine(handler, ["BTC"], retries=0, backoff_base=0.5, clock=clock)
     assert run.records[0].ok and run.records[0].attempts == 5
-    assert len(run.clock.sleeps) == 4 and all(
-        0 <= s <= 0.5 * 2**i for i, s in enumerate(run.clock.sleeps)
-    )
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    # Full jitter: each wait is somewhere in [0, 0.5 * 2**i] (plus the polling granularity).
+    assert len(gaps) == 4 and all(0 <= g <= 0.5 * 2**i + 0.25 for i, g in enumerate(gaps))
+    assert len(set(gaps)) == 4  # jittered, not a fixed schedule
 
 
 async def test_retry_after_closes_the_gate_for_every_worker() -> None:
