@@ -32,7 +32,7 @@ from scanctl.clock import Clock
 from scanctl.config import EndpointType
 from scanctl.hints import QuotaHint, WeightHeader, parse_quota
 from scanctl.metrics import RunMetrics, percentile
-from scanctl.pacing import Feedback, Pacer, Ticket, UpstreamDown
+from scanctl.pacing import Feedback, Pacer, Ticket, UpstreamDown, hedge_slots
 from scanctl.records import ScanRecord
 from scanctl.resilience import CircuitBreaker, RetryBudget
 from scanctl.retry import Outcome, Verdict, backoff_delay, classify_exception, classify_response
@@ -161,8 +161,11 @@ class ScanEngine:
             async with anyio.create_task_group() as outer:
                 if self.settings.deadline is not None:
                     outer.start_soon(self._watch_deadline, self.settings.deadline, outer)
+                concurrency = max(1, self.settings.concurrency)
+                if self.settings.hedge:
+                    concurrency -= hedge_slots(concurrency)  # room for copies in the ceiling
                 async with anyio.create_task_group() as workers:
-                    for _ in range(max(1, self.settings.concurrency)):
+                    for _ in range(concurrency):
                         workers.start_soon(self._worker, stream)
                 outer.cancel_scope.cancel()
         except* _Stop as group:

@@ -40,6 +40,11 @@ QUOTA_POLL = 0.02
 RESET_GRANULARITY = 1.0
 
 
+def hedge_slots(concurrency: int) -> int:
+    """How many of `concurrency` in-flight places hedged copies may use (a tenth, none of 1)."""
+    return 0 if concurrency < 2 else max(1, concurrency // 10)
+
+
 class UpstreamDown(Exception):
     """The circuit breaker gave up: down past --max-outage, or never reachable at all."""
 
@@ -360,14 +365,15 @@ class Pacer:
     def try_acquire_now(self) -> Ticket | None:
         """A ticket for a hedged copy, only if one may leave this instant (hedges never queue).
 
-        The copy rides on its primary's window slot: the primary is the request that is stuck,
-        and a copy that had to wait for a free slot would come too late to help. At most a
-        tenth of the window may be copies at once; the retry budget bounds them over time.
+        The copy does not wait for a window slot: the primary is the request that is stuck,
+        and a copy that had to queue would come too late to help. Instead, with --hedge the
+        engine runs that many fewer workers (`hedge_slots`), so copies and primaries together
+        stay within --concurrency; the retry budget bounds copies over time.
         """
         now = self.clock.monotonic()
         if self._hold(now) > 0 or (self.breaker is not None and self.breaker.is_open):
             return None
-        if self._hedges_out >= max(1, self.ceiling // 10) or self.quota.remaining == 0:
+        if self._hedges_out >= hedge_slots(self.ceiling) or self.quota.remaining == 0:
             return None
         rate = self.rate
         if rate is not None and self.meter.reserve(rate) > 0:

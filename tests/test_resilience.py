@@ -187,3 +187,30 @@ async def test_deadline_fails_what_is_still_throttled_and_accounts_for_everythin
     assert "HTTP 429" in (by_symbol["ETH"].error or "")
     assert by_symbol["SOL"].attempts == 0
     assert clock.monotonic() == pytest.approx(10.0, abs=0.01)
+
+
+async def test_hedged_copies_and_requests_together_stay_within_concurrency() -> None:
+    clock = LoopClock()
+    in_flight = peak = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        symbol = int(request.url.path.rsplit("/", 1)[-1][1:])
+        try:
+            await anyio.sleep(3.0 if symbol % 7 == 0 else 0.05 + symbol % 3 * 0.01)
+        finally:
+            in_flight -= 1
+        return httpx.Response(200, json={})
+
+    run = await run_engine(
+        handler,
+        [f"S{i}" for i in range(400)],
+        clock=clock,
+        concurrency=20,
+        hedge=True,
+        retry_budget=0.5,
+    )
+    assert run.metrics is not None and run.metrics.hedged > 0
+    assert peak <= 20
