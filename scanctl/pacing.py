@@ -136,7 +136,14 @@ class _Quota:
                 self._probing = False
             self.remaining, self.reset_at, self._fresh = known, reset_at, False
             return
-        self.remaining = min(self.remaining, known)  # answers arrive out of order
+        if self.refills_fully:
+            # We spend this window from our own count. The upstream admits requests in an
+            # order of its own (many connections), so "its remaining minus what we sent after
+            # this one" double-counts; it is heard only when it says less than that count,
+            # as when another client shares the quota.
+            self.remaining = min(self.remaining, hint.remaining)
+        else:
+            self.remaining = min(self.remaining, known)  # answers arrive out of order
         if self._fresh and self.refills_fully:
             # Right after a turnover the reset is a whole window away: that is the period.
             self._period = max(self._period or 0.0, hint.reset)
@@ -172,6 +179,11 @@ class _Quota:
         else:
             self.reset_at, self._fresh = now + (self.window or 1.0), True
         return 0.0
+
+    @property
+    def probing(self) -> bool:
+        """One request is out to learn how the window refilled; the rest wait for its answer."""
+        return self._probing
 
     def _drip_interval(self) -> float | None:
         if not self.refills_gradually or not self.limit or not self.window:
@@ -279,9 +291,9 @@ class Pacer:
             now = self.clock.monotonic()
             hold = self._hold(now)
             if hold > 0:
-                if self.quota.remaining == 0:
-                    # An answer may refill the quota before the reset (the probe after a
-                    # turnover): look again soon rather than sleep through it.
+                if self.quota.probing:
+                    # The probe's answer will refill the quota long before the placeholder
+                    # reset: look again soon rather than sleep through it.
                     hold = min(hold, QUOTA_POLL)
                 await self.clock.sleep(hold)
                 continue
