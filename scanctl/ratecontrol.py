@@ -97,6 +97,7 @@ class AdaptiveRate:
         # The last 429 closed a gate (or, from an earlier run, they used to).
         self._expensive = learned.gated if learned else False
         self.high: float | None = learned.upper if learned else None
+        self._high_measured = False  # `high` is an estimate, not a rate that drew a 429
         self.last_cut_at = float("-inf")
         # When the current rate started to be used: the first send after it was set (time
         # behind a closed Retry-After gate sends nothing, so it proves nothing).
@@ -188,8 +189,10 @@ class AdaptiveRate:
             self._set((self.low + self.high) / 2.0, now, "held: searching upward")
         elif self._expensive:
             self._held_since = now  # close enough, and a probe too many costs a gate: stay
-        elif self.low > self.high:
-            self.high = None  # held above the rate that drew a 429: that bound was wrong
+        elif self.low > self.high or self._high_measured:
+            # Held above the rate that drew a 429, or up to a bound that was only estimated:
+            # either way it says little, so probe upward freely.
+            self.high = None
             self._set(self.rate * (1.0 + PROBE_GAIN * HOLD), now, "probing upward")
         else:
             # Cheap 429s: check now and then that the bound is still right, one step above it.
@@ -224,7 +227,8 @@ class AdaptiveRate:
         # A window limiter answers 429 to everything until its window turns over, even at a
         # rate it would take: what it admitted lately bounds the limit from below.
         drew_429 = max(base, self.admitted_rate(now))
-        self.high = drew_429 if self.high is None else min(self.high, drew_429)
+        if self.high is None or drew_429 < self.high:
+            self.high, self._high_measured = drew_429, False
         if self.low is not None and base <= self.low * 1.001:
             self.low = base * MARGIN  # `low` did not hold after all
         if self.low is not None and self.low < base:
@@ -244,12 +248,12 @@ class AdaptiveRate:
         """True when the answers to measure are in: all requests sent in the window are back.
 
         Admitted requests come back slower than 429s, so measuring early would undercount
-        them; a straggler is waited for three round trips at most.
+        them; a straggler is waited for three round trips (half a second at least) at most.
         """
         if not self._measure_pending or now < self._measure_until:
             return False
         back = oldest_in_flight is None or oldest_in_flight > self._last_throttled_send
-        return back or now >= self._measure_until + 3.0 * max(latency, 0.01)
+        return back or now >= self._measure_until + max(3.0 * latency, 0.5)
 
     def measure(self, now: float) -> None:
         """Lower the rate to what the limiter admitted while saturated (see above)."""
@@ -264,6 +268,7 @@ class AdaptiveRate:
         # The estimate is noisy (a few dozen answers): let the search start near it rather
         # than at the overshoot that drew the 429, but not below what was admitted lately.
         near = max(estimate * 1.25, self.admitted_rate(now))
-        self.high = near if self.high is None else min(self.high, near)
+        if self.high is None or near < self.high:
+            self.high, self._high_measured = near, True
         if estimate * MARGIN < self.rate:
             self._set(estimate * MARGIN, now, "measured the limit")
