@@ -72,3 +72,25 @@ def test_a_418_ban_is_kept_and_no_later_run_sends_until_it_passes() -> None:
         second = runner.invoke(app, ["scan", "BTC", "--base-url", BASE])
     assert second.exit_code == 4 and route.call_count == 1  # nothing sent the second time
     assert "banned us until" in second.stderr and second.stdout == ""
+
+
+def test_relearn_ignores_what_was_learned_and_no_adapt_learns_nothing() -> None:
+    runner = CliRunner()
+    memory = PacingMemory()
+    memory.remember(BASE, "signals", LearnedPace(7.0, 9.0), now_wall=1000.0)
+    memory.save()
+    with respx.mock(base_url=BASE) as mock:
+        mock.get(path__regex=r"^/").respond(200, json={"ok": True})
+        learned = runner.invoke(app, ["scan", "BTC", "--base-url", BASE, "-t", "signals"])
+        relearn = runner.invoke(
+            app, ["scan", "BTC", "--base-url", BASE, "-t", "signals", "--relearn"]
+        )
+        fixed = runner.invoke(
+            app,
+            ["scan", "ETH", "--base-url", BASE, "-t", "price", "--no-adapt", "--rate", "5"],
+        )
+    assert json.loads(learned.stdout)["rate_history"][0]["rate"] == 7.0
+    assert json.loads(relearn.stdout)["rate_history"] == []
+    assert fixed.exit_code == 0
+    assert json.loads(fixed.stdout)["performance"]["final_rate_limit"] == 5.0
+    assert f"{BASE} price" not in state_file().read_text()
