@@ -253,3 +253,17 @@ def test_classifier_keeps_2xx_payloads_and_reads_fastapi_detail() -> None:
     assert ok.outcome is Outcome.OK and ok.data == [1, 2]
     redirect = classify_response(302, httpx.Headers({"location": "http://evil.test/"}), b"", 0.0)
     assert redirect.outcome is Outcome.PERMANENT and "not followed" in (redirect.error or "")
+
+
+async def test_503_with_retry_after_holds_every_request_until_then() -> None:
+    clock = FakeClock()
+    sent: list[float] = []
+    answers = iter([httpx.Response(503, headers={"Retry-After": "7"})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(clock.monotonic())
+        return next(answers, httpx.Response(200, json={}))
+
+    run = await run_engine(handler, ["BTC", "ETH"], concurrency=1, clock=clock)
+    assert all(r.ok for r in run.records)
+    assert sent[1] - sent[0] >= 7.0  # the next request, whichever symbol, waited out the hint
