@@ -163,11 +163,13 @@ class _Quota:
                 self.remaining = 1
                 return 0.0
             return min(self.reset_at, next_drip) - now
-        self._turned_at = now
+        previous, self._turned_at = self._turned_at, now
         if self.refills_fully and self.limit is not None:
             # The reset we waited for is an upper bound, up to a second late: what we sent
-            # in that last second may already have counted against the new window.
-            recent = sum(1 for t in self._recent_sends if t >= now - RESET_GRANULARITY)
+            # in that last second may already have counted against the new window, but not
+            # what went out in the first half of the window (a short window's own burst).
+            since = max(now - RESET_GRANULARITY, previous + 0.5 * (now - previous))
+            recent = sum(1 for t in self._recent_sends if t >= since)
             self.remaining = max(1, self.limit - recent)
         else:
             self.remaining = 1  # how much did the reset give back? one request asks

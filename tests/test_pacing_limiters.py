@@ -94,6 +94,14 @@ async def test_x_ratelimit_headers_pace_a_fixed_window_exactly_without_a_429() -
     assert seconds <= 1.05 * (N - 100) / 50
 
 
+async def test_one_second_windows_are_spent_whole_each_second() -> None:
+    """A short window's own burst is not mistaken for sends that leaked into the next one."""
+    hints = frozenset({"x-ratelimit"})
+    seconds, counts, lost, _ = await scan_against("fixed-window", 40, window=1.0, hints=hints)
+    assert lost == 0 and counts.throttled == 0
+    assert seconds <= 1.1 * (N - 40) / 40
+
+
 async def test_ietf_headers_are_obeyed_without_a_429() -> None:
     hints = frozenset({"ietf"})
     _, counts, lost, _ = await scan_against("fixed-window", 40, window=1.0, hints=hints)
