@@ -33,6 +33,7 @@ from scanctl.config import EndpointType
 from scanctl.hints import QuotaHint, WeightHeader, parse_quota
 from scanctl.metrics import RunMetrics, percentile
 from scanctl.pacing import Feedback, Pacer, Ticket, UpstreamDown, hedge_slots
+from scanctl.ratecontrol import LearnedPace
 from scanctl.records import ScanRecord
 from scanctl.resilience import CircuitBreaker, RetryBudget
 from scanctl.retry import Outcome, Verdict, backoff_delay, classify_exception, classify_response
@@ -60,6 +61,18 @@ class ScanSettings:
     hedge: bool = False
     adaptive: bool = True
     weight_header: WeightHeader | None = None
+
+
+def make_pacer(settings: ScanSettings, clock: Clock, learned: LearnedPace | None = None) -> Pacer:
+    """The pacer a scan with these settings uses, starting from what an earlier run learned."""
+    return Pacer(
+        clock,
+        concurrency=settings.concurrency,
+        rate=settings.rate,
+        adaptive=settings.adaptive,
+        learned=learned,
+        breaker=CircuitBreaker(max_outage=settings.max_outage),
+    )
 
 
 @dataclass(slots=True)
@@ -131,13 +144,7 @@ class ScanEngine:
         self.clock = clock
         self.sink = sink
         self.metrics = metrics
-        self.pacer = pacer or Pacer(
-            clock,
-            concurrency=settings.concurrency,
-            rate=settings.rate,
-            adaptive=settings.adaptive,
-            breaker=CircuitBreaker(max_outage=settings.max_outage),
-        )
+        self.pacer = pacer or make_pacer(settings, clock)
         self.breaker = self.pacer.breaker
         self.budget = budget or RetryBudget(share=settings.retry_budget)
         self.rng = rng or random.Random()

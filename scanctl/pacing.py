@@ -272,8 +272,6 @@ class Pacer:
 
     async def acquire(self) -> Ticket:
         """Wait until one request may leave; return its ticket (hand it back to `release`)."""
-        self._seq += 1
-        seq = self._seq
         borrower = object()
         await self.window.acquire_on_behalf_of(borrower)
         try:
@@ -281,12 +279,18 @@ class Pacer:
         except BaseException:
             self.window.release_on_behalf_of(borrower)
             raise
+        ticket = self._issue(probe)
+        self._borrowers[ticket.seq] = borrower
+        return ticket
+
+    def _issue(self, probe: bool = False) -> Ticket:
+        """Book one request as leaving now: in flight, quota spent, seen by the rate control."""
         now = self.clock.monotonic()
-        self._borrowers[seq] = borrower
-        self._in_flight[seq] = now
+        self._seq += 1
+        self._in_flight[self._seq] = now
         self.quota.spend(now)
         self.control.on_send(now)
-        return Ticket(seq, now, probe)
+        return Ticket(self._seq, now, probe)
 
     async def _wait_turn(self) -> bool:
         while True:
@@ -368,8 +372,9 @@ class Pacer:
             control.on_admitted(ticket.sent_at, now, rate_bound=rate_bound)
             if self._slow_start and self.window.total_tokens < self.ceiling:
                 self.window.total_tokens = min(self.ceiling, int(self.window.total_tokens) + 1)
-        oldest = min(self._in_flight.values(), default=None)
-        if control.measure_due(now, oldest, self.admitted_latency):
+        # (The oldest request in flight is looked up only while a measurement waits for it.)
+        oldest = min(self._in_flight.values(), default=None) if control.measuring else None
+        if control.measuring and control.measure_due(now, oldest, self.admitted_latency):
             control.measure(now)
         if not self._slow_start and control.effective is not None:
             # Little's law: in flight = rate x latency; double it, plus room for stragglers.
@@ -392,10 +397,7 @@ class Pacer:
         rate = self.rate
         if rate is not None and self.meter.reserve(rate) > 0:
             return None  # (the slot stays reserved: a hedge is worth one slot of rate)
-        self._seq += 1
+        ticket = self._issue()
         self._hedges_out += 1
-        self._hedges.add(self._seq)
-        self._in_flight[self._seq] = now
-        self.quota.spend(now)
-        self.control.on_send(now)
-        return Ticket(self._seq, now)
+        self._hedges.add(ticket.seq)
+        return ticket

@@ -149,8 +149,6 @@ class AdaptiveRate:
 
     def send_rate(self, until: float, span: float = 1.0) -> float:
         """Requests per second sent in the `span` seconds before `until` (or since the first)."""
-        while self._sends and self._sends[0] < until - 2.0:
-            self._sends.popleft()
         recent = sum(1 for t in self._sends if until - span <= t <= until)
         first = self._sends[0] if self._sends else until
         # A burst at the very start has no meaningful rate: count it over a short span at least.
@@ -163,6 +161,8 @@ class AdaptiveRate:
 
     def on_send(self, now: float) -> None:
         self._sends.append(now)
+        while self._sends[0] < now - 5.0:  # only the last few seconds are ever measured
+            self._sends.popleft()
         if not self._hold_started:
             self._hold_started = True
             self._held_since = now
@@ -243,6 +243,11 @@ class AdaptiveRate:
         self._measure_pending = True
         self._set(new, now, "429: cut")
         return True
+
+    @property
+    def measuring(self) -> bool:
+        """A cut is waiting for its answers to be measured."""
+        return self._measure_pending
 
     def measure_due(self, now: float, oldest_in_flight: float | None, latency: float) -> bool:
         """True when the answers to measure are in: all requests sent in the window are back.

@@ -39,6 +39,7 @@ class RetryBudget:
 
     def note_request(self, now: float) -> None:
         self._requests.append(now)
+        self._trim(now)  # memory stays flat however long the run
 
     def allowance(self, now: float) -> float:
         """How many retries the last window allows in all."""

@@ -17,7 +17,7 @@ import httpx
 
 from scanctl import __version__
 from scanctl.clock import Clock, MonotonicClock
-from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings
+from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings, make_pacer
 from scanctl.errors import ExitCode, OutputError, UpstreamRefused
 from scanctl.metrics import RunMetrics, iso_time
 from scanctl.output import (
@@ -27,10 +27,8 @@ from scanctl.output import (
     open_destination,
     write_json_file,
 )
-from scanctl.pacing import Pacer
 from scanctl.progress import Display, choose_display, summary_line
 from scanctl.records import ScanRecord
-from scanctl.resilience import CircuitBreaker
 from scanctl.state import PacingMemory
 
 # How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
@@ -108,14 +106,7 @@ class ScanRun:
         learned = None
         if settings.adaptive and not job.relearn:
             learned = self.memory.learned(settings.base_url, settings.endpoint.name)
-        self.pacer = Pacer(
-            self.clock,
-            concurrency=settings.concurrency,
-            rate=settings.rate,
-            adaptive=settings.adaptive,
-            learned=learned,
-            breaker=CircuitBreaker(max_outage=settings.max_outage),
-        )
+        self.pacer = make_pacer(settings, self.clock, learned)
 
     def _sink(self, record: ScanRecord) -> None:
         self.writer.write(record)

@@ -42,6 +42,7 @@ class PacingMemory:
     def __init__(self, directory: Path | None = None) -> None:
         self.path = (directory or state_dir()) / FILE_NAME
         self.data: dict[str, Any] = self._load()
+        self._changed = False
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -87,6 +88,7 @@ class PacingMemory:
             "gated": pace.gated,
             "updated": round(now_wall),
         }
+        self._changed = True
 
     def banned_until(self, base_url: str, now_wall: float) -> float | None:
         """The end of a ban still running for this upstream (epoch seconds), else None."""
@@ -97,9 +99,12 @@ class PacingMemory:
 
     def remember_ban(self, base_url: str, until_wall: float) -> None:
         self.data.setdefault("bans", {})[base_url] = round(until_wall, 3)
+        self._changed = True
 
     def save(self) -> None:
-        """Write the file atomically; failing to is a warning, never an error."""
+        """Write the file atomically, if anything changed; failing to is a warning, not an error."""
+        if not self._changed:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(prefix=".pacing.", dir=self.path.parent)
