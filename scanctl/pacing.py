@@ -389,8 +389,9 @@ class Pacer:
         engine runs that many fewer workers (`hedge_slots`), so copies and primaries together
         stay within --concurrency; the retry budget bounds copies over time.
         """
-        now = self.clock.monotonic()
-        if self._hold(now) > 0 or (self.breaker is not None and self.breaker.is_open):
+        if self.breaker is not None and self.breaker.is_open:
+            return None  # (checked first: a breaker that gave up is the primary's to report)
+        if self._hold(self.clock.monotonic()) > 0:
             return None
         if self._hedges_out >= hedge_slots(self.ceiling) or self.quota.remaining == 0:
             return None

@@ -214,3 +214,21 @@ async def test_hedged_copies_and_requests_together_stay_within_concurrency() -> 
     )
     assert run.metrics is not None and run.metrics.hedged > 0
     assert peak <= 20
+
+
+def test_no_hedged_copy_once_the_breaker_has_given_up() -> None:
+    """A hedge timer may fire after the breaker gave up: no copy, and no error from the hedge.
+
+    (The primary's own next acquire is what stops the scan, through the engine's stop path.)
+    """
+    from scanctl.clock import FakeClock
+
+    clock = FakeClock()
+    breaker = CircuitBreaker(min_samples=2, max_outage=5.0)
+    pacer = Pacer(clock, concurrency=10, breaker=breaker)
+    breaker.record(clock.monotonic(), unavailable=False)
+    for _ in range(2):
+        breaker.record(clock.monotonic(), unavailable=True, error="HTTP 503")
+    clock.now += 6.0
+    assert breaker.give_up_reason(clock.monotonic()) is not None
+    assert pacer.try_acquire_now() is None
