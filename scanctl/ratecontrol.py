@@ -102,7 +102,6 @@ class AdaptiveRate:
         # When the current rate started to be used: the first send after it was set (time
         # behind a closed Retry-After gate sends nothing, so it proves nothing).
         self._held_since = now
-        self._rate_set_at = now
         self._calm_since = now  # the last cut, or the start
         self._sends: deque[float] = deque()
         # Answers (send time, admitted?) since shortly before the last cut, for measuring.
@@ -141,7 +140,7 @@ class AdaptiveRate:
         if self.ceiling is not None:
             rate = min(rate, self.ceiling * 1.5)  # no point growing far past --rate
         self.rate = max(MIN_RATE, rate)
-        self._held_since = self._rate_set_at = now
+        self._held_since = now
         self._hold_started = False
         rounded = round(self.rate, 2)
         self.history.append(RateChange(round(now - self.started, 3), rounded, reason))
