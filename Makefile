@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-# Programs some tests use (jq runs the README's recipes). Installed via apt when missing and
+# Programs some tests use (jq runs the README's recipes; redis-server backs the Redis cache
+# tests, which start their own on a free port; Debian's packages have these names). Installed via apt when missing and
 # possible; a test whose program is still missing skips and says why.
-SYSTEM_PROGRAMS := jq
+SYSTEM_PROGRAMS := jq redis-server
 system-deps:
 	@missing=""; for p in $(SYSTEM_PROGRAMS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -37,10 +38,12 @@ test: install system-deps
 	$(BIN)/python -m pytest
 
 # Benchmarks are not tests: they print tables of figures measured in one run (pacing against
-# rate limits, faults and an outage, beside the original scanner; then a latency-bound scan).
+# rate limits, faults and an outage, beside the original scanner; then a latency-bound scan;
+# then the cache: a re-run within the TTL, and a bulk read of 4000 entries).
 bench: install
 	$(BIN)/python benchmarks/pacing.py
 	$(BIN)/python benchmarks/latency_bound.py --symbols 1000 --concurrency 50 --median 0.1
+	$(BIN)/python benchmarks/cache.py --symbols 1000 --entries 4000
 
 lint: install
 	$(BIN)/ruff check .

@@ -67,6 +67,7 @@ def main() -> int:
                 "--metrics",
                 str(metrics),
                 "-q",
+                "--no-cache",  # every symbol must go to the upstream
             ],
             input=symbols,
             text=True,

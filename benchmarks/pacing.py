@@ -318,7 +318,7 @@ def run_scanctl(url: str, n: int, extra: list[str], state_dir: str) -> Run:
         out, metrics = Path(work) / "out.jsonl", Path(work) / "metrics.json"
         command = [sys.executable, "-m", "scanctl", "scan", "-f", "-", "-t", "signals"]
         command += ["--base-url", url, "-F", "jsonl", "-o", str(out), "--metrics", str(metrics)]
-        command += ["-q", *extra]
+        command += ["-q", "--no-cache", *extra]  # pacing is measured here, not the cache
         env = {**os.environ, "SCANCTL_STATE_DIR": state_dir}
         started = time.perf_counter()
         try:

@@ -73,31 +73,138 @@ def _root(
     """scanctl: a batch scanner for rate-limited analysis APIs."""
 
 
+# Options shared by `scan` and `warm-cache` (one definition, one help text).
+SymbolsArg = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="SYMBOL", help="Symbols to scan (also comma-separated)."),
+]
+FileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--file",
+        "-f",
+        metavar="PATH|-",
+        help="Read symbols from PATH, one per line; '-' for stdin.",
+    ),
+]
+BaseUrlOpt = Annotated[
+    str, typer.Option(envvar="SCANCTL_BASE_URL", metavar="URL", help="Upstream API address.")
+]
+ConcurrencyOpt = Annotated[int, typer.Option(metavar="N", help="Most requests in flight.")]
+RateOpt = Annotated[
+    float | None,
+    typer.Option(metavar="R", help="Most requests per second (default: no ceiling)."),
+]
+TimeoutOpt = Annotated[
+    float, typer.Option(metavar="S", help="Seconds one request may take in all.")
+]
+RetriesOpt = Annotated[
+    int,
+    typer.Option(metavar="N", help="Retries per symbol after timeouts, connection errors and 5xx."),
+]
+HeaderOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--header", "-H", metavar="'NAME: VALUE'", help="Extra request header (repeatable)."
+    ),
+]
+SkipInvalidOpt = Annotated[
+    bool,
+    typer.Option("--skip-invalid", help="Warn about and skip invalid symbols instead of stopping."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
+NoProgressOpt = Annotated[
+    bool, typer.Option("--no-progress", help="No progress bar (status lines instead).")
+]
+DeadlineOpt = Annotated[
+    float | None,
+    typer.Option(
+        metavar="S", help="Stop after S seconds; symbols not finished (throttled ones too) fail."
+    ),
+]
+RetryBudgetOpt = Annotated[
+    float,
+    typer.Option(metavar="SHARE", help="Retries may be at most this share of recent requests."),
+]
+MaxOutageOpt = Annotated[
+    float,
+    typer.Option(metavar="S", help="Give up (exit 4) when the upstream is down this long."),
+]
+RelearnOpt = Annotated[
+    bool,
+    typer.Option("--relearn", help="Ignore the rate learned on earlier runs; find it again."),
+]
+NoAdaptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-adapt", help="Pace only by --rate and --concurrency: no discovery, no learning."
+    ),
+]
+CacheOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SCANCTL_CACHE",
+        metavar="PATH|URL",
+        help="Cache: a SQLite file (default: the user cache dir), redis://host:port/db, or memory.",
+    ),
+]
+TtlOpt = Annotated[
+    float | None,
+    typer.Option(metavar="S", help="Answers stay fresh S seconds (default: the type's TTL)."),
+]
+NegativeTtlOpt = Annotated[
+    float,
+    typer.Option(metavar="S", help="Remember a 404 for S seconds (0: never)."),
+]
+
+
+def _check_ranges(**values: float | None) -> None:
+    """Usage errors for numbers out of range, each named by its flag."""
+    concurrency = values.get("concurrency")
+    if concurrency is not None and not 1 <= concurrency <= 10_000:
+        raise UsageError(f"--concurrency must be between 1 and 10000, got {concurrency:g}")
+    retries = values.get("retries")
+    if retries is not None and retries < 0:
+        raise UsageError(f"--retries must be 0 or more, got {retries:g}")
+    budget = values.get("retry_budget")
+    if budget is not None and not 0 <= budget <= 1:
+        raise UsageError(f"--retry-budget must be a share between 0 and 1, got {budget:g}")
+    for name in ("negative_ttl", "stale_if_error"):
+        value = values.get(name)
+        if value is not None and not value >= 0:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must be 0 or more seconds, got {value:g}")
+    for name, value in values.items():
+        positive = name in ("rate", "timeout", "deadline", "max_outage", "ttl")
+        if positive and value is not None and not value > 0:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must be a positive number, got {value:g}")
+
+
+def _request_headers(api_key_header: str, raw_headers: list[str] | None) -> dict[str, str]:
+    from scanctl.config import parse_header
+
+    headers: dict[str, str] = {}
+    api_key = os.environ.get("SCANCTL_API_KEY")
+    if api_key:
+        headers[api_key_header] = api_key
+    for raw in raw_headers or []:
+        name, value = parse_header(raw)
+        headers[name] = value
+    return headers
+
+
 @app.command()
 def scan(
-    symbols: Annotated[
-        list[str] | None,
-        typer.Argument(metavar="SYMBOL", help="Symbols to scan (also comma-separated)."),
-    ] = None,
-    file: Annotated[
-        str | None,
-        typer.Option(
-            "--file",
-            "-f",
-            metavar="PATH|-",
-            help="Read symbols from PATH, one per line; '-' for stdin.",
-        ),
-    ] = None,
+    symbols: SymbolsArg = None,
+    file: FileOpt = None,
     scan_type: Annotated[
         str,
         typer.Option(
             "--type", "-t", metavar="TYPE", help="Scan type: smart_money, mss, signals, price."
         ),
     ] = "smart_money",
-    base_url: Annotated[
-        str,
-        typer.Option(envvar="SCANCTL_BASE_URL", metavar="URL", help="Upstream API address."),
-    ] = DEFAULT_BASE_URL,
+    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
     fmt: Annotated[
         str,
         typer.Option(
@@ -112,73 +219,42 @@ def scan(
         str | None,
         typer.Option(metavar="PATH", help="Also write the run summary (without results) to PATH."),
     ] = None,
-    concurrency: Annotated[int, typer.Option(metavar="N", help="Most requests in flight.")] = 50,
-    rate: Annotated[
-        float | None,
-        typer.Option(metavar="R", help="Most requests per second (default: no ceiling)."),
-    ] = None,
-    timeout: Annotated[
-        float, typer.Option(metavar="S", help="Seconds one request may take in all.")
-    ] = 30.0,
-    retries: Annotated[
-        int,
-        typer.Option(
-            metavar="N", help="Retries per symbol after timeouts, connection errors and 5xx."
-        ),
-    ] = 3,
-    header: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--header",
-            "-H",
-            metavar="'NAME: VALUE'",
-            help="Extra request header 'Name: value' (repeatable).",
-        ),
-    ] = None,
-    skip_invalid: Annotated[
-        bool,
-        typer.Option(
-            "--skip-invalid", help="Warn about and skip invalid symbols instead of stopping."
-        ),
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")
-    ] = False,
-    no_progress: Annotated[
-        bool, typer.Option("--no-progress", help="No progress bar (status lines instead).")
-    ] = False,
-    deadline: Annotated[
-        float | None,
-        typer.Option(
-            metavar="S",
-            help="Stop after S seconds; symbols not finished (throttled ones too) are failed.",
-        ),
-    ] = None,
-    retry_budget: Annotated[
-        float,
-        typer.Option(metavar="SHARE", help="Retries may be at most this share of recent requests."),
-    ] = 0.1,
-    max_outage: Annotated[
-        float,
-        typer.Option(metavar="S", help="Give up (exit 4) when the upstream is down this long."),
-    ] = 60.0,
+    concurrency: ConcurrencyOpt = 50,
+    rate: RateOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    retries: RetriesOpt = 3,
+    header: HeaderOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    quiet: QuietOpt = False,
+    no_progress: NoProgressOpt = False,
+    deadline: DeadlineOpt = None,
+    retry_budget: RetryBudgetOpt = 0.1,
+    max_outage: MaxOutageOpt = 60.0,
     hedge: Annotated[
         bool,
         typer.Option("--hedge", help="Send a second copy of requests slower than the p95 so far."),
     ] = False,
-    relearn: Annotated[
-        bool,
-        typer.Option("--relearn", help="Ignore the rate learned on earlier runs; find it again."),
+    relearn: RelearnOpt = False,
+    no_adapt: NoAdaptOpt = False,
+    cache: CacheOpt = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the cache.")
     ] = False,
-    no_adapt: Annotated[
-        bool,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Ignore cached answers; fetch all and store them.")
+    ] = False,
+    ttl: TtlOpt = None,
+    stale_if_error: Annotated[
+        float | None,
         typer.Option(
-            "--no-adapt", help="Pace only by --rate and --concurrency: no discovery, no learning."
+            metavar="S",
+            help="When a fetch fails, serve a cached answer expired less than S seconds ago.",
         ),
-    ] = False,
+    ] = None,
+    negative_ttl: NegativeTtlOpt = 30.0,
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
-    from scanctl.config import load_builtin_profile, parse_header, validate_base_url
+    from scanctl.config import load_builtin_profile, validate_base_url
     from scanctl.symbols import collect_symbols
 
     profile = load_builtin_profile()
@@ -186,30 +262,24 @@ def scan(
     url = validate_base_url(base_url)
     if fmt not in FORMAT_CHOICES:
         raise UsageError(f"unknown --format {fmt!r}; allowed: {', '.join(FORMAT_CHOICES)}")
-    if concurrency < 1 or concurrency > 10_000:
-        raise UsageError(f"--concurrency must be between 1 and 10000, got {concurrency}")
-    if rate is not None and not rate > 0:
-        raise UsageError(f"--rate must be a positive number of requests per second, got {rate}")
-    if not timeout > 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
-    if retries < 0:
-        raise UsageError(f"--retries must be 0 or more, got {retries}")
-    if deadline is not None and not deadline > 0:
-        raise UsageError(f"--deadline must be a positive number of seconds, got {deadline}")
-    if not 0 <= retry_budget <= 1:
-        raise UsageError(f"--retry-budget must be a share between 0 and 1, got {retry_budget}")
-    if not max_outage > 0:
-        raise UsageError(f"--max-outage must be a positive number of seconds, got {max_outage}")
-    headers: dict[str, str] = {}
-    api_key = os.environ.get("SCANCTL_API_KEY")
-    if api_key:
-        headers[profile.api_key_header] = api_key
-    for raw in header or []:
-        name, value = parse_header(raw)
-        headers[name] = value
-
+    _check_ranges(
+        concurrency=concurrency,
+        rate=rate,
+        timeout=timeout,
+        retries=retries,
+        deadline=deadline,
+        retry_budget=retry_budget,
+        max_outage=max_outage,
+        ttl=ttl,
+        negative_ttl=negative_ttl,
+        stale_if_error=stale_if_error,
+    )
+    if no_cache and (refresh or stale_if_error is not None):
+        raise UsageError("--no-cache cannot be combined with --refresh or --stale-if-error")
+    headers = _request_headers(profile.api_key_header, header)
     found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
 
+    from scanctl.cache.front import CachePolicy
     from scanctl.engine import ScanSettings
     from scanctl.runner import ScanJob, run_scan
 
@@ -228,6 +298,15 @@ def scan(
         adaptive=not no_adapt,
         weight_header=profile.weight_header,
     )
+    policy = None
+    if not no_cache:
+        policy = CachePolicy(
+            ttl=ttl or endpoint.ttl,
+            refresh=refresh,
+            negative_ttl=negative_ttl,
+            stale_if_error=stale_if_error,
+            lease_seconds=timeout + 10.0,
+        )
     job = ScanJob(
         symbols=found.symbols,
         settings=settings,
@@ -238,8 +317,186 @@ def scan(
         no_progress=no_progress,
         skipped_invalid=len(found.invalid),
         relearn=relearn,
+        cache_location=cache,
+        cache_policy=policy,
+        namespace=f"{profile.name} {url}",
     )
     return int(run_scan(job))
+
+
+@app.command("warm-cache")
+def warm_cache(
+    symbols: SymbolsArg = None,
+    file: FileOpt = None,
+    types: Annotated[
+        str,
+        typer.Option(
+            "--type", "-t", metavar="TYPE[,TYPE...]", help="Scan types to warm, comma-separated."
+        ),
+    ] = "smart_money",
+    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
+    cache: CacheOpt = None,
+    ttl: TtlOpt = None,
+    ahead: Annotated[
+        float,
+        typer.Option(
+            metavar="SHARE", help="Also refresh entries with less than this share of TTL left."
+        ),
+    ] = 0.2,
+    negative_ttl: NegativeTtlOpt = 30.0,
+    concurrency: ConcurrencyOpt = 50,
+    rate: RateOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    retries: RetriesOpt = 3,
+    header: HeaderOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    quiet: QuietOpt = False,
+    no_progress: NoProgressOpt = False,
+    deadline: DeadlineOpt = None,
+    retry_budget: RetryBudgetOpt = 0.1,
+    max_outage: MaxOutageOpt = 60.0,
+    relearn: RelearnOpt = False,
+    no_adapt: NoAdaptOpt = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the counts as JSON on stdout.")
+    ] = False,
+) -> int:
+    """Fetch into the cache what is missing or about to expire; print fetched / fresh / failed."""
+    from scanctl.config import load_builtin_profile, validate_base_url
+    from scanctl.symbols import collect_symbols
+
+    profile = load_builtin_profile()
+    names = [t.strip() for t in types.split(",") if t.strip()]
+    if not names:
+        raise UsageError("--type needs at least one type")
+    endpoints = [profile.endpoint(name) for name in dict.fromkeys(names)]
+    url = validate_base_url(base_url)
+    _check_ranges(
+        concurrency=concurrency,
+        rate=rate,
+        timeout=timeout,
+        retries=retries,
+        deadline=deadline,
+        retry_budget=retry_budget,
+        max_outage=max_outage,
+        ttl=ttl,
+        negative_ttl=negative_ttl,
+    )
+    if not 0 <= ahead < 1:
+        raise UsageError(f"--ahead must be a share between 0 and 1, got {ahead:g}")
+    headers = _request_headers(profile.api_key_header, header)
+    found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
+
+    from scanctl.cache.front import CachePolicy
+    from scanctl.engine import ScanSettings
+    from scanctl.runner import ScanJob, run_warm
+
+    jobs = []
+    for endpoint in endpoints:
+        settings = ScanSettings(
+            endpoint=endpoint,
+            base_url=url,
+            concurrency=concurrency,
+            rate=rate,
+            timeout=timeout,
+            retries=retries,
+            headers=headers,
+            deadline=deadline,
+            retry_budget=retry_budget,
+            max_outage=max_outage,
+            adaptive=not no_adapt,
+            weight_header=profile.weight_header,
+        )
+        policy = CachePolicy(
+            ttl=ttl or endpoint.ttl,
+            negative_ttl=negative_ttl,
+            refresh_ahead=ahead,
+            lease_seconds=timeout + 10.0,
+        )
+        jobs.append(
+            ScanJob(
+                symbols=found.symbols,
+                settings=settings,
+                fmt="none",
+                quiet=quiet,
+                no_progress=no_progress,
+                skipped_invalid=len(found.invalid),
+                relearn=relearn,
+                cache_location=cache,
+                cache_policy=policy,
+                namespace=f"{profile.name} {url}",
+                command="warm-cache",
+            )
+        )
+    return int(run_warm(jobs, as_json=as_json))
+
+
+@app.command()
+def stats(
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-F",
+            metavar="table|json",
+            help="table (default on a terminal) or json (default otherwise).",
+        ),
+    ] = None,
+    cache: CacheOpt = None,
+    runs: Annotated[int, typer.Option(metavar="N", help="Show the last N runs.")] = 10,
+) -> int:
+    """Cache contents and hit rates, recent runs and their figures."""
+    if fmt is not None and fmt not in ("table", "json"):
+        raise UsageError(f"unknown --format {fmt!r}; allowed: table, json")
+    if runs < 0:
+        raise UsageError(f"--runs must be 0 or more, got {runs}")
+    from scanctl.cache.report import print_stats
+
+    print_stats(cache, fmt, runs)
+    return 0
+
+
+cache_app = typer.Typer(
+    cls=TyperGroup, rich_markup_mode=None, help="Manage the cache: clear or prune entries."
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    type_name: Annotated[
+        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this scan type.")
+    ] = None,
+    older_than: Annotated[
+        float | None,
+        typer.Option(metavar="S", help="Only entries fetched more than S seconds ago."),
+    ] = None,
+    cache: CacheOpt = None,
+) -> int:
+    """Delete cached answers (all, of one type, or older than S seconds)."""
+    if older_than is not None and not older_than >= 0:
+        raise UsageError(f"--older-than must be 0 or more seconds, got {older_than:g}")
+    from scanctl.cache.report import clear_cache
+
+    clear_cache(cache, type_name, older_than)
+    return 0
+
+
+@cache_app.command("prune")
+def cache_prune(
+    older_than: Annotated[
+        float,
+        typer.Option(metavar="S", help="Delete entries expired more than S seconds ago."),
+    ] = 0.0,
+    cache: CacheOpt = None,
+) -> int:
+    """Delete expired entries (scans prune those expired for a week on their own)."""
+    if not older_than >= 0:
+        raise UsageError(f"--older-than must be 0 or more seconds, got {older_than:g}")
+    from scanctl.cache.report import prune_cache
+
+    prune_cache(cache, older_than)
+    return 0
 
 
 @app.command(

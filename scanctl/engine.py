@@ -24,10 +24,12 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 import httpx
 
+from scanctl.cache.front import CacheFront
 from scanctl.clock import Clock
 from scanctl.config import EndpointType
 from scanctl.hints import QuotaHint, WeightHeader, parse_quota
@@ -39,6 +41,14 @@ from scanctl.resilience import CircuitBreaker, RetryBudget
 from scanctl.retry import Outcome, Verdict, backoff_delay, classify_exception, classify_response
 
 RecordSink = Callable[[ScanRecord], None]
+
+
+class HttpClient(Protocol):
+    """What the engine needs of its client: GET (an httpx.AsyncClient, or a lazy one)."""
+
+    async def get(self, url: str, *, params: dict[str, str]) -> httpx.Response: ...
+
+
 HEDGE_MIN_SAMPLES = 20
 
 
@@ -106,6 +116,7 @@ class _Pending:
     throttled: int = 0
     last_error: str | None = None
     needs_budget: bool = False  # its next try is a retry: it must draw on the budget first
+    claimed: bool = False  # we hold its cache lease (or there is no cache)
 
 
 class _RecentLatency:
@@ -130,7 +141,7 @@ class ScanEngine:
     def __init__(
         self,
         settings: ScanSettings,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         clock: Clock,
         sink: RecordSink,
         metrics: RunMetrics,
@@ -138,6 +149,7 @@ class ScanEngine:
         pacer: Pacer | None = None,
         rng: random.Random | None = None,
         budget: RetryBudget | None = None,
+        cache: CacheFront | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -148,6 +160,7 @@ class ScanEngine:
         self.breaker = self.pacer.breaker
         self.budget = budget or RetryBudget(share=settings.retry_budget)
         self.rng = rng or random.Random()
+        self.cache = cache
         self._url_base = settings.base_url.rstrip("/")
         self._unfinished: dict[int, _Pending] = {}
         # Symbols waiting out a backoff, by when they may go again. Their workers moved on to
@@ -160,9 +173,12 @@ class ScanEngine:
     async def run(self, symbols: Iterable[str]) -> ScanOutcome:
         """Scan every symbol; return how it ended. Cancellation (Ctrl-C) propagates.
 
-        `symbols` is consumed lazily, one symbol per free worker.
+        `symbols` is consumed lazily, one symbol per free worker (with a cache, a chunk at a
+        time: the fresh ones are answered from it without a request).
         """
-        stream = enumerate(symbols)
+        stream: Iterator[tuple[int, str]] = enumerate(symbols)
+        if self.cache is not None:
+            stream = self.cache.screen(stream, self._emit)
         outcome = ScanOutcome()
         try:
             async with anyio.create_task_group() as outer:
@@ -229,6 +245,8 @@ class ScanEngine:
         heapq.heappush(self._later, (due, pending.index, pending))
 
     def _emit(self, record: ScanRecord) -> None:
+        if self.cache is not None:
+            record = self.cache.settle(record)
         self.metrics.observe_record(record)
         self.sink(record)
 
@@ -318,6 +336,15 @@ class ScanEngine:
         settings = self.settings
         if pending.started is None:
             pending.started = self.clock.monotonic()
+        if self.cache is not None and not pending.claimed:
+            # Single flight: if another scan is fetching this symbol, wait for its answer.
+            claim = self.cache.claim(pending.index, pending.symbol)
+            if claim is False:
+                self._again(pending, self.rng.uniform(0.1, 0.3))
+                return None
+            if claim is not True:
+                return claim
+            pending.claimed = True
         if pending.needs_budget:
             # Over budget: ask again shortly (asking costs nothing; only granted retries send).
             if not self.budget.try_spend(self.clock.monotonic()):

@@ -5,6 +5,8 @@
      |    +-- SymbolError        a symbol that can never be a safe URL path segment
      +-- OutputError             the output could not be written: exit 1
      +-- UpstreamRefused         401/403/418: the upstream said stop: exit 4
+     +-- CacheError              the cache cannot be opened or written: a scan goes on without
+                                 it (with a warning); `stats` and `cache` commands exit 1
 
 Everything else that escapes is a bug and exits 1 with its message (no traceback unless
 SCANCTL_DEBUG is set).
@@ -54,3 +56,9 @@ class UpstreamRefused(ScanctlError):
     """The upstream refused us (401, 403, 418): going on would only make it worse."""
 
     exit_code = ExitCode.UPSTREAM
+
+
+class CacheError(ScanctlError):
+    """The cache store failed (unreachable Redis, disk full, a newer schema)."""
+
+    exit_code = ExitCode.INTERNAL

@@ -40,6 +40,7 @@ class RunMetrics:
     successful: int = 0
     failed: int = 0
     cached: int = 0
+    stale: int = 0
     requests_sent: int = 0
     retries: int = 0
     throttled: int = 0
@@ -52,6 +53,8 @@ class RunMetrics:
     current_rate: float | None = None
     in_flight: int = 0
     rate_history: list[dict[str, Any]] = field(default_factory=list)
+    # What the cache did (location, hits, misses...), when the run used one.
+    cache: dict[str, Any] | None = None
 
     @property
     def done(self) -> int:
@@ -71,6 +74,8 @@ class RunMetrics:
         """One symbol is finished."""
         if record.cached:
             self.cached += 1
+        if record.stale:
+            self.stale += 1
         if record.ok:
             self.successful += 1
         else:
@@ -127,6 +132,8 @@ class RunMetrics:
             "requested": self.total,
             "not_scanned": self.total - scanned,
             "cached": self.cached,
+            "stale": self.stale,
+            "cache": self.cache,
             "interrupted": interrupted,
             "stopped_reason": stopped_reason,
             "started_at": iso_time(started_wall),

@@ -239,6 +239,16 @@ class CsvWriter(_Writer):
         self._commit()
 
 
+class NullWriter:
+    """For runs whose product is the cache itself (`warm-cache`): records go nowhere."""
+
+    def write(self, record: ScanRecord) -> None:
+        pass
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        pass
+
+
 def make_writer(fmt: str, destination: Destination) -> RecordWriter:
     """The writer for a format name."""
     writers: dict[str, type[JsonWriter | JsonlWriter | CsvWriter]] = {

@@ -33,6 +33,11 @@ def _eta(done: int, total: int, elapsed: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}"
 
 
+def _cached(metrics: RunMetrics) -> str:
+    """Say " (N cached)" once the cache answered something (the bar needs its room before)."""
+    return f" ({metrics.cached} cached)" if metrics.cached else ""
+
+
 def status_line(metrics: RunMetrics, elapsed: float) -> str:
     """One line of progress for logs."""
     done, total = metrics.done, metrics.total
@@ -40,8 +45,9 @@ def status_line(metrics: RunMetrics, elapsed: float) -> str:
     speed = done / elapsed if elapsed > 0 else 0.0
     rate = "no limit" if metrics.current_rate is None else f"{metrics.current_rate:.1f} req/s"
     return (
-        f"scanctl: {done}/{total} ({pct:.0f}%) ok {metrics.successful} failed {metrics.failed} "
-        f"throttled {metrics.throttled}, {speed:.1f} scans/s, ETA {_eta(done, total, elapsed)}, "
+        f"scanctl: {done}/{total} ({pct:.0f}%) ok {metrics.successful}{_cached(metrics)} "
+        f"failed {metrics.failed} throttled {metrics.throttled}, {speed:.1f} scans/s, "
+        f"ETA {_eta(done, total, elapsed)}, "
         f"pacing {rate}"
     )
 
@@ -56,6 +62,10 @@ def summary_line(summary: dict[str, Any]) -> str:
         f"in {perf['total_time_seconds']:.2f} s, {perf['scans_per_second']:.1f} scans/s, "
         f"{summary['requests_sent']} requests, {summary['throttled']} throttled"
     )
+    if summary.get("cached"):
+        text += f", {summary['cached']} from cache"
+        if summary.get("stale"):
+            text += f" ({summary['stale']} stale)"
     if perf.get("final_rate_limit") is not None:
         text += f", paced at {perf['final_rate_limit']:.1f} req/s"
     if summary.get("interrupted"):
@@ -103,7 +113,7 @@ def bar_text(metrics: RunMetrics, elapsed: float) -> str:
     done, total = metrics.done, metrics.total
     speed = done / elapsed if elapsed > 0 else 0.0
     return (
-        f"{done}/{total} ok {metrics.successful} failed {metrics.failed} | "
+        f"{done}/{total} ok {metrics.successful}{_cached(metrics)} failed {metrics.failed} | "
         f"{speed:.0f} scans/s | ETA {_eta(done, total, elapsed)}"
     )
 

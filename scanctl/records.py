@@ -16,6 +16,7 @@ RECORD_FIELDS = (
     "attempts",
     "elapsed_ms",
     "cached",
+    "stale",
 )
 
 
@@ -37,6 +38,7 @@ class ScanRecord:
     attempts: int
     elapsed_ms: float
     cached: bool = False
+    stale: bool = False  # served from an expired cache entry because the fetch failed
     index: int = 0
     error_kind: str | None = None
 
@@ -52,4 +54,5 @@ class ScanRecord:
             "attempts": self.attempts,
             "elapsed_ms": self.elapsed_ms,
             "cached": self.cached,
+            "stale": self.stale,
         }

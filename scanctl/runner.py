@@ -6,9 +6,11 @@ actually runs (it pulls in httpx, anyio and rich).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +18,14 @@ import anyio
 import httpx
 
 from scanctl import __version__
+from scanctl.cache import open_store
+from scanctl.cache.front import CacheFront, CachePolicy
 from scanctl.clock import Clock, MonotonicClock
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings, make_pacer
-from scanctl.errors import ExitCode, OutputError, UpstreamRefused
+from scanctl.errors import CacheError, ExitCode, OutputError, UpstreamRefused
 from scanctl.metrics import RunMetrics, iso_time
 from scanctl.output import (
+    NullWriter,
     RecordWriter,
     check_writable,
     make_writer,
@@ -48,6 +53,11 @@ class ScanJob:
     no_progress: bool = False
     skipped_invalid: int = 0
     relearn: bool = False
+    # The cache: where it is (None: the default) and what this run may do (None: --no-cache).
+    cache_location: str | None = None
+    cache_policy: CachePolicy | None = None
+    namespace: str = ""  # profile and base URL: whose answers these are
+    command: str = "scan"  # or "warm-cache" (fmt "none": the cache is the product)
 
 
 @dataclass(slots=True)
@@ -72,7 +82,44 @@ def make_client(
         headers=headers,
         follow_redirects=False,
         transport=transport,
+        verify=_needs_tls(settings.base_url),
     )
+
+
+def _needs_tls(base_url: str) -> bool:
+    """Whether this client can ever speak TLS: to an https upstream, or through an https proxy.
+
+    Redirects are not followed, so a plain-http upstream never needs certificates, and loading
+    the CA bundle costs ~0.1 s: a fully cached run would spend a quarter of its time on it.
+    """
+    if base_url.startswith("https://"):
+        return True
+    proxies = ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    return any(os.environ.get(name, "").startswith("https://") for name in proxies)
+
+
+class LazyClient:
+    """The shared client, built on the first request.
+
+    Building it loads httpcore (and the TLS setup): ~0.08 s that a run answered entirely from
+    the cache never needs to pay.
+    """
+
+    def __init__(self, factory: Callable[[], httpx.AsyncClient]) -> None:
+        self._factory = factory
+        self._client: httpx.AsyncClient | None = None
+
+    async def get(self, url: str, *, params: dict[str, str]) -> httpx.Response:
+        if self._client is None:
+            self._client = self._factory()
+        return await self._client.get(url, params=params)
+
+    async def __aenter__(self) -> LazyClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            await self._client.aclose()
 
 
 def warn(message: str) -> None:
@@ -86,10 +133,11 @@ class ScanRun:
         self.job = job
         self.clock = clock or MonotonicClock()
         # Open outputs before the first request: a bad path is a usage error, not a lost scan.
-        self.destination = open_destination(job.output, job.fmt)
+        self.writer: RecordWriter = NullWriter()
+        if job.fmt != "none":
+            self.writer = make_writer(job.fmt, open_destination(job.output, job.fmt))
         if job.metrics_path:
             check_writable(job.metrics_path, "--metrics")
-        self.writer: RecordWriter = make_writer(job.fmt, self.destination)
         self.metrics = RunMetrics(job.settings.endpoint.name, total=len(job.symbols))
         self.display: Display = choose_display(
             self.clock, quiet=job.quiet, no_progress=job.no_progress
@@ -107,6 +155,26 @@ class ScanRun:
         if settings.adaptive and not job.relearn:
             learned = self.memory.learned(settings.base_url, settings.endpoint.name)
         self.pacer = make_pacer(settings, self.clock, learned)
+        self.cache = self._open_cache()
+
+    def _open_cache(self) -> CacheFront | None:
+        """The cache front for this run; a cache that cannot be opened is a warning only."""
+        job = self.job
+        if job.cache_policy is None:
+            return None
+        try:
+            store = open_store(job.cache_location, warn=warn)
+        except CacheError as exc:
+            warn(f"{exc}; scanning without the cache")
+            return None
+        return CacheFront(
+            store,
+            job.namespace or job.settings.base_url,
+            job.settings.endpoint.name,
+            job.cache_policy,
+            wall=self.clock.wall,
+            warn=warn,
+        )
 
     def _sink(self, record: ScanRecord) -> None:
         self.writer.write(record)
@@ -125,11 +193,19 @@ class ScanRun:
             await self.clock.sleep(0.5)
             self.metrics.pace(self.pacer.rate, self.pacer.in_flight)
             self.display.update(self.metrics)
+            if self.cache is not None:
+                self.cache.flush_if_due()
 
     async def _main(self, client: httpx.AsyncClient | None) -> None:
-        async with client or make_client(self.job.settings) as http:
+        async with LazyClient(lambda: client or make_client(self.job.settings)) as http:
             engine = ScanEngine(
-                self.job.settings, http, self.clock, self._sink, self.metrics, pacer=self.pacer
+                self.job.settings,
+                http,
+                self.clock,
+                self._sink,
+                self.metrics,
+                pacer=self.pacer,
+                cache=self.cache,
             )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_signals, tg.cancel_scope)
@@ -147,7 +223,9 @@ class ScanRun:
             finally:
                 self.display.stop(self.metrics)
                 self._remember()
+                self._flush_cache()
                 summary = self._summary(started_wall, started)
+                self._log_run(summary)
                 self._finish(summary)
         except BaseException as exc:
             if not _is_broken_pipe(exc):
@@ -169,6 +247,39 @@ class ScanRun:
             wait = refused.retry_after if refused.retry_after is not None else DEFAULT_BAN_SECONDS
             self.memory.remember_ban(settings.base_url, self.clock.wall() + wait)
         self.memory.save()
+
+    def _flush_cache(self) -> None:
+        """Write what is still batched, and put the cache's figures in the metrics."""
+        front = self.cache
+        if front is None:
+            return
+        front.flush()
+        counts = front.counts
+        self.metrics.cache = {
+            "backend": front.store.backend,
+            "location": front.store.location,
+            "hits": counts.hits,
+            "misses": counts.misses,
+            "refreshed_early": counts.refreshed_early,
+            "stale_served": counts.stale_served,
+            "waited_for_other_flight": counts.waited,
+            "ttl": front.policy.ttl,
+            "usable": not front.broken,
+        }
+
+    def _log_run(self, summary: dict[str, Any]) -> None:
+        """Add this run to the store's run log (for `scanctl stats`), prune, close."""
+        front = self.cache
+        if front is None:
+            return
+        try:
+            if not front.broken:
+                front.store.add_run(run_entry(self.job.command, summary))
+                front.store.prune(self.clock.wall())
+        except CacheError as exc:
+            warn(f"{exc}; this run is not in the run log")
+        finally:
+            front.store.close()
 
     def _summary(self, started_wall: float, started: float) -> dict[str, Any]:
         elapsed = self.clock.monotonic() - started
@@ -238,6 +349,30 @@ class ScanRun:
         return ExitCode.OK
 
 
+def run_entry(command: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """What the run log keeps of one run (shown by `scanctl stats`)."""
+    perf = summary["performance"]
+    cache = summary.get("cache") or {}
+    return {
+        "at": summary["started_at"],
+        "command": command,
+        "type": summary["scan_type"],
+        "symbols": summary["total_scanned"],
+        "successful": summary["successful"],
+        "failed": summary["failed"],
+        "success_rate": summary["success_rate"],
+        "total_time": perf["total_time_seconds"],
+        "scans_per_second": perf["scans_per_second"],
+        "throttled": summary["throttled"],
+        "final_rate": perf["final_rate_limit"],
+        "requests": summary["requests_sent"],
+        "hits": cache.get("hits", 0),
+        "misses": cache.get("misses", 0),
+        "stale_served": cache.get("stale_served", 0),
+        "interrupted": summary["interrupted"],
+    }
+
+
 def _is_broken_pipe(exc: BaseException) -> bool:
     """True for a BrokenPipeError, alone or as the only kind inside an exception group."""
     if isinstance(exc, BaseExceptionGroup):
@@ -250,3 +385,43 @@ def run_scan(job: ScanJob) -> ExitCode:
     if job.skipped_invalid and not job.quiet:
         warn(f"skipped {job.skipped_invalid} invalid symbols")
     return ScanRun(job).run()
+
+
+def run_warm(jobs: list[ScanJob], *, as_json: bool = False) -> ExitCode:
+    """`scanctl warm-cache`: one cache-only scan per type; counts on stderr (or JSON on stdout).
+
+    The exit code is the worst of the types' (4 over 3 over 0); an interrupt stops at once.
+    """
+    worst = ExitCode.OK
+    counts: dict[str, dict[str, int]] = {}
+    for index, job in enumerate(jobs):
+        if index == 0 and job.skipped_invalid and not job.quiet:
+            warn(f"skipped {job.skipped_invalid} invalid symbols")
+        run = ScanRun(job)
+        code = run.run()
+        metrics = run.metrics
+        figures = {
+            "fetched": metrics.successful - metrics.cached,
+            "fresh": metrics.cached,
+            "failed": metrics.failed,
+            "not_scanned": metrics.total - metrics.done,
+        }
+        counts[job.settings.endpoint.name] = figures
+        if not job.quiet:
+            warn(
+                f"warm-cache {job.settings.endpoint.name}: fetched {figures['fetched']}, "
+                f"already fresh {figures['fresh']}, failed {figures['failed']}"
+            )
+        if code is ExitCode.INTERRUPTED:
+            worst = code
+            break
+        if code is ExitCode.UPSTREAM or (code is ExitCode.PARTIAL and worst is ExitCode.OK):
+            worst = code
+    if as_json:
+        document: dict[str, Any] = {
+            key: sum(c[key] for c in counts.values())
+            for key in ("fetched", "fresh", "failed", "not_scanned")
+        }
+        document["types"] = counts
+        print(json.dumps(document), flush=True)
+    return worst

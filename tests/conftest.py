@@ -11,8 +11,9 @@ from scanctl.config import EndpointType, load_builtin_profile
 def private_state_dir(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Learned rates and bans go to a fresh directory per test, never the user's own."""
+    """Learned rates, bans and the cache go to fresh places per test, never the user's own."""
     monkeypatch.setenv("SCANCTL_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.setenv("SCANCTL_CACHE", str(tmp_path_factory.mktemp("cache") / "cache.sqlite3"))
 
 
 @pytest.fixture

@@ -107,6 +107,7 @@ def test_csv_has_record_scalars_then_payload_scalars() -> None:
         "attempts",
         "elapsed_ms",
         "cached",
+        "stale",
         "data.symbol",
         "score",
         "signal",

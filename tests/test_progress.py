@@ -10,6 +10,7 @@ from scanctl.progress import (
     NullDisplay,
     RichDisplay,
     StatusLineDisplay,
+    bar_text,
     choose_display,
     status_line,
 )
@@ -109,3 +110,12 @@ def test_bar_updates_are_throttled() -> None:
         display.update(metrics)
     display.progress.stop()
     assert 9 <= len(refreshed) <= 11  # about every 0.1 s of 1 s, not 100 times
+
+
+def test_cached_answers_show_beside_ok_once_there_are_any() -> None:
+    metrics = RunMetrics("mss", total=1000)
+    metrics.successful = 300
+    assert "300/1000 ok 300 failed 0" in bar_text(metrics, 1.0)
+    metrics.cached = 250
+    assert "300/1000 ok 300 (250 cached) failed 0" in bar_text(metrics, 1.0)
+    assert "ok 300 (250 cached) failed 0" in status_line(metrics, 1.0)

@@ -1,0 +1,53 @@
+"""The persistent cache: one interface (`CacheStore`), three backends, and the scan's use of it.
+
+- `memory`: an LRU in this process (`--cache memory`), also the layer in front of the others;
+- `sqlite`: the default, one file in the user cache dir (`--cache PATH`, `SCANCTL_CACHE`);
+- `redis`: `--cache redis://host:port/db`, shared between machines.
+
+`open_store` picks the backend from the spec; `CacheFront` is what a scan does with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from scanctl.cache.store import CacheKey, CacheStore, Entry
+
+CACHE_ENV = "SCANCTL_CACHE"
+FILE_NAME = "cache.sqlite3"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+__all__ = ["CACHE_ENV", "CacheKey", "CacheStore", "Entry", "default_location", "open_store"]
+
+
+def default_location() -> str:
+    """`SCANCTL_CACHE`, else a SQLite file in the user cache dir."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return configured
+    from platformdirs import user_cache_dir
+
+    return str(Path(user_cache_dir("scanctl", appauthor=False)) / FILE_NAME)
+
+
+def open_store(spec: str | None = None, warn: Callable[[str], None] | None = None) -> CacheStore:
+    """The store a spec names: `memory`, a redis:// URL, or a SQLite file (or its directory)."""
+    spec = spec or default_location()
+    if spec in ("memory", "memory:"):
+        from scanctl.cache.memory_store import MemoryStore
+
+        return MemoryStore()
+    from scanctl.cache.memory_store import LayeredStore
+
+    if spec.startswith(REDIS_SCHEMES):
+        from scanctl.cache.redis_store import RedisStore
+
+        return LayeredStore(RedisStore(spec))
+    from scanctl.cache.sqlite_store import SqliteStore
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        path = path / FILE_NAME
+    return LayeredStore(SqliteStore(path, warn=warn))
