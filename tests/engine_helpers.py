@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 
+from scanctl.cache.front import CacheFront
 from scanctl.clock import Clock, FakeClock
 from scanctl.config import load_builtin_profile
 from scanctl.demo.limiters import Limiter
@@ -42,6 +43,7 @@ async def run_engine(
     client: httpx.AsyncClient | None = None,
     pacer: Pacer | None = None,
     budget: RetryBudget | None = None,
+    cache: CacheFront | None = None,
     **settings: object,
 ) -> EngineRun:
     run = EngineRun(clock=clock or FakeClock())
@@ -61,8 +63,11 @@ async def run_engine(
             rng=random.Random(7),
             pacer=pacer,
             budget=budget,
+            cache=cache,
         )
         run.outcome = await engine.run(symbols)
+        if cache is not None:
+            cache.flush()
     return run
 
 
