@@ -153,8 +153,8 @@ TtlOpt = Annotated[
     typer.Option(metavar="S", help="Answers stay fresh S seconds (default: the type's TTL)."),
 ]
 NegativeTtlOpt = Annotated[
-    float,
-    typer.Option(metavar="S", help="Remember a 404 for S seconds (0: never)."),
+    float | None,
+    typer.Option(metavar="S", help="Remember a 404 for S seconds (0: never; default: profile's)."),
 ]
 
 
@@ -251,7 +251,7 @@ def scan(
             help="When a fetch fails, serve a cached answer expired less than S seconds ago.",
         ),
     ] = None,
-    negative_ttl: NegativeTtlOpt = 30.0,
+    negative_ttl: NegativeTtlOpt = None,
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
     from scanctl.config import load_builtin_profile, validate_base_url
@@ -303,7 +303,7 @@ def scan(
         policy = CachePolicy(
             ttl=ttl or endpoint.ttl,
             refresh=refresh,
-            negative_ttl=negative_ttl,
+            negative_ttl=profile.negative_ttl if negative_ttl is None else negative_ttl,
             stale_if_error=stale_if_error,
             lease_seconds=timeout + 10.0,
         )
@@ -343,7 +343,7 @@ def warm_cache(
             metavar="SHARE", help="Also refresh entries with less than this share of TTL left."
         ),
     ] = 0.2,
-    negative_ttl: NegativeTtlOpt = 30.0,
+    negative_ttl: NegativeTtlOpt = None,
     concurrency: ConcurrencyOpt = 50,
     rate: RateOpt = None,
     timeout: TimeoutOpt = 30.0,
@@ -409,7 +409,7 @@ def warm_cache(
         )
         policy = CachePolicy(
             ttl=ttl or endpoint.ttl,
-            negative_ttl=negative_ttl,
+            negative_ttl=profile.negative_ttl if negative_ttl is None else negative_ttl,
             refresh_ahead=ahead,
             lease_seconds=timeout + 10.0,
         )

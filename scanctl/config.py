@@ -44,6 +44,8 @@ class Profile:
     types: dict[str, EndpointType]
     # A used-weight counter header (Binance's X-MBX-USED-WEIGHT-1M) and its budget, if any.
     weight_header: WeightHeader | None = None
+    # How long a 404 ("no data for this symbol") is cached; 0: not at all.
+    negative_ttl: float = 30.0
 
     def endpoint(self, type_name: str) -> EndpointType:
         """The endpoint type by name, or a usage error that lists the allowed ones."""
@@ -70,7 +72,8 @@ def parse_profile(doc: dict[str, Any]) -> Profile:
                 f"profile type {type_name!r}: path must start with / and hold {{symbol}}"
             )
         params = {str(k): str(v) for k, v in spec.get("params", {}).items()}
-        types[type_name] = EndpointType(type_name, path, float(spec.get("ttl", 300)), params)
+        ttl = _seconds(spec.get("ttl", 300), f"[types.{type_name}] ttl")
+        types[type_name] = EndpointType(type_name, path, ttl, params)
     if not types:
         raise UsageError("profile defines no [types]")
     limits = doc.get("rate_limit", {})
@@ -92,7 +95,18 @@ def parse_profile(doc: dict[str, Any]) -> Profile:
         api_key_header=str(doc.get("api_key_header", "X-API-Key")),
         types=types,
         weight_header=weight,
+        negative_ttl=_seconds(doc.get("negative_ttl", 30), "negative_ttl"),
     )
+
+
+def _seconds(value: Any, name: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0:
+        raise UsageError(f"profile {name} must be 0 or more seconds, got {value!r}")
+    return seconds
 
 
 def validate_base_url(url: str) -> str:

@@ -253,7 +253,7 @@ class ScanRun:
         front = self.cache
         if front is None:
             return
-        front.flush()
+        front.close()
         counts = front.counts
         self.metrics.cache = {
             "backend": front.store.backend,

@@ -219,3 +219,28 @@ def test_bad_cache_flags_exit_2_with_one_line(
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
     assert sum(upstream.values()) == 0
+
+
+def test_the_default_cache_is_a_sqlite_file_in_the_user_cache_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from scanctl.cache import default_location
+
+    monkeypatch.delenv("SCANCTL_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_location() == str(tmp_path / "xdg" / "scanctl" / "cache.sqlite3")
+    monkeypatch.setenv("SCANCTL_CACHE", "redis://cache.internal:6379/2")
+    assert default_location() == "redis://cache.internal:6379/2"
+
+
+def test_the_profile_sets_ttls_and_the_negative_ttl(
+    runner: CliRunner, upstream: Counter[str]
+) -> None:
+    from scanctl.config import load_builtin_profile
+
+    profile = load_builtin_profile()
+    ttls = {name: t.ttl for name, t in profile.types.items()}
+    assert ttls == {"smart_money": 300, "mss": 600, "signals": 300, "price": 60}
+    assert profile.negative_ttl == 30
+    doc = json.loads(invoke(runner, "scan", "BTC", "-t", "mss").stdout)
+    assert doc["cache"]["ttl"] == 600

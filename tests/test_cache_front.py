@@ -11,6 +11,7 @@ import pytest
 from scanctl.cache.front import CacheFront, CachePolicy
 from scanctl.cache.store import CacheKey, CacheStore, Entry
 from scanctl.clock import FakeClock
+from scanctl.records import ScanRecord
 from tests.engine_helpers import run_engine
 
 pytestmark = pytest.mark.anyio
@@ -253,3 +254,15 @@ async def test_entries_are_keyed_by_upstream_and_type(shared_store: CacheStore) 
     upstream = Upstream()
     run, _ = await scan(shared_store, clock, upstream, ["BTC"])
     assert upstream.requests["BTC"] == 1 and not run.records[0].cached
+
+
+async def test_an_interrupted_run_gives_back_its_leases(shared_store: CacheStore) -> None:
+    clock = FakeClock()
+    interrupted, other = front(shared_store, clock), front(shared_store, clock)
+    assert interrupted.claim(0, "BTC") is True and interrupted.claim(1, "ETH") is True
+    interrupted.settle(ScanRecord("ETH", "signals", True, 200, {"x": 1}, None, 1, 5.0, index=1))
+    assert other.claim(0, "BTC") is False
+    interrupted.close()  # BTC never finished
+    assert other.claim(0, "BTC") is True
+    answer = other.claim(1, "ETH")
+    assert not isinstance(answer, bool) and answer.data == {"x": 1}

@@ -91,6 +91,7 @@ class CacheFront:
         self._known: dict[str, float] = {}
         self._writes: list[Entry] = []
         self._releases: list[CacheKey] = []
+        self._held: set[str] = set()  # symbols whose lease we hold and have not settled
         self._last_flush = self.started
 
     def key(self, symbol: str) -> CacheKey:
@@ -152,6 +153,7 @@ class CacheFront:
             return self._record(index, claim.entry)
         if claim.granted:
             self._known.pop(symbol, None)
+            self._held.add(symbol)
         return claim.granted
 
     # -- after the answer ----------------------------------------------------------------------
@@ -160,6 +162,7 @@ class CacheFront:
         """Store what a final record says; a failure may be answered from the cache instead."""
         if record.cached or self.broken:
             return record
+        self._held.discard(record.symbol)
         key = self.key(record.symbol)
         now = self.wall()
         cost = record.elapsed_ms / 1000.0
@@ -205,6 +208,13 @@ class CacheFront:
             self.store.release(releases, self.owner)
         except CacheError as exc:
             self._break(exc)
+
+    def close(self) -> None:
+        """Flush, and give back the leases of symbols never finished (an interrupted run), so
+        other processes need not wait for them to run out."""
+        self._releases.extend(self.key(symbol) for symbol in self._held)
+        self._held.clear()
+        self.flush()
 
     # -- helpers -------------------------------------------------------------------------------
 
