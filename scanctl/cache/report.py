@@ -90,6 +90,7 @@ def _size(value: int | None) -> str:
 
 
 def _print_tables(document: dict[str, Any]) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -109,29 +110,21 @@ def _print_tables(document: dict[str, Any]) -> None:
         if key != "runs":
             summary.add_row(key, f"{value}%" if key == "hit_rate" else str(value))
     console.print(summary)
-    runs = Table(
-        "when",
-        "command",
-        "type",
-        "symbols",
-        "ok %",
-        "time s",
-        "scans/s",
-        "cached",
-        "throttled",
-        "final rate",
-        title="recent runs",
-    )
+    runs = Table(title="recent runs", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for name in ("when (UTC)", "command", "type"):
+        runs.add_column(name, no_wrap=True)
+    for name in ("symbols", "ok %", "time s", "scans/s", "cached", "429s", "rate"):
+        runs.add_column(name, justify="right", no_wrap=True)
     for run in document["recent_runs"]:
         rate = run.get("final_rate")
         runs.add_row(
-            str(run.get("at", "")),
-            str(run.get("command", "")),
+            str(run.get("at", ""))[5:16].replace("T", " "),  # "11-25 12:50"
+            "warm" if run.get("command") == "warm-cache" else str(run.get("command", "")),
             str(run.get("type", "")),
             str(run.get("symbols", 0)),
-            f"{run.get('success_rate', 0):.1f}",
+            f"{run.get('success_rate', 0):.0f}",
             f"{run.get('total_time', 0):.2f}",
-            f"{run.get('scans_per_second', 0):.1f}",
+            f"{run.get('scans_per_second', 0):.0f}",
             str(run.get("hits", 0)),
             str(run.get("throttled", 0)),
             "-" if rate is None else f"{rate:.1f}",
