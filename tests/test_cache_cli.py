@@ -244,3 +244,19 @@ def test_the_profile_sets_ttls_and_the_negative_ttl(
     assert profile.negative_ttl == 30
     doc = json.loads(invoke(runner, "scan", "BTC", "-t", "mss").stdout)
     assert doc["cache"]["ttl"] == 600
+
+
+def test_warm_cache_exits_4_when_nothing_could_be_fetched(runner: CliRunner) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    result = runner.invoke(
+        app,
+        ["warm-cache", "BTC", "ETH", "-t", "price", "--base-url", url, "--retries", "1", "--json"],
+    )
+    assert result.exit_code == 4
+    counts = json.loads(result.stdout)
+    assert counts["fetched"] == 0 and counts["failed"] + counts["not_scanned"] == 2
