@@ -152,6 +152,20 @@ TtlOpt = Annotated[
     float | None,
     typer.Option(metavar="S", help="Answers stay fresh S seconds (default: the type's TTL)."),
 ]
+LockOpt = Annotated[
+    str | None,
+    typer.Option(metavar="NAME", help="No two runs with this lock name at once (exit 75)."),
+]
+WaitLockOpt = Annotated[
+    float,
+    typer.Option(metavar="S", help="Wait up to S seconds for a held lock instead of exiting 75."),
+]
+GraceOpt = Annotated[
+    float,
+    typer.Option(
+        metavar="S", help="After Ctrl-C/SIGTERM, give requests in flight S seconds to finish."
+    ),
+]
 NegativeTtlOpt = Annotated[
     float | None,
     typer.Option(metavar="S", help="Remember a 404 for S seconds (0: never; default: profile's)."),
@@ -179,6 +193,13 @@ def _check_ranges(**values: float | None) -> None:
         if positive and value is not None and not value > 0:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag} must be a positive number, got {value:g}")
+
+
+def _check_waits(wait_lock: float, grace: float) -> None:
+    if not wait_lock >= 0:
+        raise UsageError(f"--wait-lock must be 0 or more seconds, got {wait_lock:g}")
+    if not grace >= 0:
+        raise UsageError(f"--grace must be 0 or more seconds, got {grace:g}")
 
 
 def _request_headers(api_key_header: str, raw_headers: list[str] | None) -> dict[str, str]:
@@ -252,6 +273,15 @@ def scan(
         ),
     ] = None,
     negative_ttl: NegativeTtlOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="With -F jsonl -o FILE: keep FILE's ok records, scan the rest, append."
+        ),
+    ] = False,
+    lock: LockOpt = None,
+    wait_lock: WaitLockOpt = 0.0,
+    grace: GraceOpt = 5.0,
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
     from scanctl.config import load_builtin_profile, validate_base_url
@@ -276,6 +306,9 @@ def scan(
     )
     if no_cache and (refresh or stale_if_error is not None):
         raise UsageError("--no-cache cannot be combined with --refresh or --stale-if-error")
+    if resume and (fmt != "jsonl" or output in (None, "-")):
+        raise UsageError("--resume needs -F jsonl and -o FILE (the file it carries on)")
+    _check_waits(wait_lock, grace)
     headers = _request_headers(profile.api_key_header, header)
     found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
 
@@ -320,6 +353,10 @@ def scan(
         cache_location=cache,
         cache_policy=policy,
         namespace=f"{profile.name} {url}",
+        grace=grace,
+        resume=resume,
+        lock_name=lock,
+        wait_lock=wait_lock,
     )
     return int(run_scan(job))
 
@@ -360,6 +397,9 @@ def warm_cache(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the counts as JSON on stdout.")
     ] = False,
+    lock: LockOpt = None,
+    wait_lock: WaitLockOpt = 0.0,
+    grace: GraceOpt = 5.0,
 ) -> int:
     """Fetch into the cache what is missing or about to expire; print fetched / fresh / failed."""
     from scanctl.config import load_builtin_profile, validate_base_url
@@ -384,6 +424,7 @@ def warm_cache(
     )
     if not 0 <= ahead < 1:
         raise UsageError(f"--ahead must be a share between 0 and 1, got {ahead:g}")
+    _check_waits(wait_lock, grace)
     headers = _request_headers(profile.api_key_header, header)
     found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
 
@@ -426,9 +467,10 @@ def warm_cache(
                 cache_policy=policy,
                 namespace=f"{profile.name} {url}",
                 command="warm-cache",
+                grace=grace,
             )
         )
-    return int(run_warm(jobs, as_json=as_json))
+    return int(run_warm(jobs, as_json=as_json, lock_name=lock, wait_lock=wait_lock))
 
 
 @app.command()

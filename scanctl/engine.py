@@ -19,6 +19,7 @@ silently lost.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
 from collections import deque
@@ -169,6 +170,8 @@ class ScanEngine:
         self._latency = _RecentLatency()
         self._deadline_hit = False
         self._refusal: Verdict | None = None
+        self._stopping = False
+        self._idle_scopes: set[anyio.CancelScope] = set()
 
     async def run(self, symbols: Iterable[str]) -> ScanOutcome:
         """Scan every symbol; return how it ended. Cancellation (Ctrl-C) propagates.
@@ -214,15 +217,40 @@ class ScanEngine:
         self._deadline_hit = True
         group.cancel_scope.cancel()
 
+    def stop_sending(self) -> None:
+        """Take no new symbol and send nothing more; requests already in flight get their answer.
+
+        The first Ctrl-C or SIGTERM calls this: workers waiting for permission to send, or for a
+        backoff to pass, stop at once; the symbols they held stay unfinished (no record), so
+        `--resume` scans them next time.
+        """
+        self._stopping = True
+        for scope in list(self._idle_scopes):
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def _idle(self) -> Iterator[anyio.CancelScope]:
+        """A wait that `stop_sending` may cut short (nothing has been sent in it)."""
+        scope = anyio.CancelScope()
+        if self._stopping:
+            scope.cancel()
+        self._idle_scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._idle_scopes.discard(scope)
+
     async def _worker(self, stream: Iterator[tuple[int, str]]) -> None:
         # Sharing one iterator and one heap is safe: tasks only switch at awaits.
-        while True:
+        while not self._stopping:
             pending = self._take(stream)
             if pending is None:
                 if not self._later:
                     return  # nothing left: symbols still out come back to their own workers
                 due = self._later[0][0] - self.clock.monotonic()
-                await self.clock.sleep(min(max(due, 0.0), 0.25))
+                with self._idle():
+                    await self.clock.sleep(min(max(due, 0.0), 0.25))
                 continue
             record = await self._attempt(pending)
             if record is not None:
@@ -308,6 +336,8 @@ class ScanEngine:
             ticket: Ticket | None = None
             if delay > 0:
                 await self.clock.sleep(delay)
+                if self._stopping:
+                    return  # no copies once we are winding down
                 ticket = self.pacer.try_acquire_now()
                 if ticket is None:
                     return
@@ -352,10 +382,14 @@ class ScanEngine:
                 return None
             pending.needs_budget = False
             self.metrics.retries += 1
+        ticket: Ticket | None = None
         try:
-            ticket = await self.pacer.acquire()
+            with self._idle():
+                ticket = await self.pacer.acquire()
         except UpstreamDown as exc:
             raise _Stop("Not scanned (upstream down)", str(exc)) from None
+        if ticket is None:
+            return None  # stopped while waiting: nothing was sent
         pending.attempts += 1
         self.budget.note_request(ticket.sent_at)
         verdict, quota = await self._send_hedged(pending.symbol)

@@ -5,6 +5,7 @@
      |    +-- SymbolError        a symbol that can never be a safe URL path segment
      +-- OutputError             the output could not be written: exit 1
      +-- UpstreamRefused         401/403/418: the upstream said stop: exit 4
+     +-- LockBusy                another scan holds the lock: exit 75
      +-- CacheError              the cache cannot be opened or written: a scan goes on without
                                  it (with a warning); `stats` and `cache` commands exit 1
 
@@ -25,7 +26,10 @@ class ExitCode(IntEnum):
     USAGE = 2
     PARTIAL = 3
     UPSTREAM = 4
-    INTERRUPTED = 130
+    # Another scan holds the lock on this output (or --lock NAME): sysexits' EX_TEMPFAIL.
+    LOCKED = 75
+    INTERRUPTED = 130  # SIGINT (Ctrl-C): 128 + 2
+    TERMINATED = 143  # SIGTERM: 128 + 15
     # The reader of stdout went away (`scanctl ... | head -1`): the Unix convention 128 + SIGPIPE.
     BROKEN_PIPE = 141
 
@@ -62,3 +66,9 @@ class CacheError(ScanctlError):
     """The cache store failed (unreachable Redis, disk full, a newer schema)."""
 
     exit_code = ExitCode.INTERNAL
+
+
+class LockBusy(ScanctlError):
+    """Another scan writes the same output (or holds the same --lock NAME)."""
+
+    exit_code = ExitCode.LOCKED

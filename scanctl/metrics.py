@@ -41,6 +41,7 @@ class RunMetrics:
     failed: int = 0
     cached: int = 0
     stale: int = 0
+    resumed: int = 0  # ok records an earlier run left in the output (--resume): counted as done
     requests_sent: int = 0
     retries: int = 0
     throttled: int = 0
@@ -69,6 +70,11 @@ class RunMetrics:
         """The pacer's current rate and requests in flight."""
         self.current_rate = rate
         self.in_flight = in_flight
+
+    def resume(self, done: int) -> None:
+        """Count `done` ok records an earlier run left in the output (--resume)."""
+        self.resumed += done
+        self.successful += done
 
     def observe_record(self, record: ScanRecord) -> None:
         """One symbol is finished."""
@@ -133,6 +139,7 @@ class RunMetrics:
             "not_scanned": self.total - scanned,
             "cached": self.cached,
             "stale": self.stale,
+            "resumed": self.resumed,
             "cache": self.cache,
             "interrupted": interrupted,
             "stopped_reason": stopped_reason,

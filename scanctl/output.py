@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 from scanctl.errors import OutputError, UsageError
 from scanctl.records import RECORD_FIELDS, ScanRecord
@@ -106,10 +106,11 @@ class InPlaceFileDestination:
 
     is_terminal = False
 
-    def __init__(self, path: str, flag: str = "--output") -> None:
+    def __init__(self, path: str, flag: str = "--output", *, append: bool = False) -> None:
         self.target = check_writable(path, flag)
         try:
-            self.stream: TextIO = open(self.target, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            mode: Literal["a", "w"] = "a" if append else "w"
+            self.stream: TextIO = open(self.target, mode, encoding="utf-8", newline="")  # noqa: SIM115
         except OSError as exc:
             raise UsageError(f"{flag} {path!r}: {exc.strerror or exc}") from None
 
@@ -122,12 +123,12 @@ class InPlaceFileDestination:
             raise _oserror(str(self.target), exc) from None
 
 
-def open_destination(path: str | None, fmt: str) -> Destination:
-    """The destination for `--output` (None or "-" means stdout)."""
+def open_destination(path: str | None, fmt: str, *, append: bool = False) -> Destination:
+    """The destination for `--output` (None or "-" means stdout); jsonl may append (--resume)."""
     if path is None or path == "-":
         return StdoutDestination()
     if fmt == "jsonl":
-        return InPlaceFileDestination(path)
+        return InPlaceFileDestination(path, append=append)
     return AtomicFileDestination(path)
 
 

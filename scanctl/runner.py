@@ -23,6 +23,7 @@ from scanctl.cache.front import CacheFront, CachePolicy
 from scanctl.clock import Clock, MonotonicClock
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings, make_pacer
 from scanctl.errors import CacheError, ExitCode, OutputError, UpstreamRefused
+from scanctl.lock import run_locks
 from scanctl.metrics import RunMetrics, iso_time
 from scanctl.output import (
     NullWriter,
@@ -34,6 +35,7 @@ from scanctl.output import (
 )
 from scanctl.progress import Display, choose_display, summary_line
 from scanctl.records import ScanRecord
+from scanctl.resume import prepare_resume
 from scanctl.state import PacingMemory
 
 # How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
@@ -58,6 +60,10 @@ class ScanJob:
     cache_policy: CachePolicy | None = None
     namespace: str = ""  # profile and base URL: whose answers these are
     command: str = "scan"  # or "warm-cache" (fmt "none": the cache is the product)
+    grace: float = 5.0  # seconds requests in flight get after the first Ctrl-C / SIGTERM
+    resume: bool = False  # -F jsonl -o FILE: keep FILE's ok records, scan the rest, append
+    lock_name: str | None = None  # --lock NAME: no two scans with this name at once
+    wait_lock: float = 0.0  # seconds to wait for a held lock before giving up (exit 75)
 
 
 @dataclass(slots=True)
@@ -132,13 +138,27 @@ class ScanRun:
     def __init__(self, job: ScanJob, clock: Clock | None = None) -> None:
         self.job = job
         self.clock = clock or MonotonicClock()
+        self.symbols = job.symbols
+        resumed = 0
+        if job.resume and job.output is not None:
+            state = prepare_resume(job.output, job.settings.endpoint.name)
+            self.symbols = [s for s in job.symbols if s not in state.done]
+            resumed = len(job.symbols) - len(self.symbols)
+            if not job.quiet and (resumed or state.changed):
+                warn(
+                    f"resuming {job.output}: {resumed} symbols already done, "
+                    f"{len(self.symbols)} to scan; dropped {state.dropped_failed} failed, "
+                    f"{state.dropped_duplicates} duplicate and {state.dropped_broken} broken lines"
+                )
         # Open outputs before the first request: a bad path is a usage error, not a lost scan.
         self.writer: RecordWriter = NullWriter()
         if job.fmt != "none":
-            self.writer = make_writer(job.fmt, open_destination(job.output, job.fmt))
+            destination = open_destination(job.output, job.fmt, append=job.resume)
+            self.writer = make_writer(job.fmt, destination)
         if job.metrics_path:
             check_writable(job.metrics_path, "--metrics")
         self.metrics = RunMetrics(job.settings.endpoint.name, total=len(job.symbols))
+        self.metrics.resume(resumed)
         self.display: Display = choose_display(
             self.clock, quiet=job.quiet, no_progress=job.no_progress
         )
@@ -180,13 +200,28 @@ class ScanRun:
         self.writer.write(record)
         self.display.update(self.metrics)
 
-    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+    async def _watch_signals(self, group: anyio.abc.TaskGroup, engine: ScanEngine) -> None:
+        """First SIGINT/SIGTERM: stop sending, give requests in flight `--grace` seconds, then
+        stop. A second one: stop at once. Either way what finished is written."""
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
             async for signum in received:
                 self.state.interrupted = True
                 self.state.signals.append(signum)
-                scope.cancel()
-                return
+                if len(self.state.signals) > 1 or self.job.grace <= 0:
+                    group.cancel_scope.cancel()
+                    return
+                engine.stop_sending()
+                group.start_soon(self._end_of_grace, group)
+                if not self.job.quiet:
+                    name = signal.Signals(signum).name
+                    warn(
+                        f"{name}: sending no more; waiting up to {self.job.grace:g} s for "
+                        f"{self.pacer.in_flight} requests in flight (again to stop at once)"
+                    )
+
+    async def _end_of_grace(self, group: anyio.abc.TaskGroup) -> None:
+        await self.clock.sleep(self.job.grace)
+        group.cancel_scope.cancel()
 
     async def _tick(self) -> None:
         while True:
@@ -208,9 +243,9 @@ class ScanRun:
                 cache=self.cache,
             )
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_signals, tg.cancel_scope)
+                tg.start_soon(self._watch_signals, tg, engine)
                 tg.start_soon(self._tick)
-                self.state.outcome = await engine.run(self.job.symbols)
+                self.state.outcome = await engine.run(self.symbols)
                 tg.cancel_scope.cancel()
 
     def run(self, client: httpx.AsyncClient | None = None) -> ExitCode:
@@ -326,6 +361,8 @@ class ScanRun:
     def _exit_code(self, summary: dict[str, Any]) -> ExitCode:
         if self.state.interrupted:
             warn(f"{summary['stopped_reason']}: {summary['not_scanned']} symbols not scanned")
+            if self.state.signals and self.state.signals[0] == signal.SIGTERM:
+                return ExitCode.TERMINATED
             return ExitCode.INTERRUPTED
         refused = self.state.outcome.refused if self.state.outcome else None
         if refused is not None:
@@ -381,17 +418,31 @@ def _is_broken_pipe(exc: BaseException) -> bool:
 
 
 def run_scan(job: ScanJob) -> ExitCode:
-    """Entry point for the CLI."""
+    """Entry point for the CLI: take the run's locks, then scan."""
     if job.skipped_invalid and not job.quiet:
         warn(f"skipped {job.skipped_invalid} invalid symbols")
-    return ScanRun(job).run()
+    notify = None if job.quiet else warn
+    with run_locks(job.output, job.lock_name, job.wait_lock, notify):
+        return ScanRun(job).run()
 
 
-def run_warm(jobs: list[ScanJob], *, as_json: bool = False) -> ExitCode:
+def run_warm(
+    jobs: list[ScanJob],
+    *,
+    as_json: bool = False,
+    lock_name: str | None = None,
+    wait_lock: float = 0,
+) -> ExitCode:
     """`scanctl warm-cache`: one cache-only scan per type; counts on stderr (or JSON on stdout).
 
     The exit code is the worst of the types' (4 over 3 over 0); an interrupt stops at once.
     """
+    notify = None if jobs and jobs[0].quiet else warn
+    with run_locks(None, lock_name, wait_lock, notify):
+        return _warm(jobs, as_json)
+
+
+def _warm(jobs: list[ScanJob], as_json: bool) -> ExitCode:
     worst = ExitCode.OK
     counts: dict[str, dict[str, int]] = {}
     for index, job in enumerate(jobs):
@@ -412,7 +463,7 @@ def run_warm(jobs: list[ScanJob], *, as_json: bool = False) -> ExitCode:
                 f"warm-cache {job.settings.endpoint.name}: fetched {figures['fetched']}, "
                 f"already fresh {figures['fresh']}, failed {figures['failed']}"
             )
-        if code is ExitCode.INTERRUPTED:
+        if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
             worst = code
             break
         if code is ExitCode.UPSTREAM or (code is ExitCode.PARTIAL and worst is ExitCode.OK):
