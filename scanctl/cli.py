@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer._click.exceptions import ClickException
@@ -19,7 +20,10 @@ from typer.core import TyperGroup
 from scanctl import __version__
 from scanctl.errors import ExitCode, ScanctlError, UsageError
 
-DEFAULT_BASE_URL = "http://localhost:8000"
+if TYPE_CHECKING:
+    from scanctl.config import EndpointType, Profile
+    from scanctl.engine import ScanSettings
+
 FORMAT_CHOICES = ("json", "jsonl", "csv")
 
 
@@ -88,19 +92,36 @@ FileOpt = Annotated[
     ),
 ]
 BaseUrlOpt = Annotated[
-    str, typer.Option(envvar="SCANCTL_BASE_URL", metavar="URL", help="Upstream API address.")
+    str | None,
+    typer.Option(
+        envvar="SCANCTL_BASE_URL", metavar="URL", help="Upstream API address (default: profile's)."
+    ),
 ]
-ConcurrencyOpt = Annotated[int, typer.Option(metavar="N", help="Most requests in flight.")]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config", envvar="SCANCTL_CONFIG", metavar="PATH", help="Config file with profiles."
+    ),
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile", envvar="SCANCTL_PROFILE", metavar="NAME", help="Profile from the config file."
+    ),
+]
+ConcurrencyOpt = Annotated[
+    int | None, typer.Option(metavar="N", help="Most requests in flight (default 50).")
+]
 RateOpt = Annotated[
     float | None,
     typer.Option(metavar="R", help="Most requests per second (default: no ceiling)."),
 ]
 TimeoutOpt = Annotated[
-    float, typer.Option(metavar="S", help="Seconds one request may take in all.")
+    float | None, typer.Option(metavar="S", help="Seconds one request may take in all (30).")
 ]
 RetriesOpt = Annotated[
-    int,
-    typer.Option(metavar="N", help="Retries per symbol after timeouts, connection errors and 5xx."),
+    int | None,
+    typer.Option(metavar="N", help="Retries after timeouts, connection errors and 5xx (3)."),
 ]
 HeaderOpt = Annotated[
     list[str] | None,
@@ -202,17 +223,73 @@ def _check_waits(wait_lock: float, grace: float) -> None:
         raise UsageError(f"--grace must be 0 or more seconds, got {grace:g}")
 
 
-def _request_headers(api_key_header: str, raw_headers: list[str] | None) -> dict[str, str]:
-    from scanctl.config import parse_header
+DEFAULT_CONCURRENCY = 50
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RETRIES = 3
 
-    headers: dict[str, str] = {}
-    api_key = os.environ.get("SCANCTL_API_KEY")
-    if api_key:
-        headers[api_key_header] = api_key
+
+@dataclass(slots=True)
+class _Upstream:
+    """Where and how fast to ask, resolved flags > environment > config file > built-in."""
+
+    profile: Profile
+    url: str
+    concurrency: int
+    rate: float | None
+    timeout: float
+    retries: int
+    headers: dict[str, str]
+
+    def settings(self, endpoint: EndpointType, **more: Any) -> ScanSettings:
+        from scanctl.engine import ScanSettings
+
+        return ScanSettings(
+            endpoint=endpoint,
+            base_url=self.url,
+            concurrency=self.concurrency,
+            rate=self.rate,
+            timeout=self.timeout,
+            retries=self.retries,
+            headers=self.headers,
+            weight_header=self.profile.weight_header,
+            quota_headers=self.profile.quota_headers,
+            **more,
+        )
+
+
+def _resolve(
+    config: str | None,
+    profile_name: str | None,
+    base_url: str | None,
+    concurrency: int | None,
+    rate: float | None,
+    timeout: float | None,
+    retries: int | None,
+    raw_headers: list[str] | None,
+) -> _Upstream:
+    from scanctl.config import parse_header, validate_base_url
+    from scanctl.configfile import load_config, resolve_profile
+
+    profile = resolve_profile(load_config(config), profile_name)
+    limits = profile.limits
+    up = _Upstream(
+        profile=profile,
+        url=validate_base_url(base_url) if base_url is not None else profile.base_url,
+        concurrency=_first(concurrency, limits.concurrency, DEFAULT_CONCURRENCY),
+        rate=rate if rate is not None else limits.rate,
+        timeout=_first(timeout, limits.timeout, DEFAULT_TIMEOUT),
+        retries=_first(retries, limits.retries, DEFAULT_RETRIES),
+        headers=profile.request_headers(os.environ),
+    )
     for raw in raw_headers or []:
         name, value = parse_header(raw)
-        headers[name] = value
-    return headers
+        up.headers[name] = value
+    _check_ranges(concurrency=up.concurrency, rate=up.rate, timeout=up.timeout, retries=up.retries)
+    return up
+
+
+def _first(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
 
 
 @app.command()
@@ -225,7 +302,9 @@ def scan(
             "--type", "-t", metavar="TYPE", help="Scan type: smart_money, mss, signals, price."
         ),
     ] = "smart_money",
-    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
+    base_url: BaseUrlOpt = None,
+    config: ConfigOpt = None,
+    profile_name: ProfileOpt = None,
     fmt: Annotated[
         str,
         typer.Option(
@@ -240,10 +319,10 @@ def scan(
         str | None,
         typer.Option(metavar="PATH", help="Also write the run summary (without results) to PATH."),
     ] = None,
-    concurrency: ConcurrencyOpt = 50,
+    concurrency: ConcurrencyOpt = None,
     rate: RateOpt = None,
-    timeout: TimeoutOpt = 30.0,
-    retries: RetriesOpt = 3,
+    timeout: TimeoutOpt = None,
+    retries: RetriesOpt = None,
     header: HeaderOpt = None,
     skip_invalid: SkipInvalidOpt = False,
     quiet: QuietOpt = False,
@@ -284,19 +363,14 @@ def scan(
     grace: GraceOpt = 5.0,
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
-    from scanctl.config import load_builtin_profile, validate_base_url
     from scanctl.symbols import collect_symbols
 
-    profile = load_builtin_profile()
+    up = _resolve(config, profile_name, base_url, concurrency, rate, timeout, retries, header)
+    profile = up.profile
     endpoint = profile.endpoint(scan_type)
-    url = validate_base_url(base_url)
     if fmt not in FORMAT_CHOICES:
         raise UsageError(f"unknown --format {fmt!r}; allowed: {', '.join(FORMAT_CHOICES)}")
     _check_ranges(
-        concurrency=concurrency,
-        rate=rate,
-        timeout=timeout,
-        retries=retries,
         deadline=deadline,
         retry_budget=retry_budget,
         max_outage=max_outage,
@@ -309,27 +383,18 @@ def scan(
     if resume and (fmt != "jsonl" or output in (None, "-")):
         raise UsageError("--resume needs -F jsonl and -o FILE (the file it carries on)")
     _check_waits(wait_lock, grace)
-    headers = _request_headers(profile.api_key_header, header)
     found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
 
     from scanctl.cache.front import CachePolicy
-    from scanctl.engine import ScanSettings
     from scanctl.runner import ScanJob, run_scan
 
-    settings = ScanSettings(
-        endpoint=endpoint,
-        base_url=url,
-        concurrency=concurrency,
-        rate=rate,
-        timeout=timeout,
-        retries=retries,
-        headers=headers,
+    settings = up.settings(
+        endpoint,
         deadline=deadline,
         retry_budget=retry_budget,
         max_outage=max_outage,
         hedge=hedge,
         adaptive=not no_adapt,
-        weight_header=profile.weight_header,
     )
     policy = None
     if not no_cache:
@@ -338,7 +403,7 @@ def scan(
             refresh=refresh,
             negative_ttl=profile.negative_ttl if negative_ttl is None else negative_ttl,
             stale_if_error=stale_if_error,
-            lease_seconds=timeout + 10.0,
+            lease_seconds=up.timeout + 10.0,
         )
     job = ScanJob(
         symbols=found.symbols,
@@ -352,7 +417,7 @@ def scan(
         relearn=relearn,
         cache_location=cache,
         cache_policy=policy,
-        namespace=f"{profile.name} {url}",
+        namespace=f"{profile.name} {up.url}",
         grace=grace,
         resume=resume,
         lock_name=lock,
@@ -371,7 +436,9 @@ def warm_cache(
             "--type", "-t", metavar="TYPE[,TYPE...]", help="Scan types to warm, comma-separated."
         ),
     ] = "smart_money",
-    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
+    base_url: BaseUrlOpt = None,
+    config: ConfigOpt = None,
+    profile_name: ProfileOpt = None,
     cache: CacheOpt = None,
     ttl: TtlOpt = None,
     ahead: Annotated[
@@ -381,10 +448,10 @@ def warm_cache(
         ),
     ] = 0.2,
     negative_ttl: NegativeTtlOpt = None,
-    concurrency: ConcurrencyOpt = 50,
+    concurrency: ConcurrencyOpt = None,
     rate: RateOpt = None,
-    timeout: TimeoutOpt = 30.0,
-    retries: RetriesOpt = 3,
+    timeout: TimeoutOpt = None,
+    retries: RetriesOpt = None,
     header: HeaderOpt = None,
     skip_invalid: SkipInvalidOpt = False,
     quiet: QuietOpt = False,
@@ -402,20 +469,15 @@ def warm_cache(
     grace: GraceOpt = 5.0,
 ) -> int:
     """Fetch into the cache what is missing or about to expire; print fetched / fresh / failed."""
-    from scanctl.config import load_builtin_profile, validate_base_url
     from scanctl.symbols import collect_symbols
 
-    profile = load_builtin_profile()
+    up = _resolve(config, profile_name, base_url, concurrency, rate, timeout, retries, header)
+    profile = up.profile
     names = [t.strip() for t in types.split(",") if t.strip()]
     if not names:
         raise UsageError("--type needs at least one type")
     endpoints = [profile.endpoint(name) for name in dict.fromkeys(names)]
-    url = validate_base_url(base_url)
     _check_ranges(
-        concurrency=concurrency,
-        rate=rate,
-        timeout=timeout,
-        retries=retries,
         deadline=deadline,
         retry_budget=retry_budget,
         max_outage=max_outage,
@@ -425,34 +487,25 @@ def warm_cache(
     if not 0 <= ahead < 1:
         raise UsageError(f"--ahead must be a share between 0 and 1, got {ahead:g}")
     _check_waits(wait_lock, grace)
-    headers = _request_headers(profile.api_key_header, header)
     found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
 
     from scanctl.cache.front import CachePolicy
-    from scanctl.engine import ScanSettings
     from scanctl.runner import ScanJob, run_warm
 
     jobs = []
     for endpoint in endpoints:
-        settings = ScanSettings(
-            endpoint=endpoint,
-            base_url=url,
-            concurrency=concurrency,
-            rate=rate,
-            timeout=timeout,
-            retries=retries,
-            headers=headers,
+        settings = up.settings(
+            endpoint,
             deadline=deadline,
             retry_budget=retry_budget,
             max_outage=max_outage,
             adaptive=not no_adapt,
-            weight_header=profile.weight_header,
         )
         policy = CachePolicy(
             ttl=ttl or endpoint.ttl,
             negative_ttl=profile.negative_ttl if negative_ttl is None else negative_ttl,
             refresh_ahead=ahead,
-            lease_seconds=timeout + 10.0,
+            lease_seconds=up.timeout + 10.0,
         )
         jobs.append(
             ScanJob(
@@ -465,7 +518,7 @@ def warm_cache(
                 relearn=relearn,
                 cache_location=cache,
                 cache_policy=policy,
-                namespace=f"{profile.name} {url}",
+                namespace=f"{profile.name} {up.url}",
                 command="warm-cache",
                 grace=grace,
             )
@@ -495,6 +548,95 @@ def stats(
     from scanctl.cache.report import print_stats
 
     print_stats(cache, fmt, runs)
+    return 0
+
+
+config_app = typer.Typer(
+    cls=TyperGroup, rich_markup_mode=None, help="Show the settings in force; check a config file."
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOpt = None,
+    profile_name: ProfileOpt = None,
+    base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    rate: RateOpt = None,
+    timeout: TimeoutOpt = None,
+    retries: RetriesOpt = None,
+    header: HeaderOpt = None,
+    cache: CacheOpt = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-F", metavar="toml|json", help="toml (default) or json.")
+    ] = "toml",
+) -> int:
+    """Print the settings a scan would use (flags > env > file > built-in), secrets masked."""
+    import json
+
+    from scanctl.cache import default_location
+    from scanctl.config import is_secret_header
+    from scanctl.configfile import MASK, effective, load_config, to_toml
+    from scanctl.state import state_dir
+
+    if fmt not in ("toml", "json"):
+        raise UsageError(f"unknown --format {fmt!r}; allowed: toml, json")
+    up = _resolve(config, profile_name, base_url, concurrency, rate, timeout, retries, header)
+    loaded = load_config(config)
+    source = str(loaded.path) if loaded.path else "built-in (no config file)"
+    document = effective(
+        up.profile,
+        source,
+        dict(os.environ),
+        base_url=up.url,
+        cache=_masked_url(cache or default_location()),
+        state_dir=str(state_dir()),
+        limits={
+            "concurrency": up.concurrency,
+            "rate": up.rate if up.rate is not None else "adaptive",
+            "timeout": up.timeout,
+            "retries": up.retries,
+        },
+    )
+    secret = up.profile.secret_header_names()
+    document["headers"] = {
+        name: MASK if name.lower() in secret or is_secret_header(name) else value
+        for name, value in up.headers.items()
+        if name.lower() != up.profile.api_key_header.lower()
+    }
+    if fmt == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        print(to_toml(document), end="")
+    return 0
+
+
+def _masked_url(location: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(location)
+    if parts.password:
+        return location.replace(f":{parts.password}@", ":******@")
+    return location
+
+
+@config_app.command("check")
+def config_check(
+    path: Annotated[
+        str | None,
+        typer.Argument(metavar="[PATH]", help="The file (default: --config / the usual place)."),
+    ] = None,
+) -> int:
+    """Check a config file; name the line of the first error (exit 2)."""
+    from scanctl.configfile import check_config
+
+    where, names = check_config(path)
+    if where is None:
+        print("scanctl: no config file; the built-in profiles are in force", file=sys.stderr)
+    else:
+        shown = ", ".join(names) or "no profiles"
+        print(f"scanctl: {where}: ok ({shown})", file=sys.stderr)
     return 0
 
 

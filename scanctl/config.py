@@ -1,33 +1,70 @@
 """Profiles: which endpoint each scan type calls, as data rather than code.
 
-A profile is a TOML document (the built-in one is `profiles/cryptosatx.toml`). Each type names a
-path template with a `{symbol}` placeholder, fixed query parameters and a TTL, so pointing
-scanctl at a new endpoint is a config line. Settings resolve flags > environment > profile.
+A profile is a TOML table (the built-in one is `profiles/cryptosatx.toml`; users add theirs in a
+config file, see `configfile.py`). Each type names a path template with a `{symbol}` placeholder,
+its method, fixed query parameters, a TTL and the answer's field holding the payload, so
+pointing scanctl at a new endpoint is a config entry. A profile also carries headers (values may
+name environment variables as ${NAME}), the API key's header and variable, default limits and
+rate-limit header names. Settings resolve flags > environment > config file > built-in.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from scanctl.errors import UsageError
-from scanctl.hints import WeightHeader
+from scanctl.hints import QuotaHeaders, WeightHeader
 
 DEFAULT_PROFILE = "cryptosatx"
 ALLOWED_SCHEMES = ("http", "https")
 
 
+# The keys a profile may hold, per table; anything else is a typo `config check` points at.
+PROFILE_KEYS = frozenset(
+    {"name", "base_url", "api_key_header", "api_key_env", "negative_ttl", "headers"}
+    | {"limits", "rate_limit", "types", "extends"}
+)
+TYPE_KEYS = frozenset({"path", "ttl", "params", "method", "payload"})
+LIMIT_KEYS = frozenset({"concurrency", "rate", "timeout", "retries"})
+RATE_LIMIT_KEYS = frozenset(
+    {"weight_header", "weight_budget", "weight_window"}
+    | {"remaining_header", "limit_header", "reset_header"}
+)
+METHODS = ("GET", "POST")
+# Header names whose values are secrets wherever they come from (shown masked, never logged).
+_SECRET_NAME = re.compile(r"auth|token|secret|key|passw|cookie|session|signature", re.IGNORECASE)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+API_KEY_ENV = "SCANCTL_API_KEY"
+
+
+class ProfileError(UsageError):
+    """A profile that cannot work; `where` names the table and key, for a line number."""
+
+    def __init__(self, message: str, where: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.where = where
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointType:
-    """One kind of analysis: where to ask for it and how long an answer stays fresh."""
+    """One kind of analysis: where to ask for it, how, and how long an answer stays fresh.
+
+    `payload` names the field of the answer that holds the data (dotted for nesting, e.g.
+    "data.quote"); None keeps the whole answer.
+    """
 
     name: str
     path: str
     ttl: float
     params: dict[str, str] = field(default_factory=dict)
+    method: str = "GET"
+    payload: str | None = None
 
     def path_for(self, symbol: str) -> str:
         """The request path for a symbol, which is percent-encoded as a single segment."""
@@ -35,8 +72,18 @@ class EndpointType:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """A profile's defaults for the pacing flags (None: scanctl's own default)."""
+
+    concurrency: int | None = None
+    rate: float | None = None
+    timeout: float | None = None
+    retries: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
-    """An upstream API: its default address, its endpoint types and how it takes a key."""
+    """An upstream API: its default address, its endpoint types, headers, key and limits."""
 
     name: str
     base_url: str
@@ -46,6 +93,11 @@ class Profile:
     weight_header: WeightHeader | None = None
     # How long a 404 ("no data for this symbol") is cached; 0: not at all.
     negative_ttl: float = 30.0
+    # Extra request headers; a value may name environment variables as ${NAME}.
+    headers: dict[str, str] = field(default_factory=dict)
+    api_key_env: str = API_KEY_ENV  # the environment variable holding the API key
+    limits: Limits = field(default_factory=Limits)
+    quota_headers: QuotaHeaders | None = None  # rate-limit headers under names of its own
 
     def endpoint(self, type_name: str) -> EndpointType:
         """The endpoint type by name, or a usage error that lists the allowed ones."""
@@ -55,58 +107,193 @@ class Profile:
             allowed = ", ".join(sorted(self.types))
             raise UsageError(f"unknown --type {type_name!r}; allowed: {allowed}") from None
 
+    def request_headers(self, env: Mapping[str, str]) -> dict[str, str]:
+        """The profile's headers with ${NAME} filled from `env`, plus the API key if set."""
+        headers = {}
+        for name, template in self.headers.items():
+            missing = [v for v in _ENV_REF.findall(template) if v not in env]
+            if missing:
+                raise UsageError(
+                    f"profile {self.name!r}: header {name!r} needs ${missing[0]}, which is not set"
+                )
+            headers[name] = _ENV_REF.sub(lambda m: env[m.group(1)], template)
+        api_key = env.get(self.api_key_env)
+        if api_key:
+            headers[self.api_key_header] = api_key
+        return headers
+
+    def secret_header_names(self) -> frozenset[str]:
+        """Lower-case names of headers whose values must never be shown."""
+        names = {self.api_key_header.lower()}
+        names |= {n.lower() for n, v in self.headers.items() if _ENV_REF.search(v)}
+        return frozenset(names)
+
+
+def is_secret_header(name: str) -> bool:
+    """True for header names that usually carry credentials (Authorization, X-Api-Key...)."""
+    return bool(_SECRET_NAME.search(name))
+
 
 def load_builtin_profile(name: str = DEFAULT_PROFILE) -> Profile:
     """Read a profile shipped inside the package."""
-    text = resources.files("scanctl.profiles").joinpath(f"{name}.toml").read_text("utf-8")
-    return parse_profile(tomllib.loads(text))
+    return parse_profile(builtin_profile_doc(name))
 
 
-def parse_profile(doc: dict[str, Any]) -> Profile:
-    """Build a Profile from a parsed TOML document, checking what the engine relies on."""
-    types: dict[str, EndpointType] = {}
-    for type_name, spec in doc.get("types", {}).items():
-        path = str(spec["path"])
-        if "{symbol}" not in path or not path.startswith("/"):
-            raise UsageError(
-                f"profile type {type_name!r}: path must start with / and hold {{symbol}}"
-            )
-        params = {str(k): str(v) for k, v in spec.get("params", {}).items()}
-        ttl = _seconds(spec.get("ttl", 300), f"[types.{type_name}] ttl")
-        types[type_name] = EndpointType(type_name, path, ttl, params)
-    if not types:
-        raise UsageError("profile defines no [types]")
-    limits = doc.get("rate_limit", {})
-    weight = None
-    if "weight_header" in limits:
-        try:
-            weight = WeightHeader(
-                str(limits["weight_header"]),
-                int(limits["weight_budget"]),
-                float(limits.get("weight_window", 60)),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise UsageError(
-                "profile [rate_limit]: weight_header needs weight_budget (and weight_window)"
-            ) from None
-    return Profile(
-        name=str(doc.get("name", DEFAULT_PROFILE)),
-        base_url=str(doc.get("base_url", "http://localhost:8000")),
-        api_key_header=str(doc.get("api_key_header", "X-API-Key")),
-        types=types,
-        weight_header=weight,
-        negative_ttl=_seconds(doc.get("negative_ttl", 30), "negative_ttl"),
+def builtin_profile_doc(name: str = DEFAULT_PROFILE) -> dict[str, Any]:
+    """The parsed TOML of a built-in profile."""
+    try:
+        text = resources.files("scanctl.profiles").joinpath(f"{name}.toml").read_text("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"no profile named {name!r}") from None
+    return tomllib.loads(text)
+
+
+def builtin_profile_names() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".toml")
+        for p in resources.files("scanctl.profiles").iterdir()
+        if p.name.endswith(".toml")
     )
 
 
-def _seconds(value: Any, name: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not seconds >= 0:
-        raise UsageError(f"profile {name} must be 0 or more seconds, got {value!r}")
-    return seconds
+def _unknown(table: Mapping[str, Any], allowed: frozenset[str], where: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in allowed:
+            shown = ".".join(where) or "the profile"
+            raise ProfileError(
+                f"unknown key {key!r} in [{shown}]; allowed: {', '.join(sorted(allowed))}",
+                (*where, key),
+            )
+
+
+def _table(value: Any, where: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProfileError(f"[{'.'.join(where)}] must be a table", where)
+    return value
+
+
+def _number(
+    value: Any, where: tuple[str, ...], *, integer: bool = False, positive: bool = False
+) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and integer and not isinstance(value, int):
+        ok = False
+    if not ok or not value >= 0 or (positive and not value > 0) or value != value:
+        kind = "a whole number" if integer else "a number"
+        bound = "above 0" if positive else "0 or more"
+        raise ProfileError(f"{'.'.join(where)} must be {kind} {bound}, got {value!r}", where)
+    return float(value)
+
+
+def _string(value: Any, where: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or not value:
+        raise ProfileError(f"{'.'.join(where)} must be a non-empty string, got {value!r}", where)
+    return value
+
+
+def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
+    """Build a Profile from a parsed TOML table, checking every key the engine relies on.
+
+    `where` is the table's path in its file (("profiles", "x") in a config file), so errors
+    name the key for `config check` to turn into a line number.
+    """
+    _unknown(doc, PROFILE_KEYS, where)
+    types: dict[str, EndpointType] = {}
+    for type_name, spec in _table(doc.get("types", {}), (*where, "types")).items():
+        at = (*where, "types", type_name)
+        spec = _table(spec, at)
+        _unknown(spec, TYPE_KEYS, at)
+        path = _string(spec.get("path"), (*at, "path"))
+        if "{symbol}" not in path or not path.startswith("/") or any(c in path for c in "?#"):
+            raise ProfileError(
+                f"[{'.'.join(at)}] path must start with /, hold {{symbol}}, and have no ? or # "
+                f"(query parameters go in params), got {path!r}",
+                (*at, "path"),
+            )
+        params = _table(spec.get("params", {}), (*at, "params"))
+        method = str(spec.get("method", "GET")).upper()
+        if method not in METHODS:
+            raise ProfileError(
+                f"[{'.'.join(at)}] method must be one of {', '.join(METHODS)}, got {method!r}",
+                (*at, "method"),
+            )
+        payload = spec.get("payload")
+        types[type_name] = EndpointType(
+            type_name,
+            path,
+            _number(spec.get("ttl", 300), (*at, "ttl")),
+            {str(k): str(v) for k, v in params.items()},
+            method,
+            None if payload is None else _string(payload, (*at, "payload")),
+        )
+    if not types:
+        raise ProfileError(f"profile {'.'.join(where) or ''} defines no [types]".strip(), where)
+    limits_doc = _table(doc.get("limits", {}), (*where, "limits"))
+    _unknown(limits_doc, LIMIT_KEYS, (*where, "limits"))
+
+    def limit(key: str, *, integer: bool = False) -> Any:
+        if key not in limits_doc:
+            return None
+        value = _number(limits_doc[key], (*where, "limits", key), integer=integer, positive=True)
+        return int(value) if integer else value
+
+    retries = limits_doc.get("retries")
+    limits = Limits(
+        concurrency=limit("concurrency", integer=True),
+        rate=limit("rate"),
+        timeout=limit("timeout"),
+        retries=None
+        if retries is None
+        else int(_number(retries, (*where, "limits", "retries"), integer=True)),
+    )
+    rate_limit = _table(doc.get("rate_limit", {}), (*where, "rate_limit"))
+    _unknown(rate_limit, RATE_LIMIT_KEYS, (*where, "rate_limit"))
+    weight = None
+    if "weight_header" in rate_limit:
+        at = (*where, "rate_limit")
+        if "weight_budget" not in rate_limit:
+            raise ProfileError(
+                "[rate_limit] weight_header needs weight_budget (and weight_window)",
+                (*at, "weight_header"),
+            )
+        weight = WeightHeader(
+            _string(rate_limit["weight_header"], (*at, "weight_header")),
+            int(_number(rate_limit["weight_budget"], (*at, "weight_budget"), integer=True)),
+            _number(rate_limit.get("weight_window", 60), (*at, "weight_window"), positive=True),
+        )
+    quota = None
+    if any(k in rate_limit for k in ("remaining_header", "limit_header", "reset_header")):
+        at = (*where, "rate_limit")
+        if "remaining_header" not in rate_limit:
+            raise ProfileError(
+                "[rate_limit] limit_header and reset_header need remaining_header", at
+            )
+        quota = QuotaHeaders(
+            _string(rate_limit["remaining_header"], (*at, "remaining_header")),
+            rate_limit.get("limit_header"),
+            rate_limit.get("reset_header"),
+        )
+    headers = _table(doc.get("headers", {}), (*where, "headers"))
+    for name, value in headers.items():
+        if not isinstance(value, str) or any(c in name + value for c in "\r\n") or ":" in name:
+            raise ProfileError(
+                f"[{'.'.join((*where, 'headers'))}] {name!r} must be a one-line string",
+                (*where, "headers", name),
+            )
+    return Profile(
+        name=str(doc.get("name", where[-1] if where else DEFAULT_PROFILE)),
+        base_url=validate_base_url(
+            _string(doc.get("base_url", "http://localhost:8000"), (*where, "base_url"))
+        ),
+        api_key_header=_string(doc.get("api_key_header", "X-API-Key"), (*where, "api_key_header")),
+        types=types,
+        weight_header=weight,
+        negative_ttl=_number(doc.get("negative_ttl", 30), (*where, "negative_ttl")),
+        headers={str(k): str(v) for k, v in headers.items()},
+        api_key_env=_string(doc.get("api_key_env", API_KEY_ENV), (*where, "api_key_env")),
+        limits=limits,
+        quota_headers=quota,
+    )
 
 
 def validate_base_url(url: str) -> str:

@@ -33,7 +33,7 @@ import httpx
 from scanctl.cache.front import CacheFront
 from scanctl.clock import Clock
 from scanctl.config import EndpointType
-from scanctl.hints import QuotaHint, WeightHeader, parse_quota
+from scanctl.hints import QuotaHeaders, QuotaHint, WeightHeader, parse_quota
 from scanctl.metrics import RunMetrics, percentile
 from scanctl.pacing import Feedback, Pacer, Ticket, UpstreamDown, hedge_slots
 from scanctl.ratecontrol import LearnedPace
@@ -45,9 +45,9 @@ RecordSink = Callable[[ScanRecord], None]
 
 
 class HttpClient(Protocol):
-    """What the engine needs of its client: GET (an httpx.AsyncClient, or a lazy one)."""
+    """What the engine needs of its client: one request (an httpx.AsyncClient, or a lazy one)."""
 
-    async def get(self, url: str, *, params: dict[str, str]) -> httpx.Response: ...
+    async def request(self, method: str, url: str, *, params: dict[str, str]) -> httpx.Response: ...
 
 
 HEDGE_MIN_SAMPLES = 20
@@ -72,6 +72,7 @@ class ScanSettings:
     hedge: bool = False
     adaptive: bool = True
     weight_header: WeightHeader | None = None
+    quota_headers: QuotaHeaders | None = None
 
 
 def make_pacer(settings: ScanSettings, clock: Clock, learned: LearnedPace | None = None) -> Pacer:
@@ -303,13 +304,14 @@ class ScanEngine:
 
     async def _send(self, symbol: str) -> tuple[Verdict, QuotaHint | None]:
         """One HTTP request, timed; any transport error becomes a verdict."""
-        url = self._url_base + self.settings.endpoint.path_for(symbol)
+        endpoint = self.settings.endpoint
+        url = self._url_base + endpoint.path_for(symbol)
         started = self.clock.monotonic()
         quota = None
         try:
             # httpx's timeout bounds each read; this bounds the whole request (slow trickles).
             with anyio.fail_after(self.settings.timeout):
-                response = await self.client.get(url, params=self.settings.endpoint.params)
+                response = await self.client.request(endpoint.method, url, params=endpoint.params)
         except TimeoutError:
             verdict = Verdict(Outcome.RETRYABLE, None, None, "Request timeout", "Request timeout")
         except httpx.HTTPError as exc:
@@ -319,7 +321,12 @@ class ScanEngine:
             verdict = classify_response(
                 response.status_code, response.headers, response.content, wall
             )
-            quota = parse_quota(response.headers, wall, self.settings.weight_header)
+            if endpoint.payload is not None and verdict.outcome is Outcome.OK:
+                verdict = _payload(verdict, endpoint.payload)
+            settings = self.settings
+            quota = parse_quota(
+                response.headers, wall, settings.weight_header, settings.quota_headers
+            )
         elapsed = self.clock.monotonic() - started
         self.metrics.observe_request(elapsed * 1000.0)
         self._latency.add(elapsed)
@@ -448,6 +455,17 @@ def _leaves(group: BaseExceptionGroup[_Stop]) -> Iterator[_Stop]:
             yield from _leaves(exc)
         else:
             yield exc
+
+
+def _payload(verdict: Verdict, field_path: str) -> Verdict:
+    """The part of an answer the profile says holds the payload ("data", "data.quote")."""
+    value = verdict.data
+    for part in field_path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            message = f"Answer has no field {field_path!r}"
+            return Verdict(Outcome.PERMANENT, verdict.status, None, "Missing payload", message)
+        value = value[part]
+    return Verdict(Outcome.OK, verdict.status, value)
 
 
 def _feedback(verdict: Verdict, quota: QuotaHint | None) -> Feedback:

@@ -47,6 +47,15 @@ class WeightHeader:
     window: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class QuotaHeaders:
+    """Rate-limit headers under names of the upstream's own (from the profile)."""
+
+    remaining: str
+    limit: str | None = None
+    reset: str | None = None  # delta seconds or epoch, told apart like X-RateLimit-Reset
+
+
 def _number(value: str | None) -> float | None:
     if value is None:
         return None
@@ -86,12 +95,12 @@ def _ietf(headers: Mapping[str, str]) -> QuotaHint | None:
     )
 
 
-def _triple(headers: Mapping[str, str], prefix: str, now_wall: float) -> QuotaHint | None:
-    remaining = _number(headers.get(f"{prefix}-remaining"))
+def _triple(headers: Mapping[str, str], names: QuotaHeaders, now_wall: float) -> QuotaHint | None:
+    remaining = _number(headers.get(names.remaining))
     if remaining is None:
         return None
-    limit = _number(headers.get(f"{prefix}-limit"))
-    reset = _number(headers.get(f"{prefix}-reset"))
+    limit = _number(headers.get(names.limit)) if names.limit else None
+    reset = _number(headers.get(names.reset)) if names.reset else None
     return QuotaHint(
         remaining=int(remaining),
         reset=_delta(reset, now_wall) if reset is not None else 1.0,
@@ -113,19 +122,32 @@ def _weight(headers: Mapping[str, str], weight: WeightHeader, now_wall: float) -
     )
 
 
+def _prefixed(prefix: str) -> QuotaHeaders:
+    return QuotaHeaders(f"{prefix}-remaining", f"{prefix}-limit", f"{prefix}-reset")
+
+
+_DRAFT_06 = _prefixed("ratelimit")
+_X_RATELIMIT = _prefixed("x-ratelimit")
+
+
 def parse_quota(
-    headers: Mapping[str, str], now_wall: float, weight: WeightHeader | None = None
+    headers: Mapping[str, str],
+    now_wall: float,
+    weight: WeightHeader | None = None,
+    custom: QuotaHeaders | None = None,
 ) -> QuotaHint | None:
     """The quota hint of a response, or None when it carries none.
 
-    `headers` must look names up case-insensitively (httpx.Headers does). The IETF form is
-    preferred when several are present, then the older RateLimit-*, then X-RateLimit-*.
+    `headers` must look names up case-insensitively (httpx.Headers does). Headers the profile
+    names come first; then the IETF form, the older RateLimit-*, and X-RateLimit-*.
     """
-    hint = _ietf(headers)
+    hint = _triple(headers, custom, now_wall) if custom is not None else None
     if hint is None:
-        hint = _triple(headers, "ratelimit", now_wall)
+        hint = _ietf(headers)
     if hint is None:
-        hint = _triple(headers, "x-ratelimit", now_wall)
+        hint = _triple(headers, _DRAFT_06, now_wall)
+    if hint is None:
+        hint = _triple(headers, _X_RATELIMIT, now_wall)
     if hint is None and weight is not None:
         hint = _weight(headers, weight, now_wall)
     return hint

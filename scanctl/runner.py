@@ -115,10 +115,10 @@ class LazyClient:
         self._factory = factory
         self._client: httpx.AsyncClient | None = None
 
-    async def get(self, url: str, *, params: dict[str, str]) -> httpx.Response:
+    async def request(self, method: str, url: str, *, params: dict[str, str]) -> httpx.Response:
         if self._client is None:
             self._client = self._factory()
-        return await self._client.get(url, params=params)
+        return await self._client.request(method, url, params=params)
 
     async def __aenter__(self) -> LazyClient:
         return self
