@@ -185,6 +185,15 @@ def _number(
     return float(value)
 
 
+def _base_url(value: Any, where: tuple[str, ...]) -> str:
+    try:
+        return validate_base_url(_string(value, where), "base_url")
+    except ProfileError:
+        raise
+    except UsageError as exc:
+        raise ProfileError(str(exc), where) from None
+
+
 def _string(value: Any, where: tuple[str, ...]) -> str:
     if not isinstance(value, str) or not value:
         raise ProfileError(f"{'.'.join(where)} must be a non-empty string, got {value!r}", where)
@@ -282,9 +291,7 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
             )
     return Profile(
         name=str(doc.get("name", where[-1] if where else DEFAULT_PROFILE)),
-        base_url=validate_base_url(
-            _string(doc.get("base_url", "http://localhost:8000"), (*where, "base_url"))
-        ),
+        base_url=_base_url(doc.get("base_url", "http://localhost:8000"), (*where, "base_url")),
         api_key_header=_string(doc.get("api_key_header", "X-API-Key"), (*where, "api_key_header")),
         types=types,
         weight_header=weight,
@@ -296,16 +303,16 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
     )
 
 
-def validate_base_url(url: str) -> str:
+def validate_base_url(url: str, name: str = "--base-url") -> str:
     """Accept only an absolute http(s) URL with a host; return it without a trailing slash."""
     parts = urlsplit(url)
     if parts.scheme not in ALLOWED_SCHEMES or not parts.hostname:
         raise UsageError(
-            f"bad --base-url {url!r}: expected an absolute URL with scheme "
+            f"bad {name} {url!r}: expected an absolute URL with scheme "
             f"{' or '.join(ALLOWED_SCHEMES)} and a host, e.g. http://localhost:8000"
         )
     if parts.query or parts.fragment:
-        raise UsageError(f"bad --base-url {url!r}: it must not carry a query or fragment")
+        raise UsageError(f"bad {name} {url!r}: it must not carry a query or fragment")
     return url.rstrip("/")
 
 

@@ -14,6 +14,10 @@ def private_state_dir(
     """Learned rates, bans and the cache go to fresh places per test, never the user's own."""
     monkeypatch.setenv("SCANCTL_STATE_DIR", str(tmp_path_factory.mktemp("state")))
     monkeypatch.setenv("SCANCTL_CACHE", str(tmp_path_factory.mktemp("cache") / "cache.sqlite3"))
+    # No user config file, profile or upstream from the developer's own environment.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    for name in ("SCANCTL_CONFIG", "SCANCTL_PROFILE", "SCANCTL_BASE_URL", "SCANCTL_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
