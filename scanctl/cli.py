@@ -173,6 +173,16 @@ TtlOpt = Annotated[
     float | None,
     typer.Option(metavar="S", help="Answers stay fresh S seconds (default: the type's TTL)."),
 ]
+MaxBodyOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="SIZE", help="Fail an answer longer than SIZE bytes (K/M suffixes) unread: 5M."
+    ),
+]
+FollowRedirectsOpt = Annotated[
+    bool,
+    typer.Option("--follow-redirects", help="Follow redirects (up to 5), even to another host."),
+]
 LockOpt = Annotated[
     str | None,
     typer.Option(metavar="NAME", help="No two runs with this lock name at once (exit 75)."),
@@ -288,6 +298,17 @@ def _resolve(
     return up
 
 
+def _size(text: str) -> int:
+    """A size in bytes from "5242880", "512K" or "5M" (binary multiples)."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:I?B)?\s*", text, re.IGNORECASE)
+    if not match or int(match.group(1)) == 0:
+        raise UsageError(f"bad --max-body {text!r}: expected a size such as 5M, 512K or 100000")
+    power = " KMG".index(match.group(2).upper() or " ")
+    return int(match.group(1)) * int(1024**power)
+
+
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
@@ -361,6 +382,8 @@ def scan(
     lock: LockOpt = None,
     wait_lock: WaitLockOpt = 0.0,
     grace: GraceOpt = 5.0,
+    max_body: MaxBodyOpt = "5M",
+    follow_redirects: FollowRedirectsOpt = False,
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
     from scanctl.symbols import collect_symbols
@@ -390,6 +413,8 @@ def scan(
 
     settings = up.settings(
         endpoint,
+        max_body=_size(max_body),
+        follow_redirects=follow_redirects,
         deadline=deadline,
         retry_budget=retry_budget,
         max_outage=max_outage,
@@ -467,6 +492,8 @@ def warm_cache(
     lock: LockOpt = None,
     wait_lock: WaitLockOpt = 0.0,
     grace: GraceOpt = 5.0,
+    max_body: MaxBodyOpt = "5M",
+    follow_redirects: FollowRedirectsOpt = False,
 ) -> int:
     """Fetch into the cache what is missing or about to expire; print fetched / fresh / failed."""
     from scanctl.symbols import collect_symbols
@@ -496,6 +523,8 @@ def warm_cache(
     for endpoint in endpoints:
         settings = up.settings(
             endpoint,
+            max_body=_size(max_body),
+            follow_redirects=follow_redirects,
             deadline=deadline,
             retry_budget=retry_budget,
             max_outage=max_outage,

@@ -45,9 +45,11 @@ RecordSink = Callable[[ScanRecord], None]
 
 
 class HttpClient(Protocol):
-    """What the engine needs of its client: one request (an httpx.AsyncClient, or a lazy one)."""
+    """What the engine needs of its client: a streamed request (httpx.AsyncClient, or lazy)."""
 
-    async def request(self, method: str, url: str, *, params: dict[str, str]) -> httpx.Response: ...
+    def stream(
+        self, method: str, url: str, *, params: dict[str, str]
+    ) -> contextlib.AbstractAsyncContextManager[httpx.Response]: ...
 
 
 HEDGE_MIN_SAMPLES = 20
@@ -73,6 +75,8 @@ class ScanSettings:
     adaptive: bool = True
     weight_header: WeightHeader | None = None
     quota_headers: QuotaHeaders | None = None
+    max_body: int = 5 * 1024 * 1024  # bytes of one answer we are willing to read
+    follow_redirects: bool = False
 
 
 def make_pacer(settings: ScanSettings, clock: Clock, learned: LearnedPace | None = None) -> Pacer:
@@ -94,6 +98,14 @@ class ScanOutcome:
     refused: Verdict | None = None
     down: str | None = None  # the last error, when the upstream stayed down past --max-outage
     deadline_passed: bool = False
+
+
+class _TooLarge(Exception):
+    """An answer longer than --max-body."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class _Stop(Exception):
@@ -308,29 +320,56 @@ class ScanEngine:
         url = self._url_base + endpoint.path_for(symbol)
         started = self.clock.monotonic()
         quota = None
+        limit = self.settings.max_body
         try:
             # httpx's timeout bounds each read; this bounds the whole request (slow trickles).
             with anyio.fail_after(self.settings.timeout):
-                response = await self.client.request(endpoint.method, url, params=endpoint.params)
+                status, headers, body = await self._fetch(endpoint.method, url, endpoint.params)
         except TimeoutError:
             verdict = Verdict(Outcome.RETRYABLE, None, None, "Request timeout", "Request timeout")
+        except _TooLarge as exc:
+            message = f"Response too large: over {limit} bytes (--max-body), not read"
+            verdict = Verdict(Outcome.PERMANENT, exc.status, None, "Response too large", message)
+        except httpx.TooManyRedirects:
+            verdict = Verdict(Outcome.PERMANENT, None, None, "Redirect loop", "Too many redirects")
+        except httpx.DecodingError as exc:
+            message = f"Undecodable answer: {str(exc)[:200]}"
+            verdict = Verdict(Outcome.PERMANENT, None, None, "Undecodable answer", message)
         except httpx.HTTPError as exc:
             verdict = classify_exception(exc)
         else:
             wall = self.clock.wall()
-            verdict = classify_response(
-                response.status_code, response.headers, response.content, wall
-            )
+            verdict = classify_response(status, headers, body, wall)
             if endpoint.payload is not None and verdict.outcome is Outcome.OK:
                 verdict = _payload(verdict, endpoint.payload)
             settings = self.settings
-            quota = parse_quota(
-                response.headers, wall, settings.weight_header, settings.quota_headers
-            )
+            quota = parse_quota(headers, wall, settings.weight_header, settings.quota_headers)
         elapsed = self.clock.monotonic() - started
         self.metrics.observe_request(elapsed * 1000.0)
         self._latency.add(elapsed)
         return verdict, quota
+
+    async def _fetch(
+        self, method: str, url: str, params: dict[str, str]
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """Status, headers and body, reading no more than --max-body bytes of it.
+
+        A declared Content-Length over the limit fails at once; otherwise the body is counted
+        as it arrives (decoded, so a small gzip bomb counts at its real size) and the
+        connection dropped as soon as it passes the limit.
+        """
+        limit = self.settings.max_body
+        async with self.client.stream(method, url, params=params) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise _TooLarge(response.status_code)
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge(response.status_code)
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
 
     async def _send_hedged(self, symbol: str) -> tuple[Verdict, QuotaHint | None]:
         """Send; with --hedge, race a second copy against a request slower than the p95."""

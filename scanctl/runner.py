@@ -6,6 +6,7 @@ actually runs (it pulls in httpx, anyio and rich).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -86,7 +87,8 @@ def make_client(
         timeout=httpx.Timeout(settings.timeout),
         limits=limits,
         headers=headers,
-        follow_redirects=False,
+        follow_redirects=settings.follow_redirects,
+        max_redirects=5,
         transport=transport,
         verify=_needs_tls(settings.base_url),
     )
@@ -115,10 +117,12 @@ class LazyClient:
         self._factory = factory
         self._client: httpx.AsyncClient | None = None
 
-    async def request(self, method: str, url: str, *, params: dict[str, str]) -> httpx.Response:
+    def stream(
+        self, method: str, url: str, *, params: dict[str, str]
+    ) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
         if self._client is None:
             self._client = self._factory()
-        return await self._client.request(method, url, params=params)
+        return self._client.stream(method, url, params=params)
 
     async def __aenter__(self) -> LazyClient:
         return self

@@ -1,0 +1,193 @@
+"""A hostile upstream: each trick fails its own symbol with a clear error, none crash the scan.
+
+The server is raw asyncio on a loopback port, so it can send what no framework would: bodies
+far larger than declared, endless chunks, a trickle of bytes, broken gzip, bad UTF-8.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from scanctl.cli import app
+
+OK_BODY = json.dumps({"score": 1}).encode()
+
+
+def head(status: str, headers: dict[str, str]) -> bytes:
+    lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def answer(symbol: str, writer: asyncio.StreamWriter, port: int) -> None:
+    def whole(body: bytes, status: str = "200 OK", **extra: str) -> bytes:
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **extra}
+        return head(status, headers) + body
+
+    if symbol == "OK":
+        writer.write(whole(OK_BODY))
+    elif symbol == "DECLAREDHUGE":  # says 50 MB, and would send it: refused unread
+        writer.write(head("200 OK", {"Content-Length": str(50 * 1024 * 1024)}))
+        writer.write(b"[" * 1000)
+    elif symbol == "ENDLESS":  # chunked, never ends
+        writer.write(head("200 OK", {"Transfer-Encoding": "chunked"}))
+        chunk = b"x" * 65536
+        for _ in range(200):
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+    elif symbol == "TRICKLE":  # one byte at a time, slower than the deadline allows
+        writer.write(head("200 OK", {"Content-Length": "1000"}))
+        for _ in range(1000):
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+    elif symbol == "BADUTF8":
+        writer.write(whole(b'{"name": "\xff\xfe\xfa"}'))
+    elif symbol == "DEEP":
+        writer.write(whole(b"[" * 100_000 + b"]" * 100_000))
+    elif symbol == "HUGENUMBER":
+        writer.write(whole(b'{"n": ' + b"9" * 100_000 + b"}"))
+    elif symbol == "BADGZIP":
+        writer.write(whole(b"\x1f\x8b garbage, not gzip", **{"Content-Encoding": "gzip"}))
+    elif symbol == "GZIPBOMB":  # small on the wire, far over the limit once inflated
+        writer.write(
+            whole(gzip.compress(b"[" + b"0," * 3_000_000 + b"0]"), **{"Content-Encoding": "gzip"})
+        )
+    elif symbol == "AWAY":  # a redirect to another host
+        writer.write(whole(b"", "302 Found", Location="http://elsewhere.invalid/steal"))
+    elif symbol == "HOME":  # a redirect on the same server
+        path = "/smart-money/analyze/OK"
+        writer.write(whole(b"", "301 Moved Permanently", Location=f"http://127.0.0.1:{port}{path}"))
+    elif symbol == "LOOP":
+        writer.write(
+            whole(b"", "302 Found", Location=f"http://127.0.0.1:{port}/smart-money/analyze/LOOP")
+        )
+    else:
+        writer.write(whole(b'{"detail": "no"}', "404 Not Found"))
+
+
+class HostileServer:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                first = await reader.readexactly(1)
+                if first == b"\x16":  # a TLS handshake: answer as a plain HTTP server would
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                    await writer.drain()
+                    return
+                request = first + await reader.readuntil(b"\r\n\r\n")
+                path = request.split(b" ", 2)[1].decode()
+                await answer(path.split("?")[0].rsplit("/", 1)[-1], writer, self.port)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[str]:
+    server = HostileServer()
+    yield f"http://127.0.0.1:{server.port}"
+    server.stop()
+
+
+def scan(url: str, *symbols: str, extra: tuple[str, ...] = ()) -> tuple[int, dict[str, dict], str]:  # type: ignore[type-arg]
+    result = CliRunner().invoke(
+        app,
+        [
+            "scan",
+            *symbols,
+            "--base-url",
+            url,
+            "-F",
+            "jsonl",
+            "--no-cache",
+            "--retries",
+            "0",
+            "--timeout",
+            "2",
+            "--max-body",
+            "1M",
+            *extra,
+        ],
+    )
+    records = {r["symbol"]: r for r in map(json.loads, result.stdout.splitlines())}
+    return result.exit_code, records, result.stderr
+
+
+def test_every_trick_fails_only_its_own_symbol_with_a_clear_error(hostile: str) -> None:
+    tricks = [
+        "OK",
+        "DECLAREDHUGE",
+        "ENDLESS",
+        "TRICKLE",
+        "BADUTF8",
+        "DEEP",
+        "HUGENUMBER",
+        "BADGZIP",
+        "GZIPBOMB",
+        "AWAY",
+        "LOOP",
+    ]
+    code, records, stderr = scan(hostile, *tricks)
+    assert code == 3, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr
+    assert set(records) == set(tricks)
+    assert records["OK"]["ok"] and records["OK"]["data"] == {"score": 1}
+    errors = {s: r["error"] for s, r in records.items() if not r["ok"]}
+    assert errors["DECLAREDHUGE"].startswith("Response too large: over 1048576 bytes")
+    assert errors["ENDLESS"].startswith("Response too large")
+    assert errors["GZIPBOMB"].startswith("Response too large")
+    assert errors["TRICKLE"] == "Request timeout"
+    assert errors["BADUTF8"].startswith("Invalid JSON") and "UTF-8" in errors["BADUTF8"]
+    assert errors["DEEP"].startswith("Invalid JSON")
+    assert errors["HUGENUMBER"].startswith("Invalid JSON")
+    assert errors["BADGZIP"].startswith("Undecodable answer")
+    assert errors["AWAY"] == "HTTP 302: redirect to http://elsewhere.invalid/steal not followed"
+    assert errors["LOOP"].startswith("HTTP 302")  # not followed by default either
+
+
+def test_redirects_are_followed_only_when_asked(hostile: str) -> None:
+    _, plain, _ = scan(hostile, "HOME")
+    assert not plain["HOME"]["ok"] and "not followed" in plain["HOME"]["error"]
+    code, followed, stderr = scan(hostile, "HOME", "LOOP", extra=("--follow-redirects",))
+    assert followed["HOME"]["ok"] and followed["HOME"]["data"] == {"score": 1}, stderr
+    assert followed["LOOP"]["error"] == "Too many redirects" and code == 3
+
+
+def test_a_tls_failure_is_a_per_symbol_error(hostile: str) -> None:
+    code, records, stderr = scan(hostile.replace("http://", "https://"), "OK", "BADUTF8")
+    assert code == 4 and "Traceback" not in stderr
+    assert all(r["error"].startswith("TLS error") for r in records.values()), records
+
+
+def test_a_bad_max_body_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["scan", "BTC", "--max-body", "lots"])
+    assert result.exit_code == 2 and "bad --max-body 'lots'" in result.stderr
