@@ -226,3 +226,15 @@ def test_profiles_cannot_extend_each_other_in_a_circle(runner: CliRunner, tmp_pa
     path.write_text('[profiles.a]\nextends = "b"\n[profiles.b]\nextends = "a"\n')
     result = runner.invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 2 and "in a circle: a -> b -> a" in result.stderr
+
+
+def test_the_example_config_is_valid_and_complete(runner: CliRunner) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "config.toml"
+    result = runner.invoke(app, ["config", "check", str(example)])
+    assert result.exit_code == 0 and "ok (cryptosatx, production, binance)" in result.stderr
+    shown = show(runner, "--config", str(example), env={"CRYPTOSATX_TOKEN": "x"})
+    assert shown["profile"] == "production" and shown["limits"]["concurrency"] == 40
+    assert {"smart_money", "mss", "signals", "price", "funding_rate"} <= set(shown["types"])
+    assert shown["types"]["price"]["params"] == {"exchange": "COINBASE"}
+    assert shown["types"]["price"]["path"] == "/coinapi/quote/{symbol}"  # from the built-in
+    assert shown["headers"]["Authorization"] == "******"

@@ -126,28 +126,32 @@ def test_readme_recipes_run(fast_upstream: str) -> None:
     assert shown and all(line in recipes for line in shown)  # the README shows what runs
 
 
-def test_crontab_line_runs(fast_upstream: str, tmp_path: Path) -> None:
-    line = next(
+def test_crontab_lines_run(fast_upstream: str, tmp_path: Path) -> None:
+    lines = [
         line
         for line in (ROOT / "examples" / "crontab").read_text().splitlines()
         if line and not line.startswith("#")
-    )
-    command = line.split(None, 5)[5]
+    ]
     (tmp_path / "scans").mkdir()
     (tmp_path / "watchlist.txt").write_text("BTC\nETH\n")
+    (tmp_path / "universe.txt").write_text("BTC\nETH\nSOL\n")
     env = {
         **os.environ,
         "HOME": str(tmp_path),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
-    command = command.replace("http://localhost:8000", fast_upstream)
-    result = subprocess.run(
-        ["sh", "-c", command], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+    assert len(lines) == 3
+    for line in lines:
+        command = line.split(None, 5)[5].replace("http://localhost:8000", fast_upstream)
+        result = subprocess.run(
+            ["sh", "-c", command], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert result.returncode == 0 and result.stdout == "" and result.stderr == "", line
     records = (tmp_path / "scans" / "signals.jsonl").read_text().splitlines()
     assert sorted(json.loads(r)["symbol"] for r in records) == ["BTC", "ETH"]
     assert json.loads((tmp_path / "scans" / "signals.metrics.json").read_text())["successful"] == 2
+    nightly = (tmp_path / "scans" / "mss-nightly.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["symbol"] for r in nightly) == ["BTC", "ETH", "SOL"]
 
 
 def test_progress_bar_goes_to_the_terminal_on_stderr_never_stdout(fast_upstream: str) -> None:
