@@ -6,18 +6,27 @@
   crashed run's lines must stay readable (and resumable); json and csv files go to a temporary
   file beside the target and are renamed over it at the end, so a reader never sees half a file.
 - csv: one row per symbol: the record's scalar fields, then the upstream answer's top-level
-  scalar fields (a name that clashes with a record field gets a `data.` prefix).
+  scalar fields (a name that clashes with a record field gets a `data.` prefix). Upstream text is
+  untrusted and spreadsheets run a cell that starts with `=`, `+`, `-` or `@` (and some also one
+  that starts with a tab or carriage return) as a formula (OWASP, "CSV Injection"): every string
+  cell, header names included, that starts with one of these gets a `'` in front, which
+  spreadsheets show as plain text. Numbers (int and float, such as -3.5) are not strings and are
+  written as they are. Cells holding a comma, a quote or any line break (a lone carriage return
+  too) are quoted (RFC 4180), so no value can start a row of its own.
 
 Destinations are opened before the first request, so an unwritable path fails fast (exit 2).
+A path that exists but is not a regular file (/dev/null, /dev/full, a terminal, a FIFO) is written
+straight into, never through a temporary file renamed over it: there is nothing to replace
+atomically, and for root the rename would replace the device node itself. A write that fails
+later (a full disk) is an OutputError, exit 1, and leaves no temporary file behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -34,9 +43,24 @@ def _oserror(path: str, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {exc.strerror or exc}")
 
 
+def is_special_file(path: str | Path) -> bool:
+    """True when `path` exists but is neither a regular file nor a directory (a device, a FIFO,
+    a socket), following symlinks: such a path can only be written into, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 def check_writable(path: str, flag: str = "--output") -> Path:
-    """Fail with a usage error when `path` cannot be created or replaced."""
+    """Fail with a usage error when `path` cannot be created or replaced (or, when it is a
+    device or FIFO, written into: then only the path itself has to be writable)."""
     target = Path(path)
+    if is_special_file(target):
+        if not os.access(target, os.W_OK):
+            raise UsageError(f"{flag} {path!r} is not writable")
+        return target
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{flag} {path!r}: directory {str(parent)!r} does not exist")
@@ -57,6 +81,9 @@ class Destination(Protocol):
 
     def commit(self) -> None: ...
 
+    def discard(self) -> None:
+        """Give up after a failed write: leave no temporary file behind."""
+
 
 class StdoutDestination:
     """Standard output; failures other than a closed pipe become OutputError."""
@@ -67,6 +94,9 @@ class StdoutDestination:
 
     def commit(self) -> None:
         self.stream.flush()
+
+    def discard(self) -> None:
+        pass  # stdout is not ours to close
 
 
 class AtomicFileDestination:
@@ -122,11 +152,46 @@ class InPlaceFileDestination:
         except OSError as exc:
             raise _oserror(str(self.target), exc) from None
 
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):  # the complete lines already written stay
+            self.stream.close()
+
+
+class SpecialFileDestination:
+    """A device or FIFO (/dev/null, /dev/full, /dev/tty, a named pipe), written straight into.
+
+    There is no file to replace atomically, fsync fails on it (EINVAL), and a temporary file
+    renamed over /dev/full would, for root, replace the device node with a regular file.
+    """
+
+    def __init__(self, path: str, flag: str = "--output", *, append: bool = False) -> None:
+        self.target = check_writable(path, flag)
+        try:
+            mode: Literal["a", "w"] = "a" if append else "w"
+            self.stream: TextIO = open(self.target, mode, encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"{flag} {path!r}: {exc.strerror or exc}") from None
+        self.is_terminal = self.stream.isatty()
+
+    def commit(self) -> None:
+        try:
+            self.stream.flush()
+            self.stream.close()
+        except OSError as exc:
+            self.discard()
+            raise _oserror(str(self.target), exc) from None
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):  # close() flushes again, and fails again
+            self.stream.close()
+
 
 def open_destination(path: str | None, fmt: str, *, append: bool = False) -> Destination:
     """The destination for `--output` (None or "-" means stdout); jsonl may append (--resume)."""
     if path is None or path == "-":
         return StdoutDestination()
+    if is_special_file(path):
+        return SpecialFileDestination(path, append=append)
     if fmt == "jsonl":
         return InPlaceFileDestination(path, append=append)
     return AtomicFileDestination(path)
@@ -157,7 +222,9 @@ class _Writer:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise _oserror(getattr(self.destination, "target", "standard output"), exc) from None
+            self.destination.discard()
+            where = str(getattr(self.destination, "target", "standard output"))
+            raise _oserror(where, exc) from None
 
     def _commit(self) -> None:
         try:
@@ -190,12 +257,29 @@ class JsonWriter(_Writer):
 
 
 class JsonlWriter(_Writer):
-    """One record per line, flushed as soon as it is known."""
+    """One record per line, flushed as soon as it is known.
+
+    `write` runs inside the engine's task group, where an OutputError would come out wrapped in
+    an ExceptionGroup (and be reported as an internal error); so the first failure (a full
+    disk) is kept, later records are not tried, and `finish` raises it, where the runner reports
+    it as one line with exit 1. A closed pipe (BrokenPipeError) still ends the run at once.
+    """
+
+    def __init__(self, destination: Destination) -> None:
+        super().__init__(destination)
+        self.failure: OutputError | None = None
 
     def write(self, record: ScanRecord) -> None:
-        self._put(dumps(record.to_dict()) + "\n", flush=True)
+        if self.failure is not None:
+            return
+        try:
+            self._put(dumps(record.to_dict()) + "\n", flush=True)
+        except OutputError as exc:
+            self.failure = exc
 
     def finish(self, summary: dict[str, Any]) -> None:
+        if self.failure is not None:
+            raise self.failure
         self._commit()
 
 
@@ -203,10 +287,35 @@ def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def _cell(value: Any) -> Any:
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(text: str) -> str:
+    """Text a spreadsheet shows as text: a leading `'` when it would start a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "" if value is None else value
+    if isinstance(value, str):
+        return neutralised(value)
+    return "" if value is None else str(value)  # numbers stay numbers, minus sign and all
+
+
+def _csv_line(cells: list[str]) -> str:
+    """One CSV row (RFC 4180): a cell holding a comma, a quote or any line break is quoted.
+
+    Not csv.writer: with "\n" as its line terminator, Python 3.11's writer leaves a lone "\r"
+    unquoted, and spreadsheets start a new row there, so an upstream value "x\r=cmd()" became a
+    row of its own beginning with a formula.
+    """
+    quoted = (
+        '"' + cell.replace('"', '""') + '"' if any(c in cell for c in ',"\r\n') else cell
+        for cell in cells
+    )
+    return ",".join(quoted) + "\n"
 
 
 class CsvWriter(_Writer):
@@ -227,16 +336,14 @@ class CsvWriter(_Writer):
                 for key, value in record.data.items():
                     if key not in data_columns and _scalar(value):
                         data_columns[key] = f"data.{key}" if key in RECORD_FIELDS else key
-        buffer = io.StringIO()
-        out = csv.writer(buffer, lineterminator="\n")
-        out.writerow([*CSV_RECORD_FIELDS, *data_columns.values()])
+        lines = [_csv_line([*CSV_RECORD_FIELDS, *map(neutralised, data_columns.values())])]
         for record in self.records:
             row = record.to_dict()
             data = record.data if isinstance(record.data, dict) else {}
             cells = [_cell(row[f]) for f in CSV_RECORD_FIELDS]
             cells += [_cell(data.get(k)) if _scalar(data.get(k)) else "" for k in data_columns]
-            out.writerow(cells)
-        self._put(buffer.getvalue())
+            lines.append(_csv_line(cells))
+        self._put("".join(lines))
         self._commit()
 
 
@@ -261,8 +368,12 @@ def make_writer(fmt: str, destination: Destination) -> RecordWriter:
 
 
 def write_json_file(path: str, value: Any) -> None:
-    """Write a JSON document atomically (used for --metrics)."""
-    destination = AtomicFileDestination(path, "--metrics")
+    """Write a JSON document atomically (used for --metrics); a device or FIFO directly."""
+    destination: AtomicFileDestination | SpecialFileDestination
+    if is_special_file(path):
+        destination = SpecialFileDestination(path, "--metrics")
+    else:
+        destination = AtomicFileDestination(path, "--metrics")
     try:
         destination.stream.write(dumps(value, pretty=True) + "\n")
     except OSError as exc:

@@ -9,6 +9,13 @@ Every HTTP answer or transport error becomes one `Verdict`:
 - THROTTLED  429: the upstream wants us slower; waiting is the cure, not failing
 - REFUSED    401, 403, 418: the upstream refuses us; going on risks a ban, so the scan stops
 
+A body is hostile input: a 2xx body is OK only when it is JSON that every writer and the cache can
+take back out, i.e. UTF-8 (RFC 8259 §8.1), nested at most `MAX_JSON_DEPTH` deep, with no NaN or
+Infinity, no number too large for a float or an int, and no string that is not valid Unicode
+(a lone surrogate escape such as "\\ud800" cannot be written as UTF-8). Anything else is
+PERMANENT with error kind "Invalid JSON" and a message naming what was wrong. An error body is
+only searched for a `detail`, never trusted. A Retry-After is None or a finite number >= 0.
+
 Backoff is exponential with full jitter (AWS Architecture Blog, "Exponential Backoff And
 Jitter"): sleep a uniform random time in [0, min(cap, base * 2**n)], which spreads retries out
 instead of synchronising them into waves.
@@ -17,7 +24,9 @@ instead of synchronising them into waves.
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -28,6 +37,13 @@ import httpx
 RETRYABLE_STATUSES = frozenset({408, 500, 502, 503, 504})
 REFUSED_STATUSES = frozenset({401, 403, 418})
 THROTTLED_STATUSES = frozenset({429})
+# Far deeper than any real answer, far shallower than the ~1000 frames that json.dumps (writers,
+# cache) may recurse into: a payload that was read can always be written again.
+MAX_JSON_DEPTH = 200
+INVALID_JSON = "Invalid JSON"
+# delta-seconds (RFC 9110: 1*DIGIT), with a decimal part tolerated; float() alone would also take
+# "inf", "nan", "1e3", "1_0" and non-ASCII digits.
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?")
 
 
 class Outcome(Enum):
@@ -58,41 +74,106 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        seconds = float(value)  # digits only: never NaN or negative, but 400 of them are inf
+        return seconds if math.isfinite(seconds) else None
     try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
+        when = parsedate_to_datetime(value)
         if when.tzinfo is None:  # RFC 9110 dates are GMT
             return None
-        return max(0.0, when.timestamp() - now_wall)
-    if seconds != seconds or seconds < 0:  # NaN or negative: a lying upstream
+        wait = when.timestamp() - now_wall
+    except (TypeError, ValueError, IndexError, OverflowError):  # year 0, offsets of 10**20 s...
         return None
-    return seconds
+    return max(0.0, wait) if math.isfinite(wait) else None
+
+
+class UnusableJson(ValueError):
+    """A body that is not JSON scanctl can keep; the message says why, in a few words."""
+
+
+def _json_constant(text: str) -> Any:
+    raise UnusableJson(f"{text} is not JSON")  # NaN, Infinity, -Infinity: Python extensions
+
+
+def _check_tree(value: Any) -> None:
+    """Raise UnusableJson when parsed JSON is nested too deeply, holds a float that overflowed
+    to infinity (1e999) or a string that is not valid Unicode (a lone surrogate escape).
+
+    The depth is measured iteratively, so a deep value cannot exhaust the stack here; the rest
+    is left to the C encoder, which is what the writers will run on it anyway.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, list | dict) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise UnusableJson("nested too deeply")
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, list | dict):
+                stack.append((child, depth + 1))
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnusableJson("a string is not valid Unicode (lone surrogate)") from None
+    except ValueError:  # "Out of range float values are not JSON compliant"
+        raise UnusableJson("number too large") from None
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The JSON value of a body, or UnusableJson (a ValueError) saying briefly what is wrong.
+
+    Plain syntax errors raise json.JSONDecodeError, also a ValueError.
+    """
+    if not body.strip():
+        raise UnusableJson("empty body")
+    try:
+        text = body.decode("utf-8-sig")  # a leading byte-order mark is tolerated (RFC 8259 §8.1)
+    except UnicodeDecodeError:
+        raise UnusableJson("not UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_json_constant)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise UnusableJson("nested too deeply") from None
+    except UnusableJson:
+        raise
+    except ValueError:  # the only other one: more digits than int() takes (4300 by default)
+        raise UnusableJson("number too large") from None
+    _check_tree(value)
+    return value
+
+
+def _invalid_json(status: int, exc: ValueError) -> Verdict:
+    """A 2xx body that cannot be used; every such case counts as "Invalid JSON" in summaries."""
+    message = f"{INVALID_JSON} in 2xx answer"
+    if isinstance(exc, UnusableJson):
+        message = f"{message}: {exc}"
+    return Verdict(Outcome.PERMANENT, status, None, INVALID_JSON, message)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """Upstream text for a one-line message: whitespace runs (newlines too) become one space."""
+    return " ".join(text.split())[:limit]
 
 
 def _detail(body: bytes) -> str | None:
     """The `detail` of a FastAPI-style error body, when there is one, cut to one short line."""
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        parsed = parse_json_body(body)
+    except ValueError:
         return None
     if isinstance(parsed, dict) and isinstance(parsed.get("detail"), str):
-        return " ".join(parsed["detail"].split())[:200]
+        return _one_line(parsed["detail"]) or None
     return None
 
 
 def classify_response(status: int, headers: httpx.Headers, body: bytes, now_wall: float) -> Verdict:
-    """Classify an HTTP answer."""
+    """Classify an HTTP answer; whatever the status, headers and body, this never raises."""
     if 200 <= status < 300:
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return Verdict(
-                Outcome.PERMANENT, status, None, "Invalid JSON", "Invalid JSON in 2xx answer"
-            )
+            data = parse_json_body(body)
+        except ValueError as exc:
+            return _invalid_json(status, exc)
         return Verdict(Outcome.OK, status, data)
     kind = f"HTTP {status}"
     detail = _detail(body)
@@ -105,7 +186,7 @@ def classify_response(status: int, headers: httpx.Headers, body: bytes, now_wall
     if status in RETRYABLE_STATUSES:
         return Verdict(Outcome.RETRYABLE, status, None, kind, message, retry_after)
     if 300 <= status < 400:
-        where = headers.get("location", "?")[:200]
+        where = _one_line(headers.get("location", "")) or "?"
         return Verdict(
             Outcome.PERMANENT, status, None, kind, f"{kind}: redirect to {where} not followed"
         )
