@@ -105,7 +105,8 @@ class AtomicFileDestination:
     is_terminal = False
 
     def __init__(self, path: str, flag: str = "--output") -> None:
-        self.target = check_writable(path, flag)
+        # A symlink is followed: the file it points at is replaced, the link itself kept.
+        self.target = check_writable(os.path.realpath(path) if os.path.islink(path) else path, flag)
         try:
             fd, self.temp_path = tempfile.mkstemp(
                 prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent

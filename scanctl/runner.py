@@ -357,7 +357,7 @@ class ScanRun:
             error = exc
         if self.job.metrics_path:
             write_json_file(self.job.metrics_path, summary)
-        if not self.job.quiet and not isinstance(error, BrokenPipeError):
+        if not self.job.quiet and error is None:  # else the one line is the error's
             print(summary_line(summary), file=sys.stderr, flush=True)
         if error is not None:
             raise error

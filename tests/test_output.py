@@ -158,3 +158,16 @@ def test_metrics_file_is_json_written_atomically(tmp_path: Path) -> None:
     write_json_file(str(path), SUMMARY)
     assert json.loads(path.read_text()) == SUMMARY
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_an_atomic_write_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
+    from scanctl.output import AtomicFileDestination
+
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    destination = AtomicFileDestination(str(link))
+    destination.stream.write("new")
+    destination.commit()
+    assert link.is_symlink() and real.read_text() == "new"
