@@ -173,6 +173,14 @@ TtlOpt = Annotated[
     float | None,
     typer.Option(metavar="S", help="Answers stay fresh S seconds (default: the type's TTL)."),
 ]
+TransportOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="SCANCTL_TRANSPORT",
+        metavar="aiohttp|httpx",
+        help="HTTP transport under httpx: aiohttp (default, faster) or httpx's own.",
+    ),
+]
 MaxBodyOpt = Annotated[
     str,
     typer.Option(
@@ -309,6 +317,12 @@ def _size(text: str) -> int:
     return int(match.group(1)) * int(1024**power)
 
 
+def _transport(name: str) -> str:
+    if name not in ("aiohttp", "httpx"):
+        raise UsageError(f"unknown --transport {name!r}; allowed: aiohttp, httpx")
+    return name
+
+
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
@@ -384,6 +398,7 @@ def scan(
     grace: GraceOpt = 5.0,
     max_body: MaxBodyOpt = "5M",
     follow_redirects: FollowRedirectsOpt = False,
+    transport: TransportOpt = "aiohttp",
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
     from scanctl.symbols import collect_symbols
@@ -415,6 +430,7 @@ def scan(
         endpoint,
         max_body=_size(max_body),
         follow_redirects=follow_redirects,
+        transport=_transport(transport),
         deadline=deadline,
         retry_budget=retry_budget,
         max_outage=max_outage,
@@ -494,6 +510,7 @@ def warm_cache(
     grace: GraceOpt = 5.0,
     max_body: MaxBodyOpt = "5M",
     follow_redirects: FollowRedirectsOpt = False,
+    transport: TransportOpt = "aiohttp",
 ) -> int:
     """Fetch into the cache what is missing or about to expire; print fetched / fresh / failed."""
     from scanctl.symbols import collect_symbols
@@ -525,6 +542,7 @@ def warm_cache(
             endpoint,
             max_body=_size(max_body),
             follow_redirects=follow_redirects,
+            transport=_transport(transport),
             deadline=deadline,
             retry_budget=retry_budget,
             max_outage=max_outage,

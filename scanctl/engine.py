@@ -76,6 +76,7 @@ class ScanSettings:
     weight_header: WeightHeader | None = None
     quota_headers: QuotaHeaders | None = None
     max_body: int = 5 * 1024 * 1024  # bytes of one answer we are willing to read
+    transport: str = "httpx"  # or "aiohttp" (scanctl.transport)
     follow_redirects: bool = False
 
 

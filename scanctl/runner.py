@@ -83,6 +83,10 @@ def make_client(
     )
     headers = {"User-Agent": f"scanctl/{__version__}", "Accept": "application/json"}
     headers.update(settings.headers)
+    if transport is None and settings.transport == "aiohttp":
+        from scanctl.transport import AiohttpTransport
+
+        transport = AiohttpTransport(limits=limits, verify=_needs_tls(settings.base_url))
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.timeout),
         limits=limits,

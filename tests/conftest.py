@@ -116,3 +116,9 @@ def _make_store(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-un
         store = RedisStore(url)
     yield store
     store.close()
+
+
+@pytest.fixture
+def httpx_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    """respx mocks httpx's own transport: tests that use it run scans with --transport httpx."""
+    monkeypatch.setenv("SCANCTL_TRANSPORT", "httpx")

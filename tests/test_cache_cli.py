@@ -13,6 +13,9 @@ from typer.testing import CliRunner
 
 from scanctl.cli import app
 
+# respx mocks httpx's own transport (scans here run with --transport httpx).
+pytestmark = pytest.mark.usefixtures("httpx_transport")
+
 BASE = "http://upstream.test"
 
 

@@ -13,6 +13,9 @@ from typer.testing import CliRunner
 from scanctl.cli import app
 from scanctl.hints import QuotaHeaders, parse_quota
 
+# respx mocks httpx's own transport (scans here run with --transport httpx).
+pytestmark = pytest.mark.usefixtures("httpx_transport")
+
 CONFIG = """\
 default_profile = "work"
 

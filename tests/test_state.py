@@ -7,12 +7,16 @@ import os
 from pathlib import Path
 
 import httpx
+import pytest
 import respx
 from typer.testing import CliRunner
 
 from scanctl.cli import app
 from scanctl.ratecontrol import LearnedPace
 from scanctl.state import PacingMemory
+
+# respx mocks httpx's own transport (scans here run with --transport httpx).
+pytestmark = pytest.mark.usefixtures("httpx_transport")
 
 BASE = "http://upstream.test"
 

@@ -1,0 +1,83 @@
+"""Both transports, against the simulated upstream: every failure is classified the same way."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from scanctl.cli import app
+from scanctl.demo.testing import running_demo_process
+
+TRANSPORTS = ("aiohttp", "httpx")
+
+
+def scan(url: str, transport: str, *args: str) -> tuple[int, list[dict]]:  # type: ignore[type-arg]
+    result = CliRunner().invoke(
+        app,
+        [
+            *("scan", *args, "--base-url", url, "-F", "jsonl", "--no-cache"),
+            *("--transport", transport, "--retries", "0", "-t", "signals"),
+        ],
+    )
+    return result.exit_code, [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def dropping() -> Iterator[str]:
+    with running_demo_process(["--drop-rate", "1", "--latency-median", "0.001"]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def hanging() -> Iterator[str]:
+    args = ["--hang-rate", "1", "--hang-seconds", "30", "--latency-median", "0.001"]
+    with running_demo_process(args) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def healthy() -> Iterator[str]:
+    with running_demo_process(["--latency-median", "0.001", "--truncated-rate", "0"]) as url:
+        yield url
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_answers_arrive_whole_with_params_and_in_order(healthy: str, transport: str) -> None:
+    code, records = scan(healthy, transport, *(f"S{i:03d}" for i in range(60)), "ZZNONE")
+    assert code == 3
+    by_symbol = {r["symbol"]: r for r in records}
+    assert all(by_symbol[f"S{i:03d}"]["ok"] for i in range(60))
+    assert by_symbol["S007"]["data"]["symbol"] == "S007"
+    assert by_symbol["ZZNONE"]["status"] == 404 and by_symbol["ZZNONE"]["error"].startswith(
+        "HTTP 404"
+    )
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_dropped_connection_is_a_dropped_connection(dropping: str, transport: str) -> None:
+    _, records = scan(dropping, transport, "BTC", "--max-outage", "1")
+    assert records[0]["error"].startswith(("Connection dropped", "Not scanned")), records
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_hanging_answer_is_a_timeout(hanging: str, transport: str) -> None:
+    _, records = scan(hanging, transport, "BTC", "--timeout", "0.5")
+    assert records[0]["error"] == "Request timeout"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_nothing_listening_is_connection_refused(transport: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, records = scan(f"http://127.0.0.1:{port}", transport, "BTC")
+    assert code == 4 and records[0]["error"] == "Connection refused"
+
+
+def test_an_unknown_transport_is_a_usage_error() -> None:
+    result = CliRunner().invoke(app, ["scan", "BTC", "--transport", "carrier-pigeon"])
+    assert result.exit_code == 2 and "unknown --transport 'carrier-pigeon'" in result.stderr
