@@ -7,8 +7,11 @@ set of finished symbols, not the records):
 - a failed record of this type is dropped, so its symbol is scanned again and appears once;
 - a second record for a symbol already kept is dropped;
 - records of other types are kept as they are;
-- a line that is not a JSON record (a truncated last line) is dropped.
-If anything was dropped, the file is rewritten (temporary file and rename) before the scan appends.
+- a last line that is not a whole JSON record (cut short by a crash) is dropped;
+- any other line that is not a JSON record means this is not a jsonl output of ours: refused
+  (exit 2), the file untouched.
+If anything was dropped, the file is rewritten (temporary file and rename, same permissions)
+before the scan appends. Symbols are compared upper-cased, as the symbol reader normalises them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,15 +66,22 @@ def prepare_resume(path: str, scan_type: str) -> ResumeState:
         raise UsageError(f"--resume {path!r}: cannot write beside it: {exc.strerror}") from None
     try:
         with open(target, "rb") as source, os.fdopen(fd, "wb") as kept:
-            for line in source:
+            broken_at = None
+            for number, line in enumerate(source, start=1):
+                if broken_at is not None:
+                    raise UsageError(
+                        f"--resume {path!r}: line {broken_at} is not a scanctl jsonl record; "
+                        "resume needs the -F jsonl output of an earlier scan"
+                    )
                 record = _record(line) if line.endswith(b"\n") else None
                 if record is None:
+                    broken_at = number  # forgiven only if it is the last line
                     state.dropped_broken += 1
                     continue
                 if record.get("type") != scan_type:
                     kept.write(line)
                     continue
-                symbol = str(record["symbol"])
+                symbol = str(record["symbol"]).upper()
                 if record.get("ok") is not True:
                     state.dropped_failed += 1
                 elif symbol in state.done:
@@ -81,6 +92,7 @@ def prepare_resume(path: str, scan_type: str) -> ResumeState:
             kept.flush()
             os.fsync(kept.fileno())
         if state.changed:
+            os.chmod(temp, stat.S_IMODE(os.stat(target).st_mode))
             os.replace(temp, target)
     except OSError as exc:
         raise UsageError(f"--resume {path!r}: {exc.strerror or exc}") from None

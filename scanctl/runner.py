@@ -77,16 +77,22 @@ class _RunState:
 def make_client(
     settings: ScanSettings, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """The one shared client: a pool as large as the concurrency, redirects not followed."""
+    """The one shared client: a pool as large as the concurrency, redirects not followed
+    unless asked; when followed, our headers (API key, profile and -H headers) go only to the
+    upstream's own origin."""
     limits = httpx.Limits(
         max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
     )
     headers = {"User-Agent": f"scanctl/{__version__}", "Accept": "application/json"}
     headers.update(settings.headers)
+    verify = settings.follow_redirects or _needs_tls(settings.base_url)
     if transport is None and settings.transport == "aiohttp":
         from scanctl.transport import AiohttpTransport
 
-        transport = AiohttpTransport(limits=limits, verify=_needs_tls(settings.base_url))
+        transport = AiohttpTransport(limits=limits, verify=verify)
+    hooks: dict[str, list[Callable[..., Any]]] = {}
+    if settings.follow_redirects:
+        hooks["request"] = [_only_home_gets_secrets(settings)]
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.timeout),
         limits=limits,
@@ -94,8 +100,27 @@ def make_client(
         follow_redirects=settings.follow_redirects,
         max_redirects=5,
         transport=transport,
-        verify=_needs_tls(settings.base_url),
+        verify=verify,
+        event_hooks=hooks,
     )
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default
+
+
+def _only_home_gets_secrets(settings: ScanSettings) -> Callable[[httpx.Request], Any]:
+    """A request hook: a redirect to another origin goes without our own headers."""
+    home = _origin(httpx.URL(settings.base_url))
+    names = list(settings.headers)
+
+    async def strip(request: httpx.Request) -> None:
+        if _origin(request.url) != home:
+            for name in names:
+                request.headers.pop(name, None)
+
+    return strip
 
 
 def _needs_tls(base_url: str) -> bool:
@@ -266,10 +291,12 @@ class ScanRun:
             finally:
                 self.display.stop(self.metrics)
                 self._remember()
-                self._flush_cache()
+                self._cache_figures()
                 summary = self._summary(started_wall, started)
-                self._log_run(summary)
-                self._finish(summary)
+                try:
+                    self._finish(summary)  # the output first: it is what the user waits for
+                finally:
+                    self._close_cache(summary)
         except BaseException as exc:
             if not _is_broken_pipe(exc):
                 raise
@@ -291,12 +318,11 @@ class ScanRun:
             self.memory.remember_ban(settings.base_url, self.clock.wall() + wait)
         self.memory.save()
 
-    def _flush_cache(self) -> None:
-        """Write what is still batched, and put the cache's figures in the metrics."""
+    def _cache_figures(self) -> None:
+        """Put what the cache did in the metrics (no I/O: the output is written first)."""
         front = self.cache
         if front is None:
             return
-        front.close()
         counts = front.counts
         self.metrics.cache = {
             "backend": front.store.backend,
@@ -310,12 +336,14 @@ class ScanRun:
             "usable": not front.broken,
         }
 
-    def _log_run(self, summary: dict[str, Any]) -> None:
-        """Add this run to the store's run log (for `scanctl stats`), prune, close."""
+    def _close_cache(self, summary: dict[str, Any]) -> None:
+        """Write what is still batched, give back leases, log the run (for `scanctl stats`),
+        prune, close. After the output: a busy cache must not hold up or lose the results."""
         front = self.cache
         if front is None:
             return
         try:
+            front.close()
             if not front.broken:
                 front.store.add_run(run_entry(self.job.command, summary))
                 front.store.prune(self.clock.wall())

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from scanctl.demo.testing import fetch_stats, running_demo_process
+from scanctl.errors import UsageError
 from scanctl.resume import prepare_resume
 
 SCANCTL = [sys.executable, "-m", "scanctl"]
@@ -270,3 +271,22 @@ def test_a_scan_killed_three_times_and_resumed_holds_every_symbol_once(
     assert Counter(r["symbol"] for r in records) == Counter(symbols(n)), kills
     assert all(r["ok"] for r in records)
     assert os.path.getsize(out) == sum(len(line) + 1 for line in lines(out))
+
+
+def test_resume_refuses_a_file_that_is_not_jsonl_and_leaves_it_alone(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    text = '{\n  "scan_type": "signals",\n  "results": []\n}\n'
+    out.write_text(text)
+    with pytest.raises(UsageError, match="line 1 is not a scanctl jsonl record"):
+        prepare_resume(str(out), "signals")
+    assert out.read_text() == text
+
+
+def test_resume_compares_symbols_as_the_reader_does_and_keeps_permissions(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(record("btc") + "\n" + record("ETH", ok=False) + "\n")
+    out.chmod(0o640)
+    state = prepare_resume(str(out), "signals")
+    assert state.done == {"BTC"} and (out.stat().st_mode & 0o777) == 0o640

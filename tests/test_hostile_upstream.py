@@ -26,13 +26,20 @@ def head(status: str, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def answer(symbol: str, writer: asyncio.StreamWriter, port: int) -> None:
+async def answer(symbol: str, writer: asyncio.StreamWriter, port: int, request: bytes) -> None:
     def whole(body: bytes, status: str = "200 OK", **extra: str) -> bytes:
         headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **extra}
         return head(status, headers) + body
 
     if symbol == "OK":
         writer.write(whole(OK_BODY))
+    elif symbol == "ECHO":  # the request's header names, lower-cased
+        lines = request.decode("latin-1").split("\r\n")[1:]
+        names = sorted(line.split(":", 1)[0].lower() for line in lines if ":" in line)
+        writer.write(whole(json.dumps(names).encode()))
+    elif symbol == "ELSEWHERE":  # another origin: same server, other host name
+        where = f"http://localhost:{port}/smart-money/analyze/ECHO"
+        writer.write(whole(b"", "302 Found", Location=where))
     elif symbol == "DECLAREDHUGE":  # says 50 MB, and would send it: refused unread
         writer.write(head("200 OK", {"Content-Length": str(50 * 1024 * 1024)}))
         writer.write(b"[" * 1000)
@@ -99,7 +106,8 @@ class HostileServer:
                     return
                 request = first + await reader.readuntil(b"\r\n\r\n")
                 path = request.split(b" ", 2)[1].decode()
-                await answer(path.split("?")[0].rsplit("/", 1)[-1], writer, self.port)
+                symbol = path.split("?")[0].rsplit("/", 1)[-1]
+                await answer(symbol, writer, self.port, request)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -191,3 +199,14 @@ def test_a_tls_failure_is_a_per_symbol_error(hostile: str) -> None:
 def test_a_bad_max_body_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["scan", "BTC", "--max-body", "lots"])
     assert result.exit_code == 2 and "bad --max-body 'lots'" in result.stderr
+
+
+def test_a_followed_redirect_to_another_origin_carries_none_of_our_headers(
+    hostile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCANCTL_API_KEY", "k-123")
+    extra = ("--follow-redirects", "-H", "X-Secret: s-456")
+    _, records, stderr = scan(hostile, "ECHO", "ELSEWHERE", extra=extra)
+    home, away = records["ECHO"]["data"], records["ELSEWHERE"]["data"]
+    assert {"x-api-key", "x-secret"} <= set(home), stderr  # sent to the upstream itself
+    assert "x-api-key" not in away and "x-secret" not in away and "user-agent" in away
