@@ -266,3 +266,24 @@ async def test_an_interrupted_run_gives_back_its_leases(shared_store: CacheStore
     assert other.claim(0, "BTC") is True
     answer = other.claim(1, "ETH")
     assert not isinstance(answer, bool) and answer.data == {"x": 1}
+
+
+async def test_a_shorter_ttl_applies_to_entries_already_stored(shared_store: CacheStore) -> None:
+    clock, upstream = FakeClock(), Upstream()
+    await scan(shared_store, clock, upstream, ["BTC"], ttl=300.0)
+    clock.now += 100
+    run, _ = await scan(shared_store, clock, upstream, ["BTC"], ttl=60.0)  # 100 s old > 60 s
+    assert upstream.requests["BTC"] == 2 and not run.records[0].cached
+
+
+async def test_any_2xx_answer_is_cached_as_ok(shared_store: CacheStore) -> None:
+    clock = FakeClock()
+
+    def answer_201(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(201, json={"made": True})
+
+    await run_engine(answer_201, ["BTC"], clock=clock, cache=front(shared_store, clock))
+    clock.now += 5
+    run, _ = await scan(shared_store, clock, Upstream(), ["BTC"])
+    record = run.records[0]
+    assert record.cached and record.ok and record.status == 201 and record.data == {"made": True}

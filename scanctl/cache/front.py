@@ -19,6 +19,7 @@ mid-run (disk full, Redis gone) is dropped with one warning: the scan goes on wi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import random
@@ -114,7 +115,7 @@ class CacheFront:
             found = self._read([self.key(symbol) for _, symbol in chunk])
             now = self.wall()
             for index, symbol in chunk:
-                entry = found.get(self.key(symbol))
+                entry = self._as_policy_says(found.get(self.key(symbol)))
                 if entry is not None and entry.fresh(now):
                     if not self._due(entry, now):
                         self.counts.hits += 1
@@ -125,6 +126,13 @@ class CacheFront:
                     self._known[symbol] = entry.fetched_at
                 self.counts.misses += 1
                 yield index, symbol
+
+    def _as_policy_says(self, entry: Entry | None) -> Entry | None:
+        """The entry with this run's TTL: `--ttl 60` makes a 300 s-old answer stale now."""
+        if entry is None:
+            return None
+        ttl = self.policy.ttl if entry.ok else self.policy.negative_ttl
+        return entry if entry.ttl == ttl else dataclasses.replace(entry, ttl=ttl)
 
     def _due(self, entry: Entry, now: float) -> bool:
         ahead = self.policy.refresh_ahead
@@ -179,7 +187,7 @@ class CacheFront:
         return record
 
     def _fallback(self, record: ScanRecord, key: CacheKey, now: float) -> ScanRecord:
-        entry = self._read([key]).get(key)
+        entry = self._as_policy_says(self._read([key]).get(key))
         if entry is None or not entry.ok:
             return record
         if entry.fresh(now) and not self.policy.refresh:

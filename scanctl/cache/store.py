@@ -21,7 +21,6 @@ from typing import Any, NamedTuple, Protocol
 DEFAULT_RETENTION = 7 * 24 * 3600.0
 # How many runs the store remembers for `scanctl stats`.
 RUNS_KEPT = 500
-OK_STATUS = 200
 
 
 class CacheKey(NamedTuple):
@@ -34,7 +33,7 @@ class CacheKey(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One cached answer. `status` 200 holds `data`; any other status is a negative entry."""
+    """One cached answer. A 2xx `status` holds `data`; any other status is a negative entry."""
 
     key: CacheKey
     status: int
@@ -50,7 +49,7 @@ class Entry:
 
     @property
     def ok(self) -> bool:
-        return self.status == OK_STATUS
+        return 200 <= self.status < 300
 
     def fresh(self, now: float) -> bool:
         return now < self.expires_at
