@@ -301,6 +301,8 @@ def _resolve(
     )
     for raw in raw_headers or []:
         name, value = parse_header(raw)
+        for same in [n for n in up.headers if n.lower() == name.lower()]:
+            del up.headers[same]  # header names are case-insensitive: the flag wins
         up.headers[name] = value
     _check_ranges(concurrency=up.concurrency, rate=up.rate, timeout=up.timeout, retries=up.retries)
     return up
@@ -622,7 +624,7 @@ def config_show(
     """Print the settings a scan would use (flags > env > file > built-in), secrets masked."""
     import json
 
-    from scanctl.cache import default_location
+    from scanctl.cache import default_location, mask_url
     from scanctl.config import is_secret_header
     from scanctl.configfile import MASK, effective, load_config, to_toml
     from scanctl.state import state_dir
@@ -637,7 +639,7 @@ def config_show(
         source,
         dict(os.environ),
         base_url=up.url,
-        cache=_masked_url(cache or default_location()),
+        cache=mask_url(cache or default_location()),
         state_dir=str(state_dir()),
         limits={
             "concurrency": up.concurrency,
@@ -657,15 +659,6 @@ def config_show(
     else:
         print(to_toml(document), end="")
     return 0
-
-
-def _masked_url(location: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(location)
-    if parts.password:
-        return location.replace(f":{parts.password}@", ":******@")
-    return location
 
 
 @config_app.command("check")

@@ -116,9 +116,16 @@ class Profile:
                 raise UsageError(
                     f"profile {self.name!r}: header {name!r} needs ${missing[0]}, which is not set"
                 )
-            headers[name] = _ENV_REF.sub(lambda m: env[m.group(1)], template)
+            value = _ENV_REF.sub(lambda m: env[m.group(1)], template)
+            if not _header_safe(value):
+                raise UsageError(
+                    f"profile {self.name!r}: header {name!r} must be printable ASCII on one line"
+                )
+            headers[name] = value
         api_key = env.get(self.api_key_env)
         if api_key:
+            if not _header_safe(api_key):
+                raise UsageError(f"${self.api_key_env} must be printable ASCII on one line")
             headers[self.api_key_header] = api_key
         return headers
 
@@ -127,6 +134,11 @@ class Profile:
         names = {self.api_key_header.lower()}
         names |= {n.lower() for n, v in self.headers.items() if _ENV_REF.search(v)}
         return frozenset(names)
+
+
+def _header_safe(value: str) -> bool:
+    """Printable ASCII (and tabs): what an HTTP header value can carry without surprises."""
+    return value.isascii() and all(c == "\t" or " " <= c <= "~" for c in value)
 
 
 def is_secret_header(name: str) -> bool:
@@ -220,6 +232,13 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
                 (*at, "path"),
             )
         params = _table(spec.get("params", {}), (*at, "params"))
+        for key, value in params.items():
+            if isinstance(value, dict | list):
+                raise ProfileError(
+                    f"[{'.'.join(at)}] params.{key} must be a string or number", (*at, "params")
+                )
+            if isinstance(value, bool):
+                params[key] = "true" if value else "false"
         method = str(spec.get("method", "GET")).upper()
         if method not in METHODS:
             raise ProfileError(
@@ -277,10 +296,14 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
             raise ProfileError(
                 "[rate_limit] limit_header and reset_header need remaining_header", at
             )
+        optional = {
+            key: _string(rate_limit[key], (*at, key)) if key in rate_limit else None
+            for key in ("limit_header", "reset_header")
+        }
         quota = QuotaHeaders(
             _string(rate_limit["remaining_header"], (*at, "remaining_header")),
-            rate_limit.get("limit_header"),
-            rate_limit.get("reset_header"),
+            optional["limit_header"],
+            optional["reset_header"],
         )
     headers = _table(doc.get("headers", {}), (*where, "headers"))
     for name, value in headers.items():
@@ -320,7 +343,8 @@ def parse_header(raw: str) -> tuple[str, str]:
     """Parse a `--header 'Name: value'` argument."""
     name, sep, value = raw.partition(":")
     name = name.strip()
-    if not sep or not name or any(c in name for c in " \t\r\n") or any(c in value for c in "\r\n"):
+    bad_value = any(c in value for c in "\r\n") or not _header_safe(value.strip())
+    if not sep or not name or any(c in name for c in " \t\r\n") or bad_value:
         # The value may be a secret: never echo it.
         shown = name[:40] if sep else "(no colon)"
         raise UsageError(f"bad --header {shown!r}: expected 'Name: value' on one line")

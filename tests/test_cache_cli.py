@@ -263,3 +263,13 @@ def test_warm_cache_exits_4_when_nothing_could_be_fetched(runner: CliRunner) -> 
     assert result.exit_code == 4
     counts = json.loads(result.stdout)
     assert counts["fetched"] == 0 and counts["failed"] + counts["not_scanned"] == 2
+
+
+def test_a_malformed_or_password_carrying_redis_url_is_a_warning_not_a_leak(
+    runner: CliRunner, upstream: Counter[str]
+) -> None:
+    bad = invoke(runner, "scan", "BTC", "--cache", "redis://h:notaport/0")
+    assert bad.exit_code == 0 and "bad cache URL" in bad.stderr and "Traceback" not in bad.stderr
+    query = invoke(runner, "scan", "BTC", "--cache", "redis://127.0.0.1:1/0?password=hunter2")
+    assert query.exit_code == 0 and "hunter2" not in query.stderr + query.stdout
+    assert "password=***" in query.stderr

@@ -241,3 +241,41 @@ def test_the_example_config_is_valid_and_complete(runner: CliRunner) -> None:
     assert shown["types"]["price"]["params"] == {"exchange": "COINBASE"}
     assert shown["types"]["price"]["path"] == "/coinapi/quote/{symbol}"  # from the built-in
     assert shown["headers"]["Authorization"] == "******"
+
+
+def test_a_header_flag_replaces_a_profile_header_whatever_its_case(
+    runner: CliRunner, config: Path
+) -> None:
+    shown = show(
+        runner,
+        "--config",
+        str(config),
+        "-H",
+        "x-team: flag",
+        env={"WORK_TOKEN": "t"},
+    )
+    assert shown["headers"] == {"Authorization": "******", "x-team": "flag"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WORK_TOKEN": "café"}, "header 'Authorization' must be printable ASCII"),
+        ({"WORK_TOKEN": "t", "WORK_API_KEY": "clé"}, "$WORK_API_KEY must be printable ASCII"),
+    ],
+)
+def test_non_ascii_header_values_are_usage_errors(
+    runner: CliRunner, config: Path, env: dict[str, str], message: str
+) -> None:
+    result = runner.invoke(app, ["scan", "BTC", "--config", str(config)], env=env)
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_profile_values_of_the_wrong_kind_fail_the_check(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.replace('reset_header = "X-Quota-Reset"', "reset_header = 5"))
+    result = runner.invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 2 and "reset_header must be a non-empty string" in result.stderr
+    path.write_text(CONFIG.replace('params = { venue = "binance" }', "params = { venue = [1] }"))
+    result = runner.invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 2 and "params.venue must be a string or number" in result.stderr

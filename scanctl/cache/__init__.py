@@ -22,6 +22,25 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 __all__ = ["CACHE_ENV", "CacheKey", "CacheStore", "Entry", "default_location", "open_store"]
 
 
+def mask_url(url: str) -> str:
+    """A cache URL as shown to people: a password (in the user part or as ?password=) masked."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.scheme or parts.scheme == "file" or "://" not in url:
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        netloc = f"{user}:***@{netloc.rsplit('@', 1)[1]}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        masked = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+        query = urlencode(masked, safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def default_location() -> str:
     """`SCANCTL_CACHE`, else a SQLite file in the user cache dir."""
     configured = os.environ.get(CACHE_ENV)

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from scanctl.cache import mask_url
 from scanctl.cache.memory_store import count_entry
 from scanctl.cache.store import (
     DEFAULT_RETENTION,
@@ -92,11 +93,14 @@ class RedisStore:
             raise CacheError(
                 "a redis:// cache needs the redis client: pip install 'scanctl[redis]'"
             ) from None
-        self.location = _without_password(url)
+        self.location = mask_url(url)
         self.retention = retention
         self._errors_cls = redis.exceptions.RedisError
-        with self._errors():
+        try:
             self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        except ValueError as exc:  # a malformed URL (port, db, scheme)
+            raise CacheError(f"bad cache URL {self.location}: {exc}") from None
+        with self._errors():
             self._redis.ping()
             self._claim = self._redis.register_script(_CLAIM)
             self._release = self._redis.register_script(_RELEASE)
@@ -216,17 +220,3 @@ class RedisStore:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._redis.close()
-
-
-def _without_password(url: str) -> str:
-    """The URL as shown to people: a password in it is a secret."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))

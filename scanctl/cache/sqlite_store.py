@@ -313,8 +313,8 @@ class SqliteStore:
         stats = CacheStats(self.backend, self.location, size)
         with self._errors():
             rows = self._db.execute(
-                "SELECT type, SUM(expires_at > ?), SUM(expires_at <= ?), SUM(status NOT BETWEEN 200 AND 299) "
-                "FROM entries GROUP BY type ORDER BY type",
+                "SELECT type, SUM(expires_at > ?), SUM(expires_at <= ?), "
+                "SUM(status NOT BETWEEN 200 AND 299) FROM entries GROUP BY type ORDER BY type",
                 (now, now),
             )
             for type_name, fresh, expired, negative in rows:
