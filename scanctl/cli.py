@@ -425,6 +425,7 @@ def scan(
     _check_waits(wait_lock, grace)
     found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
 
+    from scanctl.cache import namespace_for
     from scanctl.cache.front import CachePolicy
     from scanctl.runner import ScanJob, run_scan
 
@@ -460,7 +461,7 @@ def scan(
         relearn=relearn,
         cache_location=cache,
         cache_policy=policy,
-        namespace=f"{profile.name} {up.url}",
+        namespace=namespace_for(profile.name, up.url, endpoint),
         grace=grace,
         resume=resume,
         lock_name=lock,
@@ -535,6 +536,7 @@ def warm_cache(
     _check_waits(wait_lock, grace)
     found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
 
+    from scanctl.cache import namespace_for
     from scanctl.cache.front import CachePolicy
     from scanctl.runner import ScanJob, run_warm
 
@@ -567,7 +569,7 @@ def warm_cache(
                 relearn=relearn,
                 cache_location=cache,
                 cache_policy=policy,
-                namespace=f"{profile.name} {up.url}",
+                namespace=namespace_for(profile.name, up.url, endpoint),
                 command="warm-cache",
                 grace=grace,
             )

@@ -422,6 +422,8 @@ class ScanEngine:
             if claim is not True:
                 return claim
             pending.claimed = True
+        elif self.cache is not None and pending.attempts:
+            self.cache.renew(pending.symbol)  # a retry or a throttled symbol keeps its lease
         if pending.needs_budget:
             # Over budget: ask again shortly (asking costs nothing; only granted retries send).
             if not self.budget.try_spend(self.clock.monotonic()):

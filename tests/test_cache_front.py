@@ -287,3 +287,28 @@ async def test_any_2xx_answer_is_cached_as_ok(shared_store: CacheStore) -> None:
     run, _ = await scan(shared_store, clock, Upstream(), ["BTC"])
     record = run.records[0]
     assert record.cached and record.ok and record.status == 201 and record.data == {"made": True}
+
+
+async def test_a_lease_is_renewed_before_another_try(shared_store: CacheStore) -> None:
+    clock = FakeClock()
+    mine = front(shared_store, clock, lease_seconds=3.0)
+    other = front(shared_store, clock, lease_seconds=3.0)
+    assert mine.claim(0, "BTC") is True
+    clock.now += 2.5
+    mine.renew("BTC")  # e.g. before a retry
+    clock.now += 2.0  # past the first lease, inside the renewed one
+    assert other.claim(0, "BTC") is False
+
+
+def test_editing_an_endpoint_changes_its_cache_namespace() -> None:
+    import dataclasses
+
+    from scanctl.cache import namespace_for
+    from scanctl.config import load_builtin_profile
+
+    mss = load_builtin_profile().endpoint("mss")
+    same = namespace_for("p", "http://a", mss)
+    assert same == namespace_for("p", "http://a", dataclasses.replace(mss))
+    edited = dataclasses.replace(mss, params={"send_alert": "false", "window": "4h"})
+    assert namespace_for("p", "http://a", edited) != same
+    assert namespace_for("p", "http://a", dataclasses.replace(mss, payload="data")) != same

@@ -12,11 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from scanctl.cache import namespace_for
 from scanctl.cache.sqlite_store import SCHEMA_VERSION, SqliteStore
 from scanctl.cache.store import CacheKey, Entry
+from scanctl.config import load_builtin_profile
 from scanctl.errors import CacheError
 
 NS = "cryptosatx http://upstream.test"
+# What `scanctl scan -t signals --base-url http://upstream.test` keys its entries by.
+SIGNALS_NS = namespace_for(
+    "cryptosatx", "http://upstream.test", load_builtin_profile().endpoint("signals")
+)
 
 
 def test_a_file_that_is_not_sqlite_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
@@ -51,19 +57,30 @@ def test_a_damaged_database_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
     assert store.get_many([CacheKey(NS, "mss", "S1")]) == {} and len(warnings) == 1
 
 
-def test_another_programs_database_is_not_touched(tmp_path: Path) -> None:
+def test_another_programs_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
         db.execute("INSERT INTO invoices (total) VALUES (9.5)")
-    warnings: list[str] = []
-    SqliteStore(path, warn=warnings.append).close()
-    assert "another program" in warnings[0]
-    (aside,) = [
-        p for p in tmp_path.iterdir() if ".corrupt-" in p.name and p.suffix != ".sqlite3-wal"
-    ]
-    with sqlite3.connect(aside) as db:
+    with pytest.raises(CacheError, match="another program; not touching it"):
+        SqliteStore(path)
+    assert not [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    with sqlite3.connect(path) as db:
         assert db.execute("SELECT total FROM invoices").fetchone() == (9.5,)
+
+
+def test_stats_reports_a_damaged_file_without_moving_it(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scanctl.cli import app
+
+    path = tmp_path / "cache.sqlite3"
+    path.write_bytes(b"not sqlite at all" * 100)
+    result = CliRunner().invoke(app, ["stats", "--cache", str(path)])
+    assert result.exit_code == 1 and "is damaged" in result.stderr
+    assert path.read_bytes().startswith(b"not sqlite") and not [
+        p for p in tmp_path.iterdir() if ".corrupt-" in p.name
+    ]
 
 
 def test_a_version_1_file_is_migrated_and_keeps_its_entries(tmp_path: Path) -> None:
@@ -135,7 +152,9 @@ def test_a_writer_killed_mid_write_leaves_a_cache_the_next_run_uses(tmp_path: Pa
     committed = -1
     for wait_for in (3, 7, 12):
         writer = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), NS], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", WRITER, str(path), SIGNALS_NS],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert writer.stdout is not None
         for _ in range(wait_for):
@@ -145,7 +164,7 @@ def test_a_writer_killed_mid_write_leaves_a_cache_the_next_run_uses(tmp_path: Pa
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA quick_check").fetchone() == ("ok",)
     store = SqliteStore(path)
-    keys = [CacheKey(NS, "signals", f"B{committed:04d}X{i:03d}") for i in range(200)]
+    keys = [CacheKey(SIGNALS_NS, "signals", f"B{committed:04d}X{i:03d}") for i in range(200)]
     assert len(store.get_many(keys)) == 200
     store.close()
     # The next scan opens it and answers from it without a request (nothing listens there).

@@ -150,7 +150,8 @@ def test_crontab_lines_run(fast_upstream: str, tmp_path: Path) -> None:
     records = (tmp_path / "scans" / "signals.jsonl").read_text().splitlines()
     assert sorted(json.loads(r)["symbol"] for r in records) == ["BTC", "ETH"]
     assert json.loads((tmp_path / "scans" / "signals.metrics.json").read_text())["successful"] == 2
-    nightly = (tmp_path / "scans" / "mss-nightly.jsonl").read_text().splitlines()
+    (dated,) = (tmp_path / "scans").glob("mss-20*.jsonl")  # the day's file
+    nightly = dated.read_text().splitlines()
     assert sorted(json.loads(r)["symbol"] for r in nightly) == ["BTC", "ETH", "SOL"]
 
 

@@ -9,17 +9,34 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scanctl.cache.store import CacheKey, CacheStore, Entry
+
+if TYPE_CHECKING:
+    from scanctl.config import EndpointType
 
 CACHE_ENV = "SCANCTL_CACHE"
 FILE_NAME = "cache.sqlite3"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 __all__ = ["CACHE_ENV", "CacheKey", "CacheStore", "Entry", "default_location", "open_store"]
+
+
+def namespace_for(profile: str, base_url: str, endpoint: EndpointType) -> str:
+    """Whose answers an entry holds: the profile, the upstream, and the endpoint's shape.
+
+    The shape (path, method, params, payload field) is hashed in, so editing a type's
+    definition never serves answers fetched under the old one.
+    """
+    shape = [endpoint.path, endpoint.method, sorted(endpoint.params.items()), endpoint.payload]
+    digest = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:8]
+    return f"{profile} {base_url} {digest}"
 
 
 def mask_url(url: str) -> str:
@@ -51,8 +68,13 @@ def default_location() -> str:
     return str(Path(user_cache_dir("scanctl", appauthor=False)) / FILE_NAME)
 
 
-def open_store(spec: str | None = None, warn: Callable[[str], None] | None = None) -> CacheStore:
-    """The store a spec names: `memory`, a redis:// URL, or a SQLite file (or its directory)."""
+def open_store(
+    spec: str | None = None, warn: Callable[[str], None] | None = None, *, repair: bool = True
+) -> CacheStore:
+    """The store a spec names: `memory`, a redis:// URL, or a SQLite file (or its directory).
+
+    With `repair` (scans), a damaged SQLite file is set aside and rebuilt; without (`stats`),
+    damage is only reported."""
     spec = spec or default_location()
     if spec in ("memory", "memory:"):
         from scanctl.cache.memory_store import MemoryStore
@@ -69,4 +91,4 @@ def open_store(spec: str | None = None, warn: Callable[[str], None] | None = Non
     path = Path(spec).expanduser()
     if path.is_dir():
         path = path / FILE_NAME
-    return LayeredStore(SqliteStore(path, warn=warn))
+    return LayeredStore(SqliteStore(path, warn=warn, repair=repair))

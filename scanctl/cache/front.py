@@ -36,6 +36,7 @@ CHUNK = 256  # symbols per bulk read
 FLUSH_EVERY = 0.25  # seconds between batched writes
 FLUSH_SIZE = 256  # or this many pending writes
 NOT_FOUND = 404
+NEVER = 1e300  # "fetched after this": no entry is, so a claim only renews the lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +164,16 @@ class CacheFront:
             self._known.pop(symbol, None)
             self._held.add(symbol)
         return claim.granted
+
+    def renew(self, symbol: str) -> None:
+        """Extend our lease before another try (a retry or a throttled symbol can outlast it)."""
+        if self.broken or symbol not in self._held:
+            return
+        try:
+            key, now = self.key(symbol), self.wall()
+            self.store.claim(key, self.owner, self.policy.lease_seconds, NEVER, now)
+        except CacheError as exc:
+            self._break(exc)
 
     # -- after the answer ----------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ def stats_document(stats: CacheStats, runs: list[dict[str, Any]], shown: int) ->
 
 def print_stats(spec: str | None, fmt: str | None, shown: int) -> None:
     """Print the stats document: a rich table on a terminal, JSON otherwise (or as asked)."""
-    store = open_store(spec, warn=_warn)
+    store = open_store(spec, warn=_warn, repair=False)
     try:
         document = stats_document(store.stats(time.time()), store.runs(RUNS_KEPT), shown)
     finally:

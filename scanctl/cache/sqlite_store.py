@@ -8,9 +8,11 @@ Eight cron jobs may open it at once, so (design.md §6):
   instead of failing with "database is locked";
 - reads take many keys per query, writes many entries per transaction;
 - the schema version is `PRAGMA user_version`, and older files are migrated step by step;
-- a file that is not a SQLite database, or is damaged, or belongs to another program, is renamed
-  aside (`*.corrupt-<time>`) with a warning and a new cache is built: a cache is only ever worth
-  a slower run, never a crash.
+- a file that is not a SQLite database, or is damaged, is renamed aside (`*.corrupt-<time>`)
+  with a warning and a new cache is built (a cache is only ever worth a slower run, never a
+  crash); a healthy database of another program is refused and left alone; read-only commands
+  (`stats`) only report damage. Opening takes a lock beside the file, so two processes that
+  find it damaged never set aside each other's new one.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class SqliteStore:
         *,
         busy_timeout: float = BUSY_TIMEOUT,
         warn: Callable[[str], None] | None = None,
+        repair: bool = True,
     ) -> None:
         self.path = Path(path)
         self.location = str(self.path)
@@ -95,18 +98,46 @@ class SqliteStore:
             raise CacheError(
                 f"cannot create the cache directory {self.path.parent}: {exc}"
             ) from exc
+        with self._opening():
+            self._db = self._open_or_repair(repair)
+
+    @contextlib.contextmanager
+    def _opening(self) -> Iterator[None]:
+        """One process at a time opens (and perhaps repairs) the file: two processes that both
+        found it damaged must not set aside each other's new one."""
+        import fcntl
+
         try:
-            self._db = self._open()
-        except (sqlite3.DatabaseError, _NotOurs) as exc:
-            if isinstance(exc, sqlite3.DatabaseError) and not _is_damage(exc):
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CacheError(f"cannot open the cache {self.path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _open_or_repair(self, repair: bool) -> sqlite3.Connection:
+        try:
+            return self._open()
+        except _NotOurs as exc:
+            raise CacheError(
+                f"cache {self.path} is {exc}; not touching it (pick another file with --cache)"
+            ) from None
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
                 raise CacheError(f"cannot open the cache {self.path}: {exc}") from exc
+            if not repair:
+                raise CacheError(
+                    f"cache {self.path} is damaged ({exc}); the next scan sets it aside"
+                ) from None
             aside = self._set_aside()
             self._warn(
                 f"cache {self.path} was unreadable ({exc}); "
                 f"moved it to {aside} and started a new one"
             )
             try:
-                self._db = self._open()
+                return self._open()
             except sqlite3.DatabaseError as again:
                 raise CacheError(f"cannot open the cache {self.path}: {again}") from again
 
@@ -178,10 +209,13 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite may have rolled back already (disk full): keep the real error, not ours.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
