@@ -140,11 +140,13 @@ class _RecentLatency:
     def __init__(self, size: int = 512, every: int = 32) -> None:
         self.samples: deque[float] = deque(maxlen=size)
         self.every = every
+        self.added = 0  # all samples ever: the deque's length stops growing at `size`
         self.p95: float | None = None
 
     def add(self, seconds: float) -> None:
         self.samples.append(seconds)
-        count = len(self.samples)
+        self.added += 1
+        count = self.added
         first = self.p95 is None and count == HEDGE_MIN_SAMPLES
         if first or (count >= HEDGE_MIN_SAMPLES and count % self.every == 0):
             self.p95 = percentile(sorted(self.samples), 95)
@@ -347,7 +349,8 @@ class ScanEngine:
             quota = parse_quota(headers, wall, settings.weight_header, settings.quota_headers)
         elapsed = self.clock.monotonic() - started
         self.metrics.observe_request(elapsed * 1000.0)
-        self._latency.add(elapsed)
+        if self.settings.hedge:
+            self._latency.add(elapsed)
         return verdict, quota
 
     async def _fetch(

@@ -113,3 +113,16 @@ async def test_gate_holds_until_retry_after_passes_and_never_shortens() -> None:
     await pacer.acquire()
     assert clock.monotonic() - start == pytest.approx(5.0)
     assert pacer.gate_wait() == 0.0
+
+
+def test_the_hedging_p95_is_recomputed_now_and_then_not_on_every_answer() -> None:
+    from unittest import mock
+
+    from scanctl import engine
+
+    recent = engine._RecentLatency(size=64, every=32)
+    with mock.patch.object(engine, "percentile", wraps=engine.percentile) as computed:
+        for i in range(1000):
+            recent.add(0.001 * (i % 100))
+    # Once the window is full its length stops changing: that must not mean a sort per sample.
+    assert computed.call_count == 1 + 1000 // 32  # the first at 20 samples, then every 32nd
