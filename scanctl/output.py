@@ -158,7 +158,7 @@ class InPlaceFileDestination:
             self.stream.close()
 
 
-class SpecialFileDestination:
+class SpecialFileDestination(InPlaceFileDestination):
     """A device or FIFO (/dev/null, /dev/full, /dev/tty, a named pipe), written straight into.
 
     There is no file to replace atomically, fsync fails on it (EINVAL), and a temporary file
@@ -166,12 +166,7 @@ class SpecialFileDestination:
     """
 
     def __init__(self, path: str, flag: str = "--output", *, append: bool = False) -> None:
-        self.target = check_writable(path, flag)
-        try:
-            mode: Literal["a", "w"] = "a" if append else "w"
-            self.stream: TextIO = open(self.target, mode, encoding="utf-8", newline="")  # noqa: SIM115
-        except OSError as exc:
-            raise UsageError(f"{flag} {path!r}: {exc.strerror or exc}") from None
+        super().__init__(path, flag, append=append)
         self.is_terminal = self.stream.isatty()
 
     def commit(self) -> None:
@@ -179,12 +174,8 @@ class SpecialFileDestination:
             self.stream.flush()
             self.stream.close()
         except OSError as exc:
-            self.discard()
+            self.discard()  # close() flushes again, and fails again: discard() ignores that
             raise _oserror(str(self.target), exc) from None
-
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):  # close() flushes again, and fails again
-            self.stream.close()
 
 
 def open_destination(path: str | None, fmt: str, *, append: bool = False) -> Destination:
