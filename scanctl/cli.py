@@ -178,7 +178,7 @@ TransportOpt = Annotated[
     typer.Option(
         envvar="SCANCTL_TRANSPORT",
         metavar="aiohttp|httpx",
-        help="HTTP transport under httpx: aiohttp (default, faster) or httpx's own.",
+        help="HTTP transport under httpx: httpx's own (default) or aiohttp (less CPU).",
     ),
 ]
 MaxBodyOpt = Annotated[
@@ -400,7 +400,7 @@ def scan(
     grace: GraceOpt = 5.0,
     max_body: MaxBodyOpt = "5M",
     follow_redirects: FollowRedirectsOpt = False,
-    transport: TransportOpt = "aiohttp",
+    transport: TransportOpt = "httpx",
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
     from scanctl.symbols import collect_symbols
@@ -513,7 +513,7 @@ def warm_cache(
     grace: GraceOpt = 5.0,
     max_body: MaxBodyOpt = "5M",
     follow_redirects: FollowRedirectsOpt = False,
-    transport: TransportOpt = "aiohttp",
+    transport: TransportOpt = "httpx",
 ) -> int:
     """Fetch into the cache what is missing or about to expire; print fetched / fresh / failed."""
     from scanctl.symbols import collect_symbols
