@@ -187,6 +187,7 @@ class ScanEngine:
         self._deadline_hit = False
         self._refusal: Verdict | None = None
         self._stopping = False
+        self._client_ready = False
         self._idle_scopes: set[anyio.CancelScope] = set()
 
     async def run(self, symbols: Iterable[str]) -> ScanOutcome:
@@ -434,6 +435,13 @@ class ScanEngine:
                 return None
             pending.needs_budget = False
             self.metrics.retries += 1
+        if not self._client_ready:
+            # A lazy client (runner.LazyClient) is built now, before the first ticket: built on
+            # the first send it would hold up the first answers while the pacer is timing them.
+            self._client_ready = True
+            prepare = getattr(self.client, "prepare", None)
+            if prepare is not None:
+                prepare()
         ticket: Ticket | None = None
         try:
             with self._idle():

@@ -146,11 +146,16 @@ class LazyClient:
         self._factory = factory
         self._client: httpx.AsyncClient | None = None
 
+    def prepare(self) -> None:
+        """Build the client now (the engine calls this before its first request)."""
+        if self._client is None:
+            self._client = self._factory()
+
     def stream(
         self, method: str, url: str, *, params: dict[str, str]
     ) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
-        if self._client is None:
-            self._client = self._factory()
+        self.prepare()
+        assert self._client is not None
         return self._client.stream(method, url, params=params)
 
     async def __aenter__(self) -> LazyClient:
