@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("httpx", "anyio", "rich.progress", "rich.console", "uvicorn", "starlette")
 
 
@@ -25,5 +27,17 @@ def test_version_runs_without_loading_heavy_modules() -> None:
         "import scanctl.cli, contextlib, io\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    scanctl.cli.app(['--version'])"
+    )
+    assert not loaded_after(code) & set(HEAVY)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["scan", "--help"], ["warm-cache", "--help"]])
+def test_help_runs_without_loading_heavy_modules(args: list[str]) -> None:
+    code = (
+        "import scanctl.cli, contextlib, io\n"
+        "out = io.StringIO()\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(out):\n"
+        f"    scanctl.cli.app({args!r})\n"
+        "assert 'Usage' in out.getvalue(), out.getvalue()"
     )
     assert not loaded_after(code) & set(HEAVY)
