@@ -29,6 +29,7 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
@@ -227,25 +228,93 @@ class _Writer:
             raise _oserror("standard output", exc) from None
 
 
-class JsonWriter(_Writer):
-    """The whole run as one object, results in input order."""
+class _Spill:
+    """Finished records kept in a temporary file, not in memory, and read back in input order.
+
+    json and csv write in input order (and csv knows its columns only at the end), so they
+    must wait for the last record; holding 100 000 answers in memory for that is what this
+    avoids. Memory holds one (index, offset, length) triple per record.
+    """
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self.places: list[tuple[int, int, int]] = []
+        self.size = 0
+
+    def add(self, record: ScanRecord) -> None:
+        data = dumps(record.to_dict()).encode("utf-8")
+        self.file.write(data)
+        self.places.append((record.index, self.size, len(data)))
+        self.size += len(data)
+
+    def in_order(self) -> Iterator[dict[str, Any]]:
+        self.file.flush()
+        for _, offset, length in sorted(self.places):
+            self.file.seek(offset)
+            yield json.loads(self.file.read(length))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+
+
+class _SpillingWriter(_Writer):
+    """A writer that spills records and writes everything at the end; a spill that fails
+    (the temporary directory is full) is reported by `finish`, not inside the engine."""
 
     def __init__(self, destination: Destination) -> None:
         super().__init__(destination)
-        self.records: list[ScanRecord] = []
+        self.spill = _Spill()
+        self.failure: OutputError | None = None
 
     def write(self, record: ScanRecord) -> None:
-        self.records.append(record)
+        if self.failure is not None:
+            return
+        try:
+            self.spill.add(record)
+        except OSError as exc:
+            self.failure = OutputError(f"cannot keep results in a temporary file: {exc.strerror}")
 
     def finish(self, summary: dict[str, Any]) -> None:
-        self.records.sort(key=lambda r: r.index)
+        try:
+            if self.failure is not None:
+                self.destination.discard()
+                raise self.failure
+            self._write_all(summary)
+            self._commit()
+        finally:
+            self.spill.close()
+
+    def _write_all(self, summary: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+_RESULTS = "\u0000results\u0000"  # a placeholder no summary value can hold
+
+
+class JsonWriter(_SpillingWriter):
+    """The whole run as one object, results in input order, streamed from the spill."""
+
+    def _write_all(self, summary: dict[str, Any]) -> None:
         document: dict[str, Any] = {}
         for key, value in summary.items():
             document[key] = value
             if key == "success_rate":  # where the original scanner had it
-                document["results"] = [r.to_dict() for r in self.records]
-        self._put(dumps(document, pretty=self.destination.is_terminal) + "\n")
-        self._commit()
+                document["results"] = _RESULTS
+        pretty = self.destination.is_terminal
+        head, _, tail = dumps(document, pretty=pretty).partition(dumps(_RESULTS))
+        self._put(head + "[")
+        first = True
+        for record in self.spill.in_order():
+            if pretty:
+                text = "\n" + "\n".join(
+                    "    " + line for line in dumps(record, pretty=True).split("\n")
+                )
+                self._put(text if first else "," + text)
+            else:
+                self._put(dumps(record) if first else ", " + dumps(record))
+            first = False
+        self._put(("\n  ]" if pretty and not first else "]") + tail + "\n")
 
 
 class JsonlWriter(_Writer):
@@ -310,33 +379,24 @@ def _csv_line(cells: list[str]) -> str:
     return ",".join(quoted) + "\n"
 
 
-class CsvWriter(_Writer):
-    """One row per symbol; the columns are known only once every answer is in."""
+class CsvWriter(_SpillingWriter):
+    """One row per symbol, in input order; the columns are known only once every answer is in,
+    so the spill is read twice: once for the columns, once for the rows."""
 
-    def __init__(self, destination: Destination) -> None:
-        super().__init__(destination)
-        self.records: list[ScanRecord] = []
-
-    def write(self, record: ScanRecord) -> None:
-        self.records.append(record)
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        self.records.sort(key=lambda r: r.index)
+    def _write_all(self, summary: dict[str, Any]) -> None:
         data_columns: dict[str, str] = {}  # data key -> column name, in first-seen order
-        for record in self.records:
-            if isinstance(record.data, dict):
-                for key, value in record.data.items():
+        for row in self.spill.in_order():
+            data = row["data"]
+            if isinstance(data, dict):
+                for key, value in data.items():
                     if key not in data_columns and _scalar(value):
                         data_columns[key] = f"data.{key}" if key in RECORD_FIELDS else key
-        lines = [_csv_line([*CSV_RECORD_FIELDS, *map(neutralised, data_columns.values())])]
-        for record in self.records:
-            row = record.to_dict()
-            data = record.data if isinstance(record.data, dict) else {}
+        self._put(_csv_line([*CSV_RECORD_FIELDS, *map(neutralised, data_columns.values())]))
+        for row in self.spill.in_order():
+            data = row["data"] if isinstance(row["data"], dict) else {}
             cells = [_cell(row[f]) for f in CSV_RECORD_FIELDS]
             cells += [_cell(data.get(k)) if _scalar(data.get(k)) else "" for k in data_columns]
-            lines.append(_csv_line(cells))
-        self._put("".join(lines))
-        self._commit()
+            self._put(_csv_line(cells))
 
 
 class NullWriter:

@@ -171,3 +171,42 @@ def test_an_atomic_write_through_a_symlink_keeps_the_link(tmp_path: Path) -> Non
     destination.stream.write("new")
     destination.commit()
     assert link.is_symlink() and real.read_text() == "new"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stream_type", [io.StringIO, _Terminal])
+@pytest.mark.parametrize("count", [0, 1, 7])
+def test_json_streamed_from_the_spill_is_what_one_dumps_call_would_write(
+    stream_type: type[io.StringIO], count: int
+) -> None:
+    from scanctl.output import dumps
+
+    records = [
+        record(i, f"S{i}", ok=i % 3 != 1, data={"n": i, "é": [i, {"x": None}]})
+        for i in range(count)
+    ]
+    out = stream_type()
+    destination = StdoutDestination(out)
+    writer = make_writer("json", destination)
+    for r in reversed(records):  # finished in the opposite order
+        writer.write(r)
+    writer.finish(SUMMARY)
+    document = {**dict(list(SUMMARY.items())[:5]), "results": [r.to_dict() for r in records]}
+    document.update(dict(list(SUMMARY.items())[5:]))
+    assert out.getvalue() == dumps(document, pretty=destination.is_terminal) + "\n"
+
+
+def test_json_and_csv_keep_finished_records_on_disk_not_in_memory() -> None:
+    for fmt in ("json", "csv"):
+        writer = make_writer(fmt, StdoutDestination(io.StringIO()))
+        for i in range(500):
+            writer.write(record(499 - i, f"S{i}", data={"score": i, "pad": "x" * 200}))
+        spill = writer.spill  # type: ignore[attr-defined]
+        assert spill.size > 500 * 200 and len(spill.places) == 500
+        assert not any(isinstance(v, list) and len(v) >= 500 for v in vars(writer).values())
+        writer.finish(SUMMARY)
+        assert spill.file.closed
