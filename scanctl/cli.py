@@ -21,6 +21,7 @@ from scanctl import __version__
 from scanctl.errors import ExitCode, ScanctlError, UsageError
 
 if TYPE_CHECKING:
+    from scanctl.cache.front import CachePolicy
     from scanctl.config import EndpointType, Profile
     from scanctl.engine import ScanSettings
 
@@ -222,7 +223,7 @@ def _check_ranges(**values: float | None) -> None:
     budget = values.get("retry_budget")
     if budget is not None and not 0 <= budget <= 1:
         raise UsageError(f"--retry-budget must be a share between 0 and 1, got {budget:g}")
-    for name in ("negative_ttl", "stale_if_error"):
+    for name in ("negative_ttl", "stale_if_error", "wait_lock", "grace"):
         value = values.get(name)
         if value is not None and not value >= 0:
             flag = "--" + name.replace("_", "-")
@@ -232,13 +233,6 @@ def _check_ranges(**values: float | None) -> None:
         if positive and value is not None and not value > 0:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag} must be a positive number, got {value:g}")
-
-
-def _check_waits(wait_lock: float, grace: float) -> None:
-    if not wait_lock >= 0:
-        raise UsageError(f"--wait-lock must be 0 or more seconds, got {wait_lock:g}")
-    if not grace >= 0:
-        raise UsageError(f"--grace must be 0 or more seconds, got {grace:g}")
 
 
 DEFAULT_CONCURRENCY = 50
@@ -257,6 +251,10 @@ class _Upstream:
     timeout: float
     retries: int
     headers: dict[str, str]
+    source: str  # the config file the profile came from, or "built-in (no config file)"
+    max_body: int = 5 * 1024 * 1024
+    follow_redirects: bool = False
+    transport: str = "httpx"
 
     def settings(self, endpoint: EndpointType, **more: Any) -> ScanSettings:
         from scanctl.engine import ScanSettings
@@ -271,6 +269,22 @@ class _Upstream:
             headers=self.headers,
             weight_header=self.profile.weight_header,
             quota_headers=self.profile.quota_headers,
+            max_body=self.max_body,
+            follow_redirects=self.follow_redirects,
+            transport=self.transport,
+            **more,
+        )
+
+    def cache_policy(
+        self, endpoint: EndpointType, ttl: float | None, negative_ttl: float | None, **more: Any
+    ) -> CachePolicy:
+        """How long answers stay fresh (flag, else the type's / profile's), leases included."""
+        from scanctl.cache.front import CachePolicy
+
+        return CachePolicy(
+            ttl=ttl or endpoint.ttl,
+            negative_ttl=self.profile.negative_ttl if negative_ttl is None else negative_ttl,
+            lease_seconds=self.timeout + 10.0,
             **more,
         )
 
@@ -284,11 +298,16 @@ def _resolve(
     timeout: float | None,
     retries: int | None,
     raw_headers: list[str] | None,
+    *,
+    max_body: str = "5M",
+    follow_redirects: bool = False,
+    transport: str = "httpx",
 ) -> _Upstream:
     from scanctl.config import parse_header, validate_base_url
     from scanctl.configfile import load_config, resolve_profile
 
-    profile = resolve_profile(load_config(config), profile_name)
+    loaded = load_config(config)
+    profile = resolve_profile(loaded, profile_name)
     limits = profile.limits
     up = _Upstream(
         profile=profile,
@@ -298,6 +317,10 @@ def _resolve(
         timeout=_first(timeout, limits.timeout, DEFAULT_TIMEOUT),
         retries=_first(retries, limits.retries, DEFAULT_RETRIES),
         headers=profile.request_headers(os.environ),
+        source=str(loaded.path) if loaded.path else "built-in (no config file)",
+        max_body=_size(max_body),
+        follow_redirects=follow_redirects,
+        transport=_transport(transport),
     )
     for raw in raw_headers or []:
         name, value = parse_header(raw)
@@ -405,7 +428,19 @@ def scan(
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
     from scanctl.symbols import collect_symbols
 
-    up = _resolve(config, profile_name, base_url, concurrency, rate, timeout, retries, header)
+    up = _resolve(
+        config,
+        profile_name,
+        base_url,
+        concurrency,
+        rate,
+        timeout,
+        retries,
+        header,
+        max_body=max_body,
+        follow_redirects=follow_redirects,
+        transport=transport,
+    )
     profile = up.profile
     endpoint = profile.endpoint(scan_type)
     if fmt not in FORMAT_CHOICES:
@@ -417,23 +452,20 @@ def scan(
         ttl=ttl,
         negative_ttl=negative_ttl,
         stale_if_error=stale_if_error,
+        wait_lock=wait_lock,
+        grace=grace,
     )
     if no_cache and (refresh or stale_if_error is not None):
         raise UsageError("--no-cache cannot be combined with --refresh or --stale-if-error")
     if resume and (fmt != "jsonl" or output in (None, "-")):
         raise UsageError("--resume needs -F jsonl and -o FILE (the file it carries on)")
-    _check_waits(wait_lock, grace)
     found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
 
     from scanctl.cache import namespace_for
-    from scanctl.cache.front import CachePolicy
     from scanctl.runner import ScanJob, run_scan
 
     settings = up.settings(
         endpoint,
-        max_body=_size(max_body),
-        follow_redirects=follow_redirects,
-        transport=_transport(transport),
         deadline=deadline,
         retry_budget=retry_budget,
         max_outage=max_outage,
@@ -442,12 +474,8 @@ def scan(
     )
     policy = None
     if not no_cache:
-        policy = CachePolicy(
-            ttl=ttl or endpoint.ttl,
-            refresh=refresh,
-            negative_ttl=profile.negative_ttl if negative_ttl is None else negative_ttl,
-            stale_if_error=stale_if_error,
-            lease_seconds=up.timeout + 10.0,
+        policy = up.cache_policy(
+            endpoint, ttl, negative_ttl, refresh=refresh, stale_if_error=stale_if_error
         )
     job = ScanJob(
         symbols=found.symbols,
@@ -518,7 +546,19 @@ def warm_cache(
     """Fetch into the cache what is missing or about to expire; print fetched / fresh / failed."""
     from scanctl.symbols import collect_symbols
 
-    up = _resolve(config, profile_name, base_url, concurrency, rate, timeout, retries, header)
+    up = _resolve(
+        config,
+        profile_name,
+        base_url,
+        concurrency,
+        rate,
+        timeout,
+        retries,
+        header,
+        max_body=max_body,
+        follow_redirects=follow_redirects,
+        transport=transport,
+    )
     profile = up.profile
     names = [t.strip() for t in types.split(",") if t.strip()]
     if not names:
@@ -530,34 +570,26 @@ def warm_cache(
         max_outage=max_outage,
         ttl=ttl,
         negative_ttl=negative_ttl,
+        wait_lock=wait_lock,
+        grace=grace,
     )
     if not 0 <= ahead < 1:
         raise UsageError(f"--ahead must be a share between 0 and 1, got {ahead:g}")
-    _check_waits(wait_lock, grace)
     found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
 
     from scanctl.cache import namespace_for
-    from scanctl.cache.front import CachePolicy
     from scanctl.runner import ScanJob, run_warm
 
     jobs = []
     for endpoint in endpoints:
         settings = up.settings(
             endpoint,
-            max_body=_size(max_body),
-            follow_redirects=follow_redirects,
-            transport=_transport(transport),
             deadline=deadline,
             retry_budget=retry_budget,
             max_outage=max_outage,
             adaptive=not no_adapt,
         )
-        policy = CachePolicy(
-            ttl=ttl or endpoint.ttl,
-            negative_ttl=profile.negative_ttl if negative_ttl is None else negative_ttl,
-            refresh_ahead=ahead,
-            lease_seconds=up.timeout + 10.0,
-        )
+        policy = up.cache_policy(endpoint, ttl, negative_ttl, refresh_ahead=ahead)
         jobs.append(
             ScanJob(
                 symbols=found.symbols,
@@ -627,19 +659,18 @@ def config_show(
     import json
 
     from scanctl.cache import default_location, mask_url
-    from scanctl.config import is_secret_header
-    from scanctl.configfile import MASK, effective, load_config, to_toml
+    from scanctl.configfile import effective, to_toml
     from scanctl.state import state_dir
 
     if fmt not in ("toml", "json"):
         raise UsageError(f"unknown --format {fmt!r}; allowed: toml, json")
     up = _resolve(config, profile_name, base_url, concurrency, rate, timeout, retries, header)
-    loaded = load_config(config)
-    source = str(loaded.path) if loaded.path else "built-in (no config file)"
+    api_key = up.profile.api_key_header.lower()
     document = effective(
         up.profile,
-        source,
+        up.source,
         dict(os.environ),
+        {name: value for name, value in up.headers.items() if name.lower() != api_key},
         base_url=up.url,
         cache=mask_url(cache or default_location()),
         state_dir=str(state_dir()),
@@ -650,12 +681,6 @@ def config_show(
             "retries": up.retries,
         },
     )
-    secret = up.profile.secret_header_names()
-    document["headers"] = {
-        name: MASK if name.lower() in secret or is_secret_header(name) else value
-        for name, value in up.headers.items()
-        if name.lower() != up.profile.api_key_header.lower()
-    }
     if fmt == "json":
         print(json.dumps(document, indent=2))
     else:

@@ -207,13 +207,18 @@ def line_of(text: str, keys: tuple[str, ...]) -> int | None:
 
 
 def effective(
-    profile: Profile, source: str, env: dict[str, str], **resolved: Any
+    profile: Profile,
+    source: str,
+    env: dict[str, str],
+    headers: dict[str, str],
+    **resolved: Any,
 ) -> dict[str, Any]:
-    """The settings a scan would use, secrets masked (for `config show`)."""
+    """The settings a scan would use, secrets masked (for `config show`): `headers` are the
+    request headers in force (profile and -H), masked where they carry a secret."""
     secret = profile.secret_header_names()
     headers = {
         name: MASK if name.lower() in secret or is_secret_header(name) else value
-        for name, value in profile.headers.items()
+        for name, value in headers.items()
     }
     api_key = env.get(profile.api_key_env)
     return {

@@ -8,8 +8,9 @@ refreshed) goes to the shared store.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from scanctl.cache.store import (
@@ -20,7 +21,6 @@ from scanctl.cache.store import (
     CacheStore,
     Claim,
     Entry,
-    TypeCounts,
 )
 
 DEFAULT_MAX_ENTRIES = 10_000
@@ -99,8 +99,8 @@ class MemoryStore:
 
     def stats(self, now: float) -> CacheStats:
         stats = CacheStats(self.backend, self.location, None)
-        for key, entry in self._entries.items():
-            count_entry(stats.by_type.setdefault(key.type, TypeCounts()), entry, now)
+        for entry in self._entries.values():
+            stats.count(entry, now)
         return stats
 
     def add_run(self, run: dict[str, Any]) -> None:
@@ -114,16 +114,6 @@ class MemoryStore:
         pass
 
 
-def count_entry(counts: TypeCounts, entry: Entry, now: float) -> None:
-    """Add one entry to its type's freshness counts."""
-    if entry.fresh(now):
-        counts.fresh += 1
-    else:
-        counts.expired += 1
-    if not entry.ok:
-        counts.negative += 1
-
-
 class LayeredStore:
     """A memory LRU in front of a shared store: reads fill it, writes go to both.
 
@@ -132,14 +122,17 @@ class LayeredStore:
     runs belong to the shared store.
     """
 
-    def __init__(self, shared: CacheStore, memory: MemoryStore | None = None, clock: Any = None):
-        import time
-
+    def __init__(
+        self,
+        shared: CacheStore,
+        memory: MemoryStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.shared = shared
         self.memory = memory or MemoryStore()
         self.backend = shared.backend
         self.location = shared.location
-        self._now = clock or time.time
+        self._now = clock
 
     def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, Entry]:
         now = self._now()

@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from scanctl.cache import mask_url
-from scanctl.cache.memory_store import count_entry
 from scanctl.cache.store import (
     DEFAULT_RETENTION,
     RUNS_KEPT,
@@ -23,7 +22,6 @@ from scanctl.cache.store import (
     CacheStats,
     Claim,
     Entry,
-    TypeCounts,
 )
 from scanctl.errors import CacheError
 
@@ -201,7 +199,7 @@ class RedisStore:
             for _name, raw in self._scan_entries():
                 size += len(raw)
                 entry = _decode(raw)
-                count_entry(stats.by_type.setdefault(entry.key.type, TypeCounts()), entry, now)
+                stats.count(entry, now)
         stats.size_bytes = size
         stats.by_type = dict(sorted(stats.by_type.items()))
         return stats

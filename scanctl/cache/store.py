@@ -84,6 +84,16 @@ class CacheStats:
     size_bytes: int | None
     by_type: dict[str, TypeCounts] = field(default_factory=dict)
 
+    def count(self, entry: Entry, now: float) -> None:
+        """Add one entry to its type's freshness counts (stores that cannot count in a query)."""
+        counts = self.by_type.setdefault(entry.key.type, TypeCounts())
+        if entry.fresh(now):
+            counts.fresh += 1
+        else:
+            counts.expired += 1
+        if not entry.ok:
+            counts.negative += 1
+
 
 class CacheStore(Protocol):
     """The interface every backend implements (memory, sqlite, redis)."""
