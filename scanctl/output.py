@@ -242,7 +242,8 @@ class _Spill:
         self.size = 0
 
     def add(self, record: ScanRecord) -> None:
-        data = dumps(record.to_dict()).encode("utf-8")
+        # ASCII with escapes: a lone surrogate (valid in a str, not in UTF-8) survives the trip.
+        data = json.dumps(record.to_dict()).encode("ascii")
         self.file.write(data)
         self.places.append((record.index, self.size, len(data)))
         self.size += len(data)

@@ -210,3 +210,12 @@ def test_json_and_csv_keep_finished_records_on_disk_not_in_memory() -> None:
         assert not any(isinstance(v, list) and len(v) >= 500 for v in vars(writer).values())
         writer.finish(SUMMARY)
         assert spill.file.closed
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_the_spill_keeps_any_string_a_record_can_hold(fmt: str) -> None:
+    out = io.StringIO()
+    writer = make_writer(fmt, StdoutDestination(out))
+    writer.write(record(0, "BTC", data={"value": "\ud800 é ✓"}))
+    writer.finish(SUMMARY)
+    assert "\ud800 é ✓" in out.getvalue()
