@@ -152,11 +152,11 @@ class LazyClient:
             self._client = self._factory()
 
     def stream(
-        self, method: str, url: str, *, params: dict[str, str]
+        self, method: str, url: httpx.URL
     ) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
         self.prepare()
         assert self._client is not None
-        return self._client.stream(method, url, params=params)
+        return self._client.stream(method, url)
 
     async def __aenter__(self) -> LazyClient:
         return self

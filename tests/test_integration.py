@@ -240,6 +240,37 @@ def test_interrupt_flushes_what_finished_and_exits_130_or_143(
         assert len(text.splitlines()) == summary["total_scanned"] + 1
 
 
+def test_jsonl_records_reach_the_file_while_the_scan_runs(
+    slow_upstream: str, tmp_path: Path
+) -> None:
+    """Streaming: finished records are in the file long before the scan ends, complete lines."""
+    out = tmp_path / "out.jsonl"
+    names = symbols(40)  # ~0.3 s each, 2 at a time: about 6 s in all
+    flags = ["--concurrency", "2", "--no-cache", "-F", "jsonl", "-o", str(out), "-q"]
+    process = subprocess.Popen(
+        [*SCANCTL, "scan", *names, "--base-url", slow_upstream, *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        text = out.read_text() if out.exists() else ""
+        if text.count("\n") >= 3:
+            seen = text.splitlines()[:3]
+            break
+        time.sleep(0.05)
+    still_running = process.poll() is None
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert still_running and len(seen) == 3  # read while the scan was still going
+    assert all(json.loads(line)["ok"] for line in seen)
+    finished = [json.loads(line)["symbol"] for line in out.read_text().splitlines()]
+    assert sorted(finished) == names
+
+
 def test_stdout_closed_early_exits_quietly(fast_upstream: str) -> None:
     script = (
         f"{' '.join(SCANCTL)} scan {' '.join(symbols(500))} --base-url {fast_upstream} -F jsonl"
