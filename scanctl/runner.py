@@ -86,14 +86,16 @@ def make_client(
     headers = {"User-Agent": f"scanctl/{__version__}", "Accept": "application/json"}
     headers.update(settings.headers)
     verify = settings.follow_redirects or _needs_tls(settings.base_url)
+    client_class: type[httpx.AsyncClient] = httpx.AsyncClient
     if transport is None and settings.transport == "aiohttp":
-        from scanctl.transport import AiohttpTransport
+        from scanctl.transport import AiohttpTransport, DirectClient
 
         transport = AiohttpTransport(limits=limits, verify=verify)
+        client_class = DirectClient
     hooks: dict[str, list[Callable[..., Any]]] = {}
     if settings.follow_redirects:
         hooks["request"] = [_only_home_gets_secrets(settings)]
-    return httpx.AsyncClient(
+    return client_class(
         timeout=httpx.Timeout(settings.timeout),
         limits=limits,
         headers=headers,

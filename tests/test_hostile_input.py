@@ -455,9 +455,12 @@ def test_retry_after_is_none_or_a_finite_wait(value: str, now: float) -> None:
         (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), "nested too deeply"),
         (b"1" * 100000, "number too large"),
         (b'{"price": 1e999}', "number too large"),
+        (b'{"price": 2E+400}', "number too large"),
+        (b'{"price": ' + b"9" * 320 + b".5}", "number too large"),  # no exponent at all
         (b'{"score": NaN}', "NaN is not JSON"),
         (b"[-Infinity]", "-Infinity is not JSON"),
         (b'{"name": "\\ud800"}', "a string is not valid Unicode (lone surrogate)"),
+        (b'["ok", {"name": "\\uDFFF"}]', "a string is not valid Unicode (lone surrogate)"),
         (b"", "empty body"),
     ],
 )

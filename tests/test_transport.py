@@ -6,11 +6,13 @@ import json
 import socket
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from scanctl.cli import app
 from scanctl.demo.testing import running_demo_process
+from scanctl.transport import DirectClient
 
 TRANSPORTS = ("aiohttp", "httpx")
 
@@ -81,3 +83,41 @@ def test_nothing_listening_is_connection_refused(transport: str) -> None:
 def test_an_unknown_transport_is_a_usage_error() -> None:
     result = CliRunner().invoke(app, ["scan", "BTC", "--transport", "carrier-pigeon"])
     assert result.exit_code == 2 and "unknown --transport 'carrier-pigeon'" in result.stderr
+
+
+def _direct_client(handler: object, **kwargs: object) -> httpx.AsyncClient:
+    return DirectClient(transport=httpx.MockTransport(handler), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_the_direct_client_sends_straight_through_and_keeps_cookies() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        headers = {"set-cookie": "session=abc; Path=/"} if len(seen) == 1 else {}
+        return httpx.Response(200, headers=headers, json={"n": len(seen)})
+
+    async with _direct_client(handler, headers={"X-Api-Key": "k"}) as client:
+        bodies = []
+        for _ in range(2):
+            async with client.stream("GET", httpx.URL("http://api.test/x?a=1")) as response:
+                bodies.append(json.loads(await response.aread()))
+                assert response.request is seen[-1]
+    assert bodies == [{"n": 1}, {"n": 2}]
+    assert [r.headers.get("x-api-key") for r in seen] == ["k", "k"]
+    assert "cookie" not in seen[0].headers and seen[1].headers["cookie"] == "session=abc"
+
+
+@pytest.mark.anyio
+async def test_the_direct_client_leaves_redirects_and_auth_to_httpx() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/old":
+            return httpx.Response(302, headers={"location": "/new"})
+        return httpx.Response(200, json={"auth": request.headers.get("authorization")})
+
+    client = _direct_client(handler, follow_redirects=True, auth=("u", "p"))
+    async with client, client.stream("GET", "http://api.test/old") as response:
+        body = json.loads(await response.aread())
+    assert response.url.path == "/new" and len(response.history) == 1
+    assert body["auth"] == "Basic dTpw"  # base64("u:p")
