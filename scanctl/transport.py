@@ -97,6 +97,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[tuple[str, str, int | None], URL | None] = {}
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        """httpx's connect and read timeouts as aiohttp's (one object per distinct pair)."""
+        key = (timeouts.get("connect"), timeouts.get("read"))
+        if key not in self._timeouts:
+            self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None, sock_connect=key[0], sock_read=key[1]
+            )
+        return self._timeouts[key]
 
     def _proxy_for(self, url: httpx.URL) -> URL | None:
         """HTTP(S)_PROXY / NO_PROXY for this origin, looked up once (httpx does not apply
@@ -120,6 +130,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
+            # httpx keeps the cookies (the Cookie header arrives with the request); a second jar
+            # here would only be filtered on every request.
+            cookie_jar=aiohttp.DummyCookieJar(),
             # aiohttp's own trust_env looks up netrc and the proxy variables in a thread, twice
             # per request; `_proxy_for` does the proxy lookup once per origin instead.
             trust_env=False,
@@ -130,12 +143,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._session is None:
             self._session = self._open()
-        timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=timeouts.get("connect"),
-            sock_read=timeouts.get("read"),
-        )
+        timeout = self._timeout(request.extensions.get("timeout", {}))
         with _as_httpx_errors(request):
             response = await self._session.request(
                 request.method,

@@ -37,6 +37,14 @@ async def answer(symbol: str, writer: asyncio.StreamWriter, port: int, request: 
         lines = request.decode("latin-1").split("\r\n")[1:]
         names = sorted(line.split(":", 1)[0].lower() for line in lines if ":" in line)
         writer.write(whole(json.dumps(names).encode()))
+    elif symbol == "SETCOOKIE":
+        writer.write(whole(OK_BODY, **{"Set-Cookie": "session=s1; Path=/"}))
+    elif symbol == "COOKIES":  # the Cookie headers the request carried
+        lines = request.decode("latin-1").split("\r\n")[1:]
+        cookies = [
+            line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("cookie:")
+        ]
+        writer.write(whole(json.dumps(cookies).encode()))
     elif symbol == "ELSEWHERE":  # another origin: same server, other host name
         where = f"http://localhost:{port}/smart-money/analyze/ECHO"
         writer.write(whole(b"", "302 Found", Location=where))
@@ -148,6 +156,16 @@ def scan(url: str, *symbols: str, extra: tuple[str, ...] = ()) -> tuple[int, dic
     )
     records = {r["symbol"]: r for r in map(json.loads, result.stdout.splitlines())}
     return result.exit_code, records, result.stderr
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_cookie_an_answer_sets_is_sent_back_once(hostile: str, transport: str) -> None:
+    extra = ("--concurrency", "1", "--transport", transport)
+    # By name: aiohttp's own jar ignores cookies from a bare IP address.
+    by_name = hostile.replace("127.0.0.1", "localhost")
+    code, records, stderr = scan(by_name, "SETCOOKIE", "COOKIES", extra=extra)
+    assert code == 0, stderr
+    assert records["COOKIES"]["data"] == ["session=s1"]
 
 
 def test_every_trick_fails_only_its_own_symbol_with_a_clear_error(hostile: str) -> None:
