@@ -28,7 +28,7 @@ system-deps:
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
 		echo "installing$$missing with apt-get"; \
 		($$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing) >/dev/null 2>&1 \
-			|| echo "could not install$$missing; the tests that need them will skip"; \
+			|| echo "could not install$$missing; what needs them will skip or say so"; \
 	fi
 
 demo: install
@@ -39,11 +39,21 @@ test: install system-deps
 
 # Benchmarks are not tests: they print tables of figures measured in one run (pacing against
 # rate limits, faults and an outage, beside the original scanner; then a latency-bound scan;
-# then the cache: a re-run within the TTL, and a bulk read of 4000 entries).
-bench: install
+# then the cache: a re-run within the TTL, and a bulk read of 4000 entries; then speed: overhead
+# beside peer clients, latency-bound, 100k symbols and startup, with a chart). The peers and the
+# chart need the `bench` extra (installed once per change of pyproject.toml), and speed.py uses
+# wrk and hyperfine when present (installed via apt when possible; without them it says so).
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PROGRAMS="wrk hyperfine"
 	$(BIN)/python benchmarks/pacing.py
 	$(BIN)/python benchmarks/latency_bound.py --symbols 1000 --concurrency 50 --median 0.1
 	$(BIN)/python benchmarks/cache.py --symbols 1000 --entries 4000
+	$(BIN)/python benchmarks/speed.py
 
 lint: install
 	$(BIN)/ruff check .
