@@ -4,7 +4,7 @@ The bundled demo upstream (starlette on uvicorn) tops out near 1100 requests a s
 machine, so it cannot measure a client's own overhead: the client would wait on the server. This
 one answers the same routes with the same payloads from a bare asyncio protocol (HTTP/1.1,
 keep-alive, GET only), on uvloop when it is installed, and reaches several times that (its
-ceiling is printed by `benchmarks/overhead.py`, measured with wrk when wrk is installed).
+ceiling is printed by `benchmarks/speed.py`, measured with wrk when wrk is installed).
 
 It can add a lognormal latency (median, sigma) per answer for the latency-bound scenarios, and
 counts what it served at `GET /_demo/stats` (requests, latency_sum, latency_max), like the demo.

@@ -178,8 +178,11 @@ TransportOpt = Annotated[
     str,
     typer.Option(
         envvar="SCANCTL_TRANSPORT",
-        metavar="aiohttp|httpx",
-        help="HTTP transport under httpx: aiohttp (default; a quarter of the CPU) or httpx's own.",
+        metavar="auto|aiohttp|httpx",
+        help=(
+            "HTTP transport under httpx: aiohttp (a quarter of the CPU) or httpx's own; auto "
+            "(default): aiohttp, unless a proxy is set in the environment."
+        ),
     ),
 ]
 MaxBodyOpt = Annotated[
@@ -254,7 +257,7 @@ class _Upstream:
     source: str  # the config file the profile came from, or "built-in (no config file)"
     max_body: int = 5 * 1024 * 1024
     follow_redirects: bool = False
-    transport: str = "aiohttp"
+    transport: str = "auto"
 
     def settings(self, endpoint: EndpointType, **more: Any) -> ScanSettings:
         from scanctl.engine import ScanSettings
@@ -301,7 +304,7 @@ def _resolve(
     *,
     max_body: str = "5M",
     follow_redirects: bool = False,
-    transport: str = "aiohttp",
+    transport: str = "auto",
 ) -> _Upstream:
     from scanctl.config import parse_header, validate_base_url
     from scanctl.configfile import load_config, resolve_profile
@@ -343,8 +346,8 @@ def _size(text: str) -> int:
 
 
 def _transport(name: str) -> str:
-    if name not in ("aiohttp", "httpx"):
-        raise UsageError(f"unknown --transport {name!r}; allowed: aiohttp, httpx")
+    if name not in ("auto", "aiohttp", "httpx"):
+        raise UsageError(f"unknown --transport {name!r}; allowed: auto, aiohttp, httpx")
     return name
 
 
@@ -423,7 +426,7 @@ def scan(
     grace: GraceOpt = 5.0,
     max_body: MaxBodyOpt = "5M",
     follow_redirects: FollowRedirectsOpt = False,
-    transport: TransportOpt = "aiohttp",
+    transport: TransportOpt = "auto",
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
     from scanctl.symbols import collect_symbols
@@ -541,7 +544,7 @@ def warm_cache(
     grace: GraceOpt = 5.0,
     max_body: MaxBodyOpt = "5M",
     follow_redirects: FollowRedirectsOpt = False,
-    transport: TransportOpt = "aiohttp",
+    transport: TransportOpt = "auto",
 ) -> int:
     """Fetch into the cache what is missing or about to expire; print fetched / fresh / failed."""
     from scanctl.symbols import collect_symbols

@@ -334,7 +334,7 @@ def validate_base_url(url: str, name: str = "--base-url") -> str:
             f"bad {name} {url!r}: expected an absolute URL with scheme "
             f"{' or '.join(ALLOWED_SCHEMES)} and a host, e.g. http://localhost:8000"
         )
-    if parts.query or parts.fragment:
+    if "?" in url or "#" in url:  # even empty: a trailing "?" would move the path to the query
         raise UsageError(f"bad {name} {url!r}: it must not carry a query or fragment")
     return url.rstrip("/")
 

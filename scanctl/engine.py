@@ -77,7 +77,7 @@ class ScanSettings:
     weight_header: WeightHeader | None = None
     quota_headers: QuotaHeaders | None = None
     max_body: int = 5 * 1024 * 1024  # bytes of one answer we are willing to read
-    transport: str = "aiohttp"  # scanctl.transport; or "httpx": httpx's own (httpcore)
+    transport: str = "auto"  # "aiohttp" (scanctl.transport), "httpx" (httpcore) or "auto"
     follow_redirects: bool = False
 
 

@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 
 from scanctl.clock import Clock
 from scanctl.hints import QuotaHint
@@ -273,9 +274,11 @@ class Pacer:
     async def acquire(self) -> Ticket:
         """Wait until one request may leave; return its ticket (hand it back to `release`)."""
         borrower = object()
+        # A cancelled scan (deadline, refusal, second Ctrl-C) sends nothing more...
+        await anyio.lowlevel.checkpoint_if_cancelled()
         try:
-            # A free slot is taken without a trip through the event loop (the awaited form
-            # always yields once: a loop iteration per request at thousands a second).
+            # ...and a free slot is taken without a trip through the event loop (the awaited
+            # form always yields once: a loop iteration per request at thousands a second).
             self.window.acquire_on_behalf_of_nowait(borrower)
         except anyio.WouldBlock:
             await self.window.acquire_on_behalf_of(borrower)

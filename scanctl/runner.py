@@ -87,7 +87,7 @@ def make_client(
     headers.update(settings.headers)
     verify = settings.follow_redirects or _needs_tls(settings.base_url)
     client_class: type[httpx.AsyncClient] = httpx.AsyncClient
-    if transport is None and settings.transport == "aiohttp":
+    if transport is None and chosen_transport(settings.transport) == "aiohttp":
         from scanctl.transport import AiohttpTransport, DirectClient
 
         transport = AiohttpTransport(limits=limits, verify=verify)
@@ -123,6 +123,18 @@ def _only_home_gets_secrets(settings: ScanSettings) -> Callable[[httpx.Request],
                 request.headers.pop(name, None)
 
     return strip
+
+
+def chosen_transport(name: str) -> str:
+    """The transport `--transport NAME` means here: auto is aiohttp, unless the environment
+    names a proxy. httpx applies proxy variables as users expect of it (ALL_PROXY, https://
+    and socks proxies, NO_PROXY entries with a port); aiohttp only some of them, and an
+    https:// proxy it cannot use would be skipped, sending requests direct."""
+    if name != "auto":
+        return name
+    from urllib.request import getproxies
+
+    return "httpx" if {"http", "https", "all"} & set(getproxies()) else "aiohttp"
 
 
 def _needs_tls(base_url: str) -> bool:

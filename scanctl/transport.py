@@ -96,7 +96,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
-        self._proxies: dict[tuple[str, str, int | None], URL | None] = {}
+        self._proxies: dict[tuple[str, str, int | None], tuple[URL | None, dict[str, str]]] = {}
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
@@ -108,16 +108,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return self._timeouts[key]
 
-    def _proxy_for(self, url: httpx.URL) -> URL | None:
-        """HTTP(S)_PROXY / NO_PROXY for this origin, looked up once (httpx does not apply
-        environment proxies to a transport it is given, so this one must)."""
+    def _proxy_for(self, url: httpx.URL) -> tuple[URL | None, dict[str, str]]:
+        """HTTP(S)_PROXY / NO_PROXY for this origin, and the proxy's credentials (from its URL
+        or netrc) as a header; looked up once per origin (httpx does not apply environment
+        proxies to a transport it is given, so this one must). `--transport auto` leaves
+        proxied runs to httpx's transport; this serves `--transport aiohttp` with a proxy."""
         origin = (url.scheme, url.host, url.port)
         if origin not in self._proxies:
-            proxy = None
+            proxy, headers = None, {}
             if self._trust_env:
                 with contextlib.suppress(LookupError):
-                    proxy = get_env_proxy_for_url(URL(str(url)))[0]
-            self._proxies[origin] = proxy
+                    proxy, auth = get_env_proxy_for_url(URL(str(url)))
+                    if auth is not None:
+                        headers = {"Proxy-Authorization": auth.encode()}
+            self._proxies[origin] = (proxy, headers)
         return self._proxies[origin]
 
     def _open(self) -> aiohttp.ClientSession:
@@ -144,15 +148,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None:
             self._session = self._open()
         timeout = self._timeout(request.extensions.get("timeout", {}))
+        url = request.url
+        if url.userinfo:  # httpx made it the Authorization header; aiohttp refuses both at once
+            url = url.copy_with(username=None, password=None)
+        proxy, proxy_headers = self._proxy_for(url)
+        headers = list(request.headers.multi_items())
+        if proxy_headers and url.scheme == "http":
+            # A plain request goes to the proxy as it is: its credentials ride along. (aiohttp
+            # sends proxy_headers only on the CONNECT of a tunnel, for https.)
+            headers += proxy_headers.items()
+            proxy_headers = {}
         with _as_httpx_errors(request):
             response = await self._session.request(
                 request.method,
-                URL(str(request.url), encoded=True),
-                headers=list(request.headers.multi_items()),
+                URL(str(url), encoded=True),
+                headers=headers,
                 data=await request.aread() or None,
                 allow_redirects=False,
                 timeout=timeout,
-                proxy=self._proxy_for(request.url),
+                proxy=proxy,
+                proxy_headers=proxy_headers or None,
             )
         return httpx.Response(
             response.status,
@@ -179,16 +194,14 @@ class DirectClient(httpx.AsyncClient):
     that times the body, cookie extraction (a urllib request built per answer) and a log call:
     about 75 µs a request, as much as the rest of scanctl's own work per symbol. A scan sets
     none of that up (no auth, no hooks, redirects off), so `send` skips it; cookies are still
-    kept when an answer sets one. Anything else (redirects followed, auth, a non-streamed send)
-    goes through httpx's own `send`, unchanged.
+    kept when an answer sets one. Anything else (redirects followed, auth, credentials in the
+    URL, a non-streamed send) goes through httpx's own `send`, unchanged; so does a closed
+    client, which raises there.
     """
 
     def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
         super().__init__(transport=transport, **kwargs)
         self._direct = transport
-        self._plain = (
-            not self.follow_redirects and self.auth is None and not any(self.event_hooks.values())
-        )
 
     async def send(
         self,
@@ -198,11 +211,15 @@ class DirectClient(httpx.AsyncClient):
         auth: Any = httpx.USE_CLIENT_DEFAULT,
         follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
+        hooks = self.event_hooks
         direct = (
-            self._plain
-            and stream
+            stream
+            and not self.follow_redirects
+            and self.auth is None
+            and not (hooks["request"] or hooks["response"])
             and auth is httpx.USE_CLIENT_DEFAULT
             and follow_redirects is httpx.USE_CLIENT_DEFAULT
+            and not request.url.userinfo  # httpx turns it into an Authorization header
         )
         if not direct or self.is_closed:
             return await super().send(

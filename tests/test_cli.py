@@ -137,6 +137,8 @@ def test_base_url_from_environment(runner: CliRunner, upstream: respx.Route) -> 
         (["BTC", "-t", "nope"], "allowed: mss, price, signals, smart_money"),
         (["BTC", "--base-url", "localhost:8000"], "bad --base-url"),
         (["BTC", "--base-url", "ftp://example.com"], "scheme http or https"),
+        (["BTC", "--base-url", "http://example.com/api?"], "must not carry a query"),
+        (["BTC", "--base-url", "http://example.com/#top"], "must not carry a query"),
         (["BTC", "--concurrency", "0"], "--concurrency must be between 1 and 10000"),
         (["BTC", "--rate", "-1"], "--rate must be a positive"),
         (["BTC", "--deadline", "0"], "--deadline must be a positive"),

@@ -457,6 +457,8 @@ def test_retry_after_is_none_or_a_finite_wait(value: str, now: float) -> None:
         (b'{"price": 1e999}', "number too large"),
         (b'{"price": 2E+400}', "number too large"),
         (b'{"price": ' + b"9" * 320 + b".5}", "number too large"),  # no exponent at all
+        (b"[1" + b"0" * 250 + b"E+60]", "number too large"),  # many digits, a small exponent
+        (b"-1" + b"1" * 230 + b"e80", "number too large"),
         (b'{"score": NaN}', "NaN is not JSON"),
         (b"[-Infinity]", "-Infinity is not JSON"),
         (b'{"name": "\\ud800"}', "a string is not valid Unicode (lone surrogate)"),

@@ -45,6 +45,16 @@ async def answer(symbol: str, writer: asyncio.StreamWriter, port: int, request: 
             line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("cookie:")
         ]
         writer.write(whole(json.dumps(cookies).encode()))
+    elif symbol == "AUTHS":  # the credentials the request carried, to the server or a proxy
+        lines = request.decode("latin-1").split("\r\n")[1:]
+        wanted = ("authorization:", "proxy-authorization:")
+        seen = {
+            line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip()
+            for line in lines
+            if line.lower().startswith(wanted)
+        }
+        target = request.split(b" ", 2)[1].decode()
+        writer.write(whole(json.dumps({"target": target, **seen}).encode()))
     elif symbol == "ELSEWHERE":  # another origin: same server, other host name
         where = f"http://localhost:{port}/smart-money/analyze/ECHO"
         writer.write(whole(b"", "302 Found", Location=where))
@@ -166,6 +176,36 @@ def test_a_cookie_an_answer_sets_is_sent_back_once(hostile: str, transport: str)
     code, records, stderr = scan(by_name, "SETCOOKIE", "COOKIES", extra=extra)
     assert code == 0, stderr
     assert records["COOKIES"]["data"] == ["session=s1"]
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("follow", [False, True])
+def test_credentials_in_the_base_url_become_basic_auth(
+    hostile: str, transport: str, follow: bool
+) -> None:
+    with_user = hostile.replace("http://", "http://u:p@")
+    extra = ("--transport", transport, *(["--follow-redirects"] if follow else []))
+    code, records, stderr = scan(with_user, "AUTHS", extra=extra)
+    assert code == 0, stderr
+    assert records["AUTHS"]["data"]["authorization"] == "Basic dTpw"  # base64("u:p")
+
+
+def test_a_proxy_from_the_environment_gets_its_credentials(hostile: str) -> None:
+    """--transport aiohttp through HTTP_PROXY=http://user:password@proxy (here the hostile
+    server plays the proxy): the request goes to the proxy, with Proxy-Authorization."""
+    env = {"HTTP_PROXY": hostile.replace("http://", "http://pu:pp@"), "NO_PROXY": ""}
+    result = CliRunner().invoke(
+        app,
+        [
+            *("scan", "AUTHS", "--base-url", "http://upstream.invalid", "-F", "jsonl"),
+            *("--no-cache", "--retries", "0", "--transport", "aiohttp"),
+        ],
+        env=env,
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)["data"]
+    assert data["target"].startswith("http://upstream.invalid/")  # asked as a proxy
+    assert data["proxy-authorization"] == "Basic cHU6cHA="  # base64("pu:pp")
 
 
 def test_every_trick_fails_only_its_own_symbol_with_a_clear_error(hostile: str) -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from scanctl.cli import app
 from scanctl.demo.testing import running_demo_process
+from scanctl.runner import chosen_transport
 from scanctl.transport import DirectClient
 
 TRANSPORTS = ("aiohttp", "httpx")
@@ -121,3 +122,24 @@ async def test_the_direct_client_leaves_redirects_and_auth_to_httpx() -> None:
         body = json.loads(await response.aread())
     assert response.url.path == "/new" and len(response.history) == 1
     assert body["auth"] == "Basic dTpw"  # base64("u:p")
+
+
+@pytest.mark.parametrize(
+    ("env", "chosen"),
+    [
+        ({}, "aiohttp"),
+        ({"HTTPS_PROXY": "https://proxy.test:3128"}, "httpx"),
+        ({"http_proxy": "http://proxy.test:3128"}, "httpx"),
+        ({"ALL_PROXY": "socks5://proxy.test:1080"}, "httpx"),
+    ],
+)
+def test_auto_leaves_proxied_runs_to_httpx(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], chosen: str
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert chosen_transport("auto") == chosen
+    assert chosen_transport("aiohttp") == "aiohttp" and chosen_transport("httpx") == "httpx"
