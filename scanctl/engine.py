@@ -65,7 +65,7 @@ class ScanSettings:
     concurrency: int = 50
     rate: float | None = None
     timeout: float = 30.0
-    retries: int = 3
+    retries: int = 4
     backoff_base: float = 0.5
     backoff_cap: float = 10.0
     headers: dict[str, str] = field(default_factory=dict)

@@ -76,7 +76,7 @@ def test_precedence_is_flags_then_environment_then_file_then_built_in(
     from_file = show(runner, "--config", str(config), env=env)
     assert from_file["profile"] == "work" and from_file["base_url"] == "http://file.test"
     assert from_file["limits"]["concurrency"] == 20 and from_file["limits"]["timeout"] == 12.0
-    assert from_file["limits"]["retries"] == 3  # not in the file: built-in
+    assert from_file["limits"]["retries"] == 4  # not in the file: built-in
     from_env = show(
         runner, env={**env, "SCANCTL_CONFIG": str(config), "SCANCTL_BASE_URL": "http://env.test"}
     )

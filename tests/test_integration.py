@@ -295,4 +295,4 @@ def test_nothing_listening_fails_within_seconds() -> None:
     elapsed = time.monotonic() - started
     assert result.returncode == 4
     assert len(result.stdout.splitlines()) == 50
-    assert elapsed < 15  # backoff of 3 retries, not 30 s timeouts
+    assert elapsed < 15  # backoff of 4 retries, not 30 s timeouts
