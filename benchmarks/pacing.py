@@ -35,12 +35,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from latest import RESULTS, save_section
 from original_scanner import scan_original  # benchmarks/ is on sys.path when run as a script
 
 from scanctl.demo.testing import fetch_stats, running_demo_process
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "latest.json"
 CONCURRENCY = 50  # scanctl's default, which the benchmark leaves alone
 RUN_TIMEOUT = 600.0  # seconds before a stuck run is killed and recorded as such
 
@@ -526,19 +526,6 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
-def save(section: dict[str, Any]) -> None:
-    """Write the "pacing" section into latest.json, keeping the other benchmarks' sections."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        everything = json.loads(RESULTS.read_text())
-    except (OSError, ValueError):
-        everything = {}
-    everything["pacing"] = section
-    temporary = RESULTS.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(everything, indent=2) + "\n")
-    temporary.replace(RESULTS)
-
-
 def main() -> int:
     slugs = [s.slug for s in [*RATE_LIMITED, *OTHERS]]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -560,7 +547,8 @@ def main() -> int:
     print_rows(rows)
     total = time.perf_counter() - started
     print(f"\n{args.symbols} symbols per run; {total:.0f} s in all", flush=True)
-    save(
+    save_section(
+        "pacing",
         {
             "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "symbols": args.symbols,
@@ -569,7 +557,7 @@ def main() -> int:
             "scanctl_dirty": bool(_git("status", "--porcelain", "--", "../scanctl")),
             "total_seconds": round(total, 1),
             "rows": rows,
-        }
+        },
     )
     print(f'written to {RESULTS.relative_to(HERE.parent)} ("pacing")')
     return 0

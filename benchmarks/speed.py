@@ -38,7 +38,6 @@ import contextlib
 import json
 import os
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -54,10 +53,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scanctl.demo.testing import fetch_stats
+from latest import RESULTS, save_section
+
+from scanctl.demo.testing import fetch_stats, running_upstream
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "latest.json"
 CHART = HERE / "results" / "speed.png"
 
 # The clients, in table order. scanctl's variants differ only by flags; "scanctl" is whatever
@@ -251,43 +251,11 @@ def measure_process(
 
 @contextlib.contextmanager
 def fast_upstream(args: Sequence[str] = (), startup_timeout: float = 20.0) -> Iterator[str]:
-    """Run benchmarks/fast_upstream.py on a free loopback port; yield its base URL.
-
-    Like scanctl.demo.testing.running_demo_process, for the fast server: the process prints its
-    URL once it listens and is stopped however the block ends.
-    """
+    """Run benchmarks/fast_upstream.py on a free loopback port; yield its base URL."""
     script = HERE / "fast_upstream.py"
-    with tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(
-            [sys.executable, str(script), "--host", "127.0.0.1", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-        try:
-            assert process.stdout is not None
-            line = _read_line(process.stdout, startup_timeout)
-            if not line.startswith("http://"):
-                process.kill()
-                process.wait(timeout=5)
-                err.seek(0)
-                detail = err.read().decode(errors="replace").strip()[-500:]
-                raise RuntimeError(f"fast_upstream.py did not start: {detail}")
-            yield line
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-            if process.stdout is not None:
-                process.stdout.close()
-
-
-def _read_line(stream: Any, timeout: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout)
-    return str(stream.readline()).strip() if ready else ""
+    command = [sys.executable, str(script), "--host", "127.0.0.1", "--port", "0", *args]
+    with running_upstream(command, startup_timeout) as url:
+        yield url
 
 
 def scanctl_command() -> list[str]:
@@ -916,19 +884,6 @@ def draw_chart(bench: Benchmark, path: Path) -> bool:
     return True
 
 
-def save(section: dict[str, Any]) -> None:
-    """Write the "speed" section into latest.json, keeping the other benchmarks' sections."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        everything = json.loads(RESULTS.read_text())
-    except (OSError, ValueError):
-        everything = {}
-    everything["speed"] = section
-    temporary = RESULTS.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(everything, indent=2) + "\n")
-    temporary.replace(RESULTS)
-
-
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -1024,7 +979,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.chart and draw_chart(bench, CHART):
         bench.notes.append(f"chart: {CHART.relative_to(HERE.parent)}")
     print_tables(bench)
-    save(bench.section(total))
+    save_section("speed", bench.section(total))
     print(f'\n{total:.0f} s in all; written to {RESULTS.relative_to(HERE.parent)} ("speed")')
     return 0
 

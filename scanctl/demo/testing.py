@@ -20,12 +20,16 @@ from typing import Any
 @contextlib.contextmanager
 def running_demo_process(args: list[str], startup_timeout: float = 20.0) -> Iterator[str]:
     """Run `python -m scanctl.demo --port 0 ARGS` on 127.0.0.1; yield its base URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scanctl.demo", "--host", "127.0.0.1", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = [sys.executable, "-m", "scanctl.demo", "--host", "127.0.0.1", "--port", "0", *args]
+    with running_upstream(command, startup_timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_upstream(command: list[str], startup_timeout: float = 20.0) -> Iterator[str]:
+    """Run a server that prints its base URL on stdout once it listens; yield that URL, and
+    stop the server however the block ends (benchmarks/fast_upstream.py is one)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stderr is not None
         ready, _, _ = select.select([process.stdout], [], [], startup_timeout)
