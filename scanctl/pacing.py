@@ -116,11 +116,17 @@ class _Quota:
         self._period: float | None = None  # the window's length, as seen after turnovers
         self._last_drip = float("-inf")
         self._recent_sends: deque[float] = deque()
+        self._lowest: int | None = None  # the lowest remaining this window's answers gave
 
-    def update(self, hint: QuotaHint, sent_at: float, now: float, sent_since: int) -> None:
+    def update(self, hint: QuotaHint, sent_at: float, now: float, out: int) -> None:
         """Take a hint from an answer to a request sent at `sent_at`.
 
-        `sent_since`: requests sent after that one and still out, which the hint cannot count.
+        `out`: requests still waiting for their answer, which the hint may not count yet.
+        The lowest remaining any answer of this window gave, minus those, is what may still
+        be sent: the upstream admits requests from many connections in an order of its own, so
+        "this answer's remaining minus what was sent after it" can count one request twice
+        (admitted before this one, sent after it) and leave a slot unused for good, and a
+        single unused slot can cost a whole window at the end of a run.
         Only our own turnover (in `wait`) starts a new window: an integer reset can move by a
         second between answers of the same window, so a later reset proves nothing.
         """
@@ -129,7 +135,9 @@ class _Quota:
         self.limit = hint.limit if hint.limit is not None else self.limit
         self.window = hint.window if hint.window is not None else self.window
         reset_at = now + hint.reset
-        known = max(0, hint.remaining - sent_since)
+        lowest = hint.remaining if self._lowest is None else min(self._lowest, hint.remaining)
+        self._lowest = lowest
+        known = max(0, lowest - out)
         if self.remaining is None or self._probing:
             if self._probing:
                 full = self.limit is not None and hint.remaining + 1 >= self.limit
@@ -143,8 +151,10 @@ class _Quota:
             # this one" double-counts; it is heard only when it says less than that count,
             # as when another client shares the quota.
             self.remaining = min(self.remaining, hint.remaining)
+        elif self.refills_gradually:
+            self.remaining = min(self.remaining, known)  # slots come back one by one
         else:
-            self.remaining = min(self.remaining, known)  # answers arrive out of order
+            self.remaining = known
         if self._fresh and self.refills_fully:
             # Right after a turnover the reset is a whole window away: that is the period.
             self._period = max(self._period or 0.0, hint.reset)
@@ -165,6 +175,7 @@ class _Quota:
                 return 0.0
             return min(self.reset_at, next_drip) - now
         previous, self._turned_at = self._turned_at, now
+        self._lowest = None
         if self.refills_fully and self.limit is not None:
             # The reset we waited for is an upper bound, up to a second late: what we sent
             # in that last second may already have counted against the new window, but not
@@ -337,8 +348,7 @@ class Pacer:
         if feedback.retry_after is not None and (feedback.throttled or feedback.unavailable):
             self.close_gate(feedback.retry_after)
         if feedback.quota is not None:
-            sent_since = sum(1 for t in self._in_flight.values() if t > ticket.sent_at)
-            self.quota.update(feedback.quota, ticket.sent_at, now, sent_since)
+            self.quota.update(feedback.quota, ticket.sent_at, now, len(self._in_flight))
         if self.breaker is not None:
             self.breaker.record(
                 now,

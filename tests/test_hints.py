@@ -79,3 +79,21 @@ async def test_a_stale_answer_from_before_the_reset_does_not_reopen_the_window()
     # The early request, sent in the old window, answers late with that window's figures.
     pacer.release(early, Feedback(admitted=True, quota=QuotaHint(4, 0.0, limit=5)))
     assert pacer.quota.remaining == 0  # not 4: that answer described the old window
+
+
+@pytest.mark.anyio
+async def test_answers_admitted_out_of_send_order_leave_no_slot_unused() -> None:
+    """Ten requests out at once; the upstream admits the third before the first (many
+    connections). Once every answer is in, exactly limit - 10 may still be sent: a slot
+    counted twice would be lost for the window (and cost a whole window at a run's end)."""
+    clock = FakeClock()
+    pacer = Pacer(clock, concurrency=10)
+    tickets = [await pacer.acquire() for _ in range(10)]
+    admitted = [2, 0, 1, 3, 4, 5, 6, 7, 8, 9]  # the order the upstream took them in
+    remaining = {index: 100 - 1 - position for position, index in enumerate(admitted)}
+    for index in range(10):  # answers handled in send order
+        hint = QuotaHint(remaining=remaining[index], reset=2.0, limit=100)
+        pacer.release(tickets[index], Feedback(admitted=True, quota=hint))
+        assert pacer.quota.remaining is not None
+        assert pacer.quota.remaining <= 100 - 10  # never more than is really left: no 429
+    assert pacer.quota.remaining == 90
