@@ -54,6 +54,8 @@ class HttpClient(Protocol):
 
 
 HEDGE_MIN_SAMPLES = 20
+# A 503's Retry-After is heeded up to this many seconds for that symbol's next try.
+MAX_RETRY_AFTER = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,10 @@ class ScanSettings:
     timeout: float = 30.0
     retries: int = 4
     backoff_base: float = 0.5
-    backoff_cap: float = 10.0
+    # Full-jitter backoff between a symbol's tries: 0.5, 1, then 2 s at most. The retry budget
+    # and the breaker are what protect a struggling upstream; a longer cap only held the last
+    # symbols of a run (a fifth try waited up to 0.5+1+2+4 s with a 10 s cap).
+    backoff_cap: float = 2.0
     headers: dict[str, str] = field(default_factory=dict)
     deadline: float | None = None
     retry_budget: float = 0.1
@@ -473,7 +478,7 @@ class ScanEngine:
                 pending.needs_budget = True
                 wait = self._backoff(pending.retries)
                 if verdict.retry_after is not None:  # a 503 may say when to come back
-                    wait = max(wait, min(verdict.retry_after, settings.backoff_cap * 6))
+                    wait = max(wait, min(verdict.retry_after, MAX_RETRY_AFTER))
                 self._again(pending, wait)
                 return None
         elapsed_ms = round((self.clock.monotonic() - pending.started) * 1000.0, 1)
