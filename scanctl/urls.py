@@ -42,31 +42,31 @@ class RequestUrls:
 
     def __call__(self, symbol: str) -> httpx.URL:
         if self._parts is not None:
-            return self._built(symbol)
+            return self._built(self._parts, symbol)
         parsed = httpx.URL(self.text(symbol))
         if not self._checked:
             self._checked = True
             self._parts = self._parts_if_equivalent(parsed, symbol)
         return parsed
 
-    def _built(self, symbol: str) -> httpx.URL:
-        parts = self._parts._replace(
-            path=self._parts.path + self._endpoint.path_for(symbol), query=self._query
-        )
+    def _built(self, parts: Any, symbol: str) -> httpx.URL:
+        """The URL from the base URL's parsed `parts`, with the symbol's path and the query."""
         url = httpx.URL.__new__(httpx.URL)
-        url._uri_reference = parts
+        url._uri_reference = parts._replace(
+            path=parts.path + self._endpoint.path_for(symbol), query=self._query
+        )
         return url
 
     def _parts_if_equivalent(self, parsed: httpx.URL, symbol: str) -> Any:
         """The base URL's parsed parts when building from them gives exactly `parsed`."""
         try:
-            self._parts = httpx.URL(self._base)._uri_reference
-            built = self._built(symbol)
+            parts = httpx.URL(self._base)._uri_reference
+            built = self._built(parts, symbol)
             same = (
                 built._uri_reference == parsed._uri_reference
                 and str(built) == str(parsed)
                 and built.raw_path == parsed.raw_path
             )
         except (AttributeError, TypeError, ValueError):
-            same = False
-        return self._parts if same else None
+            return None
+        return parts if same else None
