@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 import httpx
 
+from scanctl.answer import Answer, TooLarge, read_capped
 from scanctl.cache.front import CacheFront
 from scanctl.clock import Clock
 from scanctl.config import EndpointType
@@ -107,14 +109,6 @@ class ScanOutcome:
     deadline_passed: bool = False
 
 
-class _TooLarge(Exception):
-    """An answer longer than --max-body."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
 class _Stop(Exception):
     """Raised inside a worker to stop the whole scan."""
 
@@ -185,6 +179,9 @@ class ScanEngine:
         self.rng = rng or random.Random()
         self.cache = cache
         self._url_for = RequestUrls(settings.base_url, settings.endpoint)
+        # DirectClient (and the lazy client in front of it) can answer a plain GET without
+        # httpx's request and response objects; any other client streams.
+        self._fetch_answer = getattr(client, "fetch_answer", None)
         self._unfinished: dict[int, _Pending] = {}
         # Symbols waiting out a backoff, by when they may go again. Their workers moved on to
         # other symbols meanwhile: a backoff must not idle a worker.
@@ -330,14 +327,18 @@ class ScanEngine:
         started = self.clock.monotonic()
         quota = None
         limit = self.settings.max_body
+        # httpx's timeout bounds each read; this bounds the whole request (slow trickles).
+        # (anyio.fail_after, without its per-call wrapping: this runs for every request.)
+        whole = anyio.CancelScope(deadline=anyio.current_time() + self.settings.timeout)
         try:
-            # httpx's timeout bounds each read; this bounds the whole request (slow trickles).
-            with anyio.fail_after(self.settings.timeout):
+            with whole:
                 url = self._url_for(symbol)
                 status, headers, body = await self._fetch(endpoint.method, url)
+            if whole.cancelled_caught:
+                raise TimeoutError
         except TimeoutError:
             verdict = Verdict(Outcome.RETRYABLE, None, None, "Request timeout", "Request timeout")
-        except _TooLarge as exc:
+        except TooLarge as exc:
             message = f"Response too large: over {limit} bytes (--max-body), not read"
             verdict = Verdict(Outcome.PERMANENT, exc.status, None, "Response too large", message)
         except httpx.TooManyRedirects:
@@ -360,25 +361,17 @@ class ScanEngine:
             self._latency.add(elapsed)
         return verdict, quota
 
-    async def _fetch(self, method: str, url: httpx.URL) -> tuple[int, httpx.Headers, bytes]:
-        """Status, headers and body, reading no more than --max-body bytes of it.
-
-        A declared Content-Length over the limit fails at once; otherwise the body is counted
-        as it arrives (decoded, so a small gzip bomb counts at its real size) and the
-        connection dropped as soon as it passes the limit.
-        """
+    async def _fetch(self, method: str, url: httpx.URL) -> Answer:
+        """Status, headers and body, reading no more than --max-body bytes of it."""
         limit = self.settings.max_body
+        if self._fetch_answer is not None:
+            answer: Answer | None = await self._fetch_answer(method, url, limit)
+            if answer is not None:
+                return answer
         async with self.client.stream(method, url) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise _TooLarge(response.status_code)
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise _TooLarge(response.status_code)
-                chunks.append(chunk)
-            return response.status_code, response.headers, b"".join(chunks)
+            status = response.status_code
+            body = await read_capped(status, response.headers, response.aiter_bytes(), limit)
+            return Answer(status, response.headers, body)
 
     async def _send_hedged(self, symbol: str) -> tuple[Verdict, QuotaHint | None]:
         """Send; with --hedge, race a second copy against a request slower than the p95."""
@@ -448,8 +441,11 @@ class ScanEngine:
                 prepare()
         ticket: Ticket | None = None
         try:
-            with self._idle():
-                ticket = await self.pacer.acquire()
+            await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled scan sends nothing
+            ticket = None if self._stopping else self.pacer.acquire_at_once()
+            if ticket is None:
+                with self._idle():
+                    ticket = await self.pacer.acquire()
         except UpstreamDown as exc:
             raise _Stop("Not scanned (upstream down)", str(exc)) from None
         if ticket is None:

@@ -190,9 +190,14 @@ def open_destination(path: str | None, fmt: str, *, append: bool = False) -> Des
     return AtomicFileDestination(path)
 
 
+# Made once: json.dumps with any option builds a new encoder per call (one per record).
+_COMPACT = json.JSONEncoder(ensure_ascii=False)
+_PRETTY = json.JSONEncoder(ensure_ascii=False, indent=2)
+
+
 def dumps(value: Any, *, pretty: bool = False) -> str:
     """JSON text; non-ASCII kept as is."""
-    return json.dumps(value, ensure_ascii=False, indent=2 if pretty else None)
+    return (_PRETTY if pretty else _COMPACT).encode(value)
 
 
 class RecordWriter(Protocol):

@@ -79,6 +79,12 @@ class GcraMeter:
         self.burst = max(1, burst)
         self._tat = clock.monotonic()
 
+    def delay(self, rate: float) -> float:
+        """How long the next slot at `rate` is from now (reserving nothing)."""
+        now = self.clock.monotonic()
+        tat = max(self._tat, now)
+        return max(now, tat - (self.burst - 1) / rate) - now
+
     def reserve(self, rate: float) -> float:
         """Reserve the next slot at `rate`; return how long to wait before using it."""
         if rate <= 0:
@@ -281,6 +287,35 @@ class Pacer:
         if self.breaker is not None:
             waits.append(self.breaker.wait_time(now))
         return max(0.0, *waits)
+
+    def acquire_at_once(self) -> Ticket | None:
+        """A ticket when a request may leave this instant, else None (then await `acquire`).
+
+        The usual case at full speed; it spares the caller setting up a wait that can be cut
+        short. (The caller checks for cancellation first: this does not.)
+        """
+        if self.breaker is not None and self.breaker.is_open:
+            return None  # one probe at a time: `acquire` hands those out
+        borrower = object()
+        try:
+            self.window.acquire_on_behalf_of_nowait(borrower)
+        except anyio.WouldBlock:
+            return None
+        try:
+            rate = self.rate
+            if self._hold(self.clock.monotonic()) > 0 or (
+                rate is not None and self.meter.delay(rate) > 0
+            ):
+                self.window.release_on_behalf_of(borrower)
+                return None
+        except BaseException:
+            self.window.release_on_behalf_of(borrower)
+            raise
+        if rate is not None:
+            self.meter.reserve(rate)
+        ticket = self._issue()
+        self._borrowers[ticket.seq] = borrower
+        return ticket
 
     async def acquire(self) -> Ticket:
         """Wait until one request may leave; return its ticket (hand it back to `release`)."""

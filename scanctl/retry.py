@@ -27,6 +27,7 @@ import json
 import math
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -108,6 +109,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# One decoder for every answer: json.loads with options builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_json_constant, parse_float=_finite_float)
+
+
 def _check_tree(value: Any, text: str) -> None:
     """Raise UnusableJson when parsed JSON is nested too deeply or holds a string that is not
     valid Unicode (a lone surrogate escape). (Overflowing floats are refused while parsing.)
@@ -151,7 +156,7 @@ def parse_json_body(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise UnusableJson("not UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_json_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError:
         raise
     except RecursionError:
@@ -188,8 +193,12 @@ def _detail(body: bytes) -> str | None:
     return None
 
 
-def classify_response(status: int, headers: httpx.Headers, body: bytes, now_wall: float) -> Verdict:
-    """Classify an HTTP answer; whatever the status, headers and body, this never raises."""
+def classify_response(
+    status: int, headers: Mapping[str, str], body: bytes, now_wall: float
+) -> Verdict:
+    """Classify an HTTP answer; whatever the status, headers and body, this never raises.
+
+    `headers` must look names up case-insensitively (httpx.Headers, answer.AnswerHeaders)."""
     if 200 <= status < 300:
         try:
             data = parse_json_body(body)

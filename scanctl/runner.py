@@ -19,6 +19,7 @@ import anyio
 import httpx
 
 from scanctl import __version__
+from scanctl.answer import Answer
 from scanctl.cache import open_store
 from scanctl.cache.front import CacheFront, CachePolicy
 from scanctl.clock import Clock, MonotonicClock
@@ -171,6 +172,12 @@ class LazyClient:
         self.prepare()
         assert self._client is not None
         return self._client.stream(method, url)
+
+    async def fetch_answer(self, method: str, url: httpx.URL, limit: int) -> Answer | None:
+        """The client's own `fetch_answer` (DirectClient), or None: stream it instead."""
+        self.prepare()
+        fetch = getattr(self._client, "fetch_answer", None)
+        return None if fetch is None else await fetch(method, url, limit)
 
     async def __aenter__(self) -> LazyClient:
         return self

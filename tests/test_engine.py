@@ -9,7 +9,7 @@ import pytest
 from scanctl.clock import FakeClock
 from scanctl.config import load_builtin_profile
 from scanctl.engine import ScanSettings
-from scanctl.pacing import GcraMeter, Pacer
+from scanctl.pacing import Feedback, GcraMeter, Pacer
 from scanctl.runner import make_client
 from tests.engine_helpers import run_engine
 
@@ -113,6 +113,26 @@ async def test_gate_holds_until_retry_after_passes_and_never_shortens() -> None:
     await pacer.acquire()
     assert clock.monotonic() - start == pytest.approx(5.0)
     assert pacer.gate_wait() == 0.0
+
+
+@pytest.mark.anyio
+async def test_a_ticket_at_once_only_when_nothing_would_make_it_wait() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock, concurrency=2, rate=10.0)
+    first = pacer.acquire_at_once()
+    assert first is not None and first.sent_at == clock.monotonic()
+    assert pacer.acquire_at_once() is None  # the next slot at 10/s is 0.1 s away...
+    clock.now += 0.1
+    second = pacer.acquire_at_once()  # ...and asking early reserved nothing: it is free now
+    assert second is not None
+    clock.now += 1.0
+    assert pacer.acquire_at_once() is None  # both window places taken
+    pacer.release(first, Feedback(admitted=True))
+    pacer.close_gate(1.0)
+    assert pacer.acquire_at_once() is None  # a closed gate holds everyone
+    assert pacer.in_flight == 1  # the refusals took no window place
+    clock.now += 1.0
+    assert pacer.acquire_at_once() is not None
 
 
 def test_the_hedging_p95_is_recomputed_now_and_then_not_on_every_answer() -> None:

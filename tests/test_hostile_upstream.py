@@ -13,10 +13,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
+from scanctl.answer import AnswerHeaders, TooLarge
 from scanctl.cli import app
+from scanctl.transport import AiohttpTransport, DirectClient
 
 OK_BODY = json.dumps({"score": 1}).encode()
 
@@ -37,6 +40,18 @@ async def answer(symbol: str, writer: asyncio.StreamWriter, port: int, request: 
         lines = request.decode("latin-1").split("\r\n")[1:]
         names = sorted(line.split(":", 1)[0].lower() for line in lines if ":" in line)
         writer.write(whole(json.dumps(names).encode()))
+    elif symbol == "GZIPOK":
+        writer.write(whole(gzip.compress(OK_BODY), **{"Content-Encoding": "gzip"}))
+    elif symbol == "CHUNKEDOK":  # no Content-Length: the body's length is learned by reading it
+        writer.write(head("200 OK", {"Transfer-Encoding": "chunked", "X-Dup": "a"}))
+        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(OK_BODY), OK_BODY))
+    elif symbol == "MULTI":  # one header name twice
+        writer.write(
+            head("200 OK", {"Content-Length": str(len(OK_BODY))}).replace(
+                b"\r\n\r\n", b"\r\nX-Dup: a\r\nx-dup: b\r\n\r\n"
+            )
+            + OK_BODY
+        )
     elif symbol == "SETCOOKIE":
         writer.write(whole(OK_BODY, **{"Set-Cookie": "session=s1; Path=/"}))
     elif symbol == "COOKIES":  # the Cookie headers the request carried
@@ -268,3 +283,76 @@ def test_a_followed_redirect_to_another_origin_carries_none_of_our_headers(
     home, away = records["ECHO"]["data"], records["ELSEWHERE"]["data"]
     assert {"x-api-key", "x-secret"} <= set(home), stderr  # sent to the upstream itself
     assert "x-api-key" not in away and "x-secret" not in away and "user-agent" in away
+
+
+def _direct(**kwargs: object) -> DirectClient:
+    limits = httpx.Limits(max_connections=4)
+    transport = AiohttpTransport(limits=limits, verify=False)
+    return DirectClient(transport=transport, limits=limits, **kwargs)  # type: ignore[arg-type]
+
+
+LIMIT = 1024 * 1024
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "symbol", ["OK", "ECHO", "GZIPOK", "CHUNKEDOK", "MULTI", "SETCOOKIE", "NO"]
+)
+async def test_the_direct_path_answers_exactly_as_httpx_streaming_does(
+    hostile: str, symbol: str
+) -> None:
+    url = httpx.URL(f"{hostile}/smart-money/analyze/{symbol}")
+    headers = {"X-Api-Key": "k", "Accept": "application/json"}
+    async with _direct(headers=headers) as direct, httpx.AsyncClient(headers=headers) as plain:
+        answer = await direct.fetch_answer("GET", url, LIMIT)
+        async with plain.stream("GET", url) as response:
+            body = await response.aread()
+    assert answer is not None  # taken without httpx's objects
+    assert (answer.status, answer.body) == (response.status_code, body)  # ECHO: same headers sent
+    for name in ("content-type", "content-encoding", "x-dup", "set-cookie", "absent"):
+        assert answer.headers.get(name.upper()) == response.headers.get(name), name
+
+
+@pytest.mark.anyio
+async def test_the_direct_path_leaves_to_httpx_whatever_httpx_has_work_for(hostile: str) -> None:
+    def url(symbol: str, base: str = hostile) -> httpx.URL:
+        return httpx.URL(f"{base}/smart-money/analyze/{symbol}")
+
+    async with _direct() as client:
+        assert await client.fetch_answer("POST", url("OK"), LIMIT) is None
+        assert await client.fetch_answer("GET", url("SETCOOKIE"), LIMIT) is not None
+        assert client.cookies.get("session") == "s1"  # kept, as httpx keeps them
+        assert await client.fetch_answer("GET", url("COOKIES"), LIMIT) is None  # httpx sends it
+        userinfo = hostile.replace("http://", "http://u:p@")
+        assert await client.fetch_answer("GET", url("OK", userinfo), LIMIT) is None
+    for options in ({"follow_redirects": True}, {"auth": ("u", "p")}):
+        async with _direct(**options) as client:
+            assert await client.fetch_answer("GET", url("OK"), LIMIT) is None
+    closed = _direct()
+    await closed.aclose()
+    assert await closed.fetch_answer("GET", url("OK"), LIMIT) is None  # httpx's send raises
+
+
+@pytest.mark.anyio
+async def test_the_direct_path_stops_reading_at_the_limit_and_the_pool_recovers(
+    hostile: str,
+) -> None:
+    async with _direct() as client:
+        for symbol in ("DECLAREDHUGE", "ENDLESS", "GZIPBOMB"):
+            url = httpx.URL(f"{hostile}/smart-money/analyze/{symbol}")
+            with pytest.raises(TooLarge):
+                await client.fetch_answer("GET", url, LIMIT)
+        ok = await client.fetch_answer("GET", httpx.URL(f"{hostile}/smart-money/analyze/OK"), LIMIT)
+        assert ok is not None and json.loads(ok.body) == {"score": 1}
+
+
+def test_answer_headers_are_case_insensitive_and_join_repeats_as_httpx_does() -> None:
+    raw = [(b"Content-Type", b"application/json"), (b"X-Dup", b"a"), (b"x-dup", b"b")]
+    headers = AnswerHeaders.from_raw(raw)
+    reference = httpx.Headers(raw)
+    for name in ("content-type", "CONTENT-TYPE", "X-Dup", "x-dup", "missing"):
+        assert headers.get(name) == reference.get(name)
+        assert (name in headers) == (name in reference)
+    assert headers["X-DUP"] == "a, b" and headers.get("missing", "d") == "d"
+    with pytest.raises(KeyError):
+        headers["missing"]

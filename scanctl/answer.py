@@ -1,0 +1,73 @@
+"""An HTTP answer as the engine reads it: status, headers, and a body read up to --max-body.
+
+Two paths produce one: httpx's streamed response (any client, any transport, respx in tests)
+and `DirectClient.fetch_answer`, which skips httpx's request and response objects when they
+have nothing to do (see `transport`). Both read the body with `read_capped`, so the limit means
+the same on either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import NamedTuple
+
+
+class TooLarge(Exception):
+    """An answer longer than --max-body."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: Mapping[str, str]  # looked up case-insensitively
+    body: bytes
+
+
+class AnswerHeaders(dict[str, str]):
+    """Response headers by lower-case name, repeated names joined with ", " (as httpx does).
+
+    Built once per answer from the raw byte pairs: the classifier and the hint parsers look up
+    a dozen names per answer, and httpx.Headers decodes and scans every header on each lookup.
+    """
+
+    @classmethod
+    def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> AnswerHeaders:
+        headers = cls()
+        for key, value in raw:
+            name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+            seen = dict.get(headers, name)
+            dict.__setitem__(headers, name, text if seen is None else f"{seen}, {text}")
+        return headers
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return dict.get(self, key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
+
+
+async def read_capped(
+    status: int, headers: Mapping[str, str], chunks: AsyncIterator[bytes], limit: int
+) -> bytes:
+    """The whole body, or TooLarge as soon as it is known to pass `limit` bytes.
+
+    A declared Content-Length over the limit fails before reading; otherwise the chunks (decoded,
+    so a small gzip bomb counts at its real size) are counted as they arrive, and the caller
+    drops the connection rather than read the rest.
+    """
+    declared = headers.get("content-length") or ""
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(status)
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(status)
+        parts.append(chunk)
+    return b"".join(parts)
