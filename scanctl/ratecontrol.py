@@ -20,6 +20,14 @@ a rate (TCP, botocore's adaptive retry mode), turned into a search once it has b
   `CLOSE_ENOUGH`; then it stays put. After `FORGET` seconds of calm, `high` is forgotten and
   it probes upward again, faster the longer the calm lasts, since limits do change.
 
+**When each 429 closes a Retry-After gate**, a probe too many costs a second of silence, so
+the limit is fitted instead of searched for. Such a limiter (a token bucket, a leaky bucket
+with burst) is full when a run starts and again when a gate has kept us away for a second:
+sending faster than it refills, it admits B + L x T requests before refusing one T seconds
+later (B its burst, L its rate). Each gated episode gives one (T, admitted) point; two of
+different lengths give L, and the rate goes just under it at once. A fit that makes no sense
+(a window limiter, whose admitted count does not grow with T) is ignored, and the search goes on.
+
 A rate that drew a 429 at or below `low` proves `low` wrong (a token bucket can hide an excess
 for a few seconds), so `low` drops below it. Growing only happens while the rate is what holds
 the senders back: raising a cap nobody reaches teaches nothing.
@@ -55,6 +63,16 @@ MIN_RATE = 0.1  # requests/s: the slowest we go, however many 429s
 MIN_MEASURED = 4  # answers needed before a measurement counts
 MIN_SPAN = 0.05  # seconds: the shortest time over which a send rate means anything
 HISTORY_LIMIT = 100
+FIT_EPISODES = 4  # the latest gated episodes a fit uses (limits change)
+MIN_FIT_SPREAD = 0.2  # seconds between the shortest and longest episode for a fit to count
+# A fit's relative uncertainty is about FIT_NOISE / (spread x L): the counts are whole
+# requests. A close fit sets the rate that far under the limit (1 % at least); a loose one
+# (over FIT_LOOSE) sets it at the fitted limit itself: if that is too fast, the bucket runs
+# dry slowly, and that long episode makes the next fit close.
+FIT_NOISE = 1.5
+FIT_MIN_MARGIN = 0.01
+FIT_TOLERANCE = 2.0  # requests an episode may be off the fitted line (a few are in flight)
+FIT_LOOSE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +129,12 @@ class AdaptiveRate:
         self._measure_until = float("-inf")
         self._measure_pending = False
         self.cuts = 0
+        # Gated episodes (see the module docstring): when the current one started (None until
+        # the first send after a gate), the requests sent in it, and the (T, admitted) points.
+        self._episode_start: float | None = None
+        self._episode_sends = 0
+        self._episodes: deque[tuple[float, int]] = deque(maxlen=FIT_EPISODES)
+        self._first_episode: tuple[float, int] | None = None  # the run's first, from slow start
         self.history: list[RateChange] = []
         # A run whose 429s were cheap needs no trust period: probing costs little.
         self._search_after = now + TRUST_LEARNED if learned and learned.gated else now
@@ -140,6 +164,8 @@ class AdaptiveRate:
         if self.ceiling is not None:
             rate = min(rate, self.ceiling * 1.5)  # no point growing far past --rate
         self.rate = max(MIN_RATE, rate)
+        # A new rate starts a new episode: sent below the limit before, the bucket is full.
+        self._episode_start = None
         self._held_since = now
         self._hold_started = False
         rounded = round(self.rate, 2)
@@ -159,6 +185,9 @@ class AdaptiveRate:
         return recent / max(min(span, now - self.started), 1e-3)
 
     def on_send(self, now: float) -> None:
+        if self._episode_start is None:
+            self._episode_start, self._episode_sends = now, 0
+        self._episode_sends += 1
         self._sends.append(now)
         while self._sends[0] < now - 5.0:  # only the last few seconds are ever measured
             self._sends.popleft()
@@ -234,14 +263,76 @@ class AdaptiveRate:
             new = self.low
         else:
             new = base * (BETA_EXPENSIVE if (slow_start or expensive) else BETA)
+        reason = "429: cut"
+        fitted = None
+        if expensive:
+            fitted = self._end_episode(sent_at)
+        else:
+            self._forget_episodes()
+        if fitted is not None:
+            limit, uncertainty = fitted
+            margin = 0.0 if uncertainty > FIT_LOOSE else max(uncertainty, FIT_MIN_MARGIN)
+            new = max(limit * (1.0 - margin), self.low if self.low is not None else 0.0)
+            self.high, self._high_measured = limit * (1.0 + uncertainty), True
+            reason = "429: fitted the limit"
         self.last_cut_at = self._calm_since = now
         self.cuts += 1
         self._saturated_from = sent_at
         self._last_throttled_send = sent_at
         self._measure_until = now + latency  # measure what was sent up to a round trip on
-        self._measure_pending = True
-        self._set(new, now, "429: cut")
+        self._measure_pending = fitted is None  # (a fit already used a longer measurement)
+        self._set(new, now, reason)
         return True
+
+    def _end_episode(self, refused_at: float) -> tuple[float, float] | None:
+        """Close the gated episode the request sent at `refused_at` ended; fit the limit.
+
+        Returns (limit, relative uncertainty), or None when no credible fit exists yet.
+        """
+        start, self._episode_start = self._episode_start, None  # the next send starts one
+        if start is None or refused_at < start:
+            return None
+        later = sum(1 for t in self._sends if t > refused_at)
+        admitted = self._episode_sends - later - 1  # (the refused request itself not counted)
+        if self._first_episode is None:
+            self._first_episode = (refused_at - start, admitted)
+        else:
+            self._episodes.append((refused_at - start, admitted))
+        return self._fit()
+
+    def _forget_episodes(self) -> None:
+        """A 429 without a gate: the limiter was not given time to refill, so no episode."""
+        self._episode_start = None
+        self._episodes.clear()
+        self._first_episode = None
+
+    def _fit(self) -> tuple[float, float] | None:
+        """Least squares admitted = B + L x T over the episodes: (L, its uncertainty), or None."""
+        points = list(self._episodes)
+        times = [t for t, _ in points]
+        if len(points) < 2 or max(times) - min(times) < MIN_FIT_SPREAD:
+            # The run's first episode, from slow start, ends within a round trip: it mostly
+            # measures the burst, and is a little off the gated ones' line. Used only until
+            # two gated episodes span enough time to do without it.
+            if self._first_episode is None:
+                return None
+            points.append(self._first_episode)
+            times.append(self._first_episode[0])
+        spread = max(times) - min(times)
+        if len(points) < 2 or spread < MIN_FIT_SPREAD:
+            return None
+        mean_t = sum(times) / len(points)
+        mean_a = sum(a for _, a in points) / len(points)
+        var = sum((t - mean_t) ** 2 for t in times)
+        limit = sum((t - mean_t) * (a - mean_a) for t, a in points) / var
+        burst = mean_a - limit * mean_t
+        if limit <= MIN_RATE or burst < 0.5:
+            return None  # not a bucket: a window limiter, or noise
+        if any(t > 0 and a / t <= limit for t, a in points):
+            return None  # an episode that sent slower than the limit could not have run dry
+        if any(abs(a - burst - limit * t) > max(FIT_TOLERANCE, 0.05 * a) for t, a in points):
+            return None  # off the line: a window limiter (its count does not grow with T)
+        return limit, FIT_NOISE / (spread * limit)
 
     @property
     def measuring(self) -> bool:

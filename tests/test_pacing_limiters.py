@@ -80,7 +80,8 @@ async def test_retry_after_gates_cost_a_second_each_so_they_stay_few() -> None:
     ideal = (N - 10) / 50
     seconds, counts, lost, pacer = await scan_against("token-bucket", 50, hints=hints)
     assert lost == 0 and counts.throttled <= 0.02 * counts.requests
-    assert seconds <= 1.5 * ideal
+    # Three gates (slow start, two episodes whose lengths give the limit), then just under it.
+    assert counts.throttled <= 5 and seconds <= 1.2 * ideal
     learned = learned_from(pacer)
     again, counts, lost, _ = await scan_against("token-bucket", 50, hints=hints, learned=learned)
     assert lost == 0 and counts.throttled <= 0.01 * counts.requests
@@ -122,7 +123,7 @@ async def test_leaky_bucket_with_retry_after_loses_nothing() -> None:
     hints = frozenset({"retry-after"})
     seconds, counts, lost, _ = await scan_against("leaky-bucket", 50, hints=hints)
     assert lost == 0 and counts.throttled <= 0.02 * counts.requests
-    assert seconds <= 1.4 * (N - 10) / 50
+    assert seconds <= 1.2 * (N - 10) / 50
 
 
 async def test_sliding_window_without_hints_loses_nothing_and_does_not_collapse() -> None:

@@ -91,3 +91,42 @@ def test_a_learned_rate_is_trusted_before_searching_above_it() -> None:
     assert control.rate == 50.0
     control.on_admitted(0.0, now=31.0, rate_bound=True)
     assert control.rate == pytest.approx(55.0)  # halfway to the rate that drew 429s
+
+
+def gated_episodes(control: AdaptiveRate, admitted_by_rate: list[tuple[float, int]]) -> float:
+    """Episodes each starting on a full limiter after a 1 s gate: at each rate, `admitted`
+    requests go through and the next is refused (a 429 with Retry-After). Returns the time."""
+    t = 0.0
+    for rate, admitted in admitted_by_rate:
+        times = sending(control, t, t + (admitted + 0.5) / rate, rate)  # admitted + the refused
+        refused = times[-1]
+        control.on_throttled(refused, now=refused + 0.002, latency=0.05, expensive=True)
+        t = refused + 1.0  # the gate
+    return t
+
+
+def test_gated_episodes_of_a_bucket_fit_its_rate_and_the_rate_goes_just_under_it() -> None:
+    # A bucket of 10 refilling at 50/s, from full: at r/s it admits 10 + 50 T, T = 10 / (r - 50).
+    control = AdaptiveRate(0.0)
+    bucket = [(240.0, 10 + 2), (120.0, 10 + 7), (60.0, 10 + 50)]
+    gated_episodes(control, bucket)
+    assert control.history[-1].reason == "429: fitted the limit"
+    assert control.rate is not None and 0.95 * 50 <= control.rate < 50
+    assert control.upper is not None and control.upper >= 50  # what drew 429s, at least
+
+
+def test_a_window_limiter_is_not_mistaken_for_a_bucket() -> None:
+    # 40 per window, whatever the rate: the admitted count does not grow with the episode.
+    control = AdaptiveRate(0.0)
+    gated_episodes(control, [(240.0, 40), (220.0, 40), (110.0, 40), (55.0, 60)])
+    assert all(change.reason != "429: fitted the limit" for change in control.history)
+
+
+def test_a_429_without_a_gate_fits_nothing() -> None:
+    control = AdaptiveRate(0.0)
+    t = 0.0
+    for rate, admitted in [(240.0, 12), (120.0, 17), (60.0, 60)]:
+        times = sending(control, t, t + (admitted + 0.5) / rate, rate)
+        control.on_throttled(times[-1], now=times[-1] + 0.002, latency=0.05, expensive=False)
+        t = times[-1] + 1.0
+    assert all(change.reason != "429: fitted the limit" for change in control.history)
