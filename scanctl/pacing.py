@@ -74,13 +74,16 @@ class Feedback:
 class GcraMeter:
     """Hands out send times no closer than 1/rate apart, allowing `burst` back to back."""
 
-    def __init__(self, clock: Clock, burst: int = 1) -> None:
+    def __init__(self, clock: Clock, burst: int = 1, credit: int = 0) -> None:
         self.clock = clock
         self.burst = max(1, burst)
         self._tat = clock.monotonic()
+        self._credit = max(0, credit)  # sends allowed at once beyond the schedule, once
 
     def delay(self, rate: float) -> float:
         """How long the next slot at `rate` is from now (reserving nothing)."""
+        if self._credit:
+            return 0.0
         now = self.clock.monotonic()
         tat = max(self._tat, now)
         return max(now, tat - (self.burst - 1) / rate) - now
@@ -89,6 +92,9 @@ class GcraMeter:
         """Reserve the next slot at `rate`; return how long to wait before using it."""
         if rate <= 0:
             raise ValueError("rate must be positive")
+        if self._credit:
+            self._credit -= 1
+            return 0.0
         interval = 1.0 / rate
         now = self.clock.monotonic()
         tat = max(self._tat, now)
@@ -240,7 +246,12 @@ class Pacer:
             ceiling=rate,
             learned=learned if adaptive else None,
         )
-        self.meter = GcraMeter(clock)
+        # A known bucket, when its 429s are cheap, is spent at the start as the first run's
+        # slow start would have (INITIAL_WINDOW at most); a gated one is not risked.
+        credit = 0
+        if learned is not None and adaptive and not learned.gated:
+            credit = min(learned.burst, INITIAL_WINDOW) - 1
+        self.meter = GcraMeter(clock, credit=credit)
         self.breaker = breaker
         self.quota = _Quota()
         # Slow start only when nothing is known about this upstream yet.

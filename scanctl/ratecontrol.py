@@ -80,12 +80,15 @@ class LearnedPace:
     """What a run learned about an upstream, for the next run to start from.
 
     `rate`: the fastest rate that held; `upper`: the slowest that drew a 429; `gated`: its 429s
-    closed Retry-After gates (so probing costs seconds, and the next run is more careful).
+    closed Retry-After gates (so probing costs seconds, and the next run is more careful);
+    `burst`: what the limiter let through at once on first contact, beyond its rate (its
+    bucket), estimated from the run's first 429.
     """
 
     rate: float
     upper: float | None = None
     gated: bool = False
+    burst: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,11 @@ class AdaptiveRate:
         self._episode_sends = 0
         self._episodes: deque[tuple[float, int]] = deque(maxlen=FIT_EPISODES)
         self._first_episode: tuple[float, int] | None = None  # the run's first, from slow start
+        # (T, admitted) of the run's first 429, gated or not: what the limiter's burst was.
+        self._first_drain: tuple[float, int] | None = None
+        self._first_send: float | None = None
+        self._sent = 0
+        self._learned_burst = learned.burst if learned else 1
         self.history: list[RateChange] = []
         # A run whose 429s were cheap needs no trust period: probing costs little.
         self._search_after = now + TRUST_LEARNED if learned and learned.gated else now
@@ -151,7 +159,12 @@ class AdaptiveRate:
         rate = self.low or self.rate
         if rate is None:
             return None
-        return LearnedPace(rate, self.high, self._expensive)
+        burst = self._learned_burst
+        if self._first_drain is not None:
+            # The first 429 came after B + L x T admitted requests, T seconds into the run.
+            drained_after, admitted = self._first_drain
+            burst = max(1, min(admitted, round(admitted - rate * drained_after)))
+        return LearnedPace(rate, self.high, self._expensive, burst)
 
     @property
     def effective(self) -> float | None:
@@ -185,6 +198,9 @@ class AdaptiveRate:
         return recent / max(min(span, now - self.started), 1e-3)
 
     def on_send(self, now: float) -> None:
+        if self._first_send is None:
+            self._first_send = now
+        self._sent += 1
         if self._episode_start is None:
             self._episode_start, self._episode_sends = now, 0
         self._episode_sends += 1
@@ -264,6 +280,9 @@ class AdaptiveRate:
         else:
             new = base * (BETA_EXPENSIVE if (slow_start or expensive) else BETA)
         reason = "429: cut"
+        if self.cuts == 0 and self._first_send is not None and sent_at >= self._first_send:
+            later = sum(1 for t in self._sends if t > sent_at)
+            self._first_drain = (sent_at - self._first_send, self._sent - later - 1)
         fitted = None
         if expensive:
             fitted = self._end_episode(sent_at)

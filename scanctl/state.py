@@ -76,7 +76,8 @@ class PacingMemory:
             rate = float(entry["rate"])
             upper = entry.get("upper")
             gated = bool(entry.get("gated", False))
-            return LearnedPace(rate, float(upper) if upper is not None else None, gated)
+            burst = max(1, min(int(entry.get("burst", 1)), 10_000))
+            return LearnedPace(rate, float(upper) if upper is not None else None, gated, burst)
         except (TypeError, KeyError, ValueError):
             return None
 
@@ -86,6 +87,7 @@ class PacingMemory:
             "rate": round(pace.rate, 3),
             "upper": None if pace.upper is None else round(pace.upper, 3),
             "gated": pace.gated,
+            "burst": pace.burst,
             "updated": round(now_wall),
         }
         self._changed = True

@@ -130,3 +130,27 @@ def test_a_429_without_a_gate_fits_nothing() -> None:
         control.on_throttled(times[-1], now=times[-1] + 0.002, latency=0.05, expensive=False)
         t = times[-1] + 1.0
     assert all(change.reason != "429: fitted the limit" for change in control.history)
+
+
+def test_the_first_429_tells_the_next_run_the_limiters_burst() -> None:
+    # A bucket of 10 at 50/s, met at 240/s: the i-th send (t = i / 240) goes through while
+    # i + 1 <= 10 + 50 t, so sends 0..11 do and send 12 is refused.
+    control = AdaptiveRate(0.0)
+    times = sending(control, 0.0, 12.5 / 240, 240.0)
+    assert len(times) == 13
+    control.on_throttled(times[-1], now=times[-1] + 0.002, latency=0.05)
+    control.low = 50.0  # the rate the run's search settled on later
+    learned = control.learned()
+    assert learned is not None and learned.burst == 10
+
+
+def test_a_learned_burst_is_spent_once_at_the_start_of_a_run_without_gates() -> None:
+    from scanctl.clock import FakeClock
+    from scanctl.pacing import INITIAL_WINDOW, GcraMeter
+
+    clock = FakeClock()
+    meter = GcraMeter(clock, credit=4)
+    assert [meter.reserve(10.0) for _ in range(6)] == pytest.approx([0, 0, 0, 0, 0, 0.1])
+    clock.now += 5.0
+    assert [meter.reserve(10.0) for _ in range(2)] == pytest.approx([0, 0.1])  # not again
+    assert INITIAL_WINDOW == 10  # (the credit a learned burst gets at most)

@@ -28,10 +28,12 @@ def state_file() -> Path:
 def test_learned_rates_and_bans_round_trip_through_the_file() -> None:
     memory = PacingMemory()
     memory.remember(BASE, "mss", LearnedPace(48.5, 52.0), now_wall=1000.0)
+    memory.remember(BASE, "signals", LearnedPace(119.0, 124.0, burst=10), now_wall=1000.0)
     memory.remember_ban(BASE, until_wall=2000.0)
     memory.save()
     again = PacingMemory()
     assert again.learned(BASE, "mss") == LearnedPace(48.5, 52.0)
+    assert again.learned(BASE, "signals") == LearnedPace(119.0, 124.0, burst=10)
     assert again.learned(BASE, "price") is None
     assert again.banned_until(BASE, now_wall=1500.0) == 2000.0
     assert again.banned_until(BASE, now_wall=2500.0) is None
