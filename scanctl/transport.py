@@ -22,7 +22,9 @@ It is the default (`--transport auto`, unless the environment sets a proxy: see
 a quarter of httpcore's CPU per request, and that share does not grow with concurrency. (An
 earlier version let aiohttp look up netrc and proxies in a thread on every request, which made
 it pace worse against rate limits; see `_proxy_for`.) `--transport httpx` selects httpcore.
-`DirectClient` is the client that goes with it.
+`DirectClient` is the client that goes with it; its `fetch_answer` takes a plain GET from
+aiohttp to the engine as status, headers and body, without httpx's request and response
+objects (`answer.Answer`).
 """
 
 from __future__ import annotations
