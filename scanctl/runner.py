@@ -97,7 +97,9 @@ def make_client(
     if settings.follow_redirects:
         hooks["request"] = [_only_home_gets_secrets(settings)]
     return client_class(
-        timeout=httpx.Timeout(settings.timeout),
+        # The engine bounds every whole request by --timeout (reading included), so a timer
+        # per read would only repeat it: aiohttp re-arms one on every chunk received.
+        timeout=httpx.Timeout(settings.timeout, read=None),
         limits=limits,
         headers=headers,
         follow_redirects=settings.follow_redirects,
