@@ -35,9 +35,18 @@ class AnswerHeaders(dict[str, str]):
 
     @classmethod
     def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> AnswerHeaders:
+        """Decoded as httpx decodes them: UTF-8 when every header is UTF-8, else Latin-1."""
+        pairs = list(raw)
+        try:
+            return cls._decoded(pairs, "utf-8")
+        except UnicodeDecodeError:
+            return cls._decoded(pairs, "latin-1")
+
+    @classmethod
+    def _decoded(cls, pairs: list[tuple[bytes, bytes]], encoding: str) -> AnswerHeaders:
         headers = cls()
-        for key, value in raw:
-            name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+        for key, value in pairs:
+            name, text = key.decode(encoding).lower(), value.decode(encoding)
             seen = dict.get(headers, name)
             dict.__setitem__(headers, name, text if seen is None else f"{seen}, {text}")
         return headers

@@ -247,9 +247,10 @@ class Pacer:
             learned=learned if adaptive else None,
         )
         # A known bucket, when its 429s are cheap, is spent at the start as the first run's
-        # slow start would have (INITIAL_WINDOW at most); a gated one is not risked.
+        # slow start would have (INITIAL_WINDOW at most); a gated one is not risked, and
+        # --rate means at most that many a second, from the first.
         credit = 0
-        if learned is not None and adaptive and not learned.gated:
+        if learned is not None and adaptive and not learned.gated and rate is None:
             credit = min(learned.burst, INITIAL_WINDOW) - 1
         self.meter = GcraMeter(clock, credit=credit)
         self.breaker = breaker
@@ -427,7 +428,11 @@ class Pacer:
         if feedback.throttled:
             expensive = feedback.retry_after is not None and feedback.retry_after >= 0.5
             cut = control.on_throttled(
-                ticket.sent_at, now, latency=self.admitted_latency, expensive=expensive
+                ticket.sent_at,
+                now,
+                latency=self.admitted_latency,
+                expensive=expensive,
+                seq=ticket.seq,
             )
             if cut:
                 self._slow_start = False

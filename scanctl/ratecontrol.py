@@ -71,6 +71,9 @@ MIN_FIT_SPREAD = 0.2  # seconds between the shortest and longest episode for a f
 # dry slowly, and that long episode makes the next fit close.
 FIT_NOISE = 1.5
 FIT_MIN_MARGIN = 0.01
+# The burst is read off the first 429 only when it comes this soon (s): later, the bucket may
+# have sat full while we sent slower than it refills, and B + L x T no longer holds.
+FIRST_DRAIN = 2.0
 FIT_TOLERANCE = 2.0  # requests an episode may be off the fitted line (a few are in flight)
 FIT_LOOSE = 0.05
 
@@ -135,7 +138,7 @@ class AdaptiveRate:
         # Gated episodes (see the module docstring): when the current one started (None until
         # the first send after a gate), the requests sent in it, and the (T, admitted) points.
         self._episode_start: float | None = None
-        self._episode_sends = 0
+        self._episode_first = 1  # the number of its first send (sends are numbered from 1)
         self._episodes: deque[tuple[float, int]] = deque(maxlen=FIT_EPISODES)
         self._first_episode: tuple[float, int] | None = None  # the run's first, from slow start
         # (T, admitted) of the run's first 429, gated or not: what the limiter's burst was.
@@ -200,10 +203,9 @@ class AdaptiveRate:
     def on_send(self, now: float) -> None:
         if self._first_send is None:
             self._first_send = now
-        self._sent += 1
         if self._episode_start is None:
-            self._episode_start, self._episode_sends = now, 0
-        self._episode_sends += 1
+            self._episode_start, self._episode_first = now, self._sent + 1
+        self._sent += 1
         self._sends.append(now)
         while self._sends[0] < now - 5.0:  # only the last few seconds are ever measured
             self._sends.popleft()
@@ -247,17 +249,30 @@ class AdaptiveRate:
         return CLOSE_ENOUGH_EXPENSIVE if self._expensive else CLOSE_ENOUGH
 
     def on_throttled(
-        self, sent_at: float, now: float, *, latency: float = 0.0, expensive: bool = False
+        self,
+        sent_at: float,
+        now: float,
+        *,
+        latency: float = 0.0,
+        expensive: bool = False,
+        seq: int | None = None,
     ) -> bool:
         """A 429 for a request sent at `sent_at`; True when it cut the rate.
 
         `latency` is the smoothed time an admitted request takes (one round trip); `expensive`
-        says the 429 also closed a gate for everyone.
+        says the 429 also closed a gate for everyone; `seq` is the request's number among the
+        sends (from 1, as `on_send` saw them), which tells sends made at the same instant apart.
         """
         self._answers.append((sent_at, False))
         if sent_at <= self._measure_until:
             self._last_throttled_send = max(sent_at, self._last_throttled_send)
-        if sent_at < self.last_cut_at or now < self.last_cut_at + max(latency, MIN_CUT_INTERVAL):
+        # A gated 429 for a request sent after the gate reopened is a new overshoot, however
+        # soon after the last cut it comes back (a slow upstream's round trip can outlast the
+        # gate); its episode must end here, or it would run on across the next gate.
+        start = self._episode_start
+        fresh = expensive and start is not None and start > self.last_cut_at and sent_at >= start
+        in_flight = sent_at < self.last_cut_at
+        if not fresh and (in_flight or now < self.last_cut_at + max(latency, MIN_CUT_INTERVAL)):
             return False  # in flight at the old rate: already answered for by the last cut
         slow_start = self.rate is None
         self._expensive = expensive
@@ -280,12 +295,12 @@ class AdaptiveRate:
         else:
             new = base * (BETA_EXPENSIVE if (slow_start or expensive) else BETA)
         reason = "429: cut"
-        if self.cuts == 0 and self._first_send is not None and sent_at >= self._first_send:
-            later = sum(1 for t in self._sends if t > sent_at)
-            self._first_drain = (sent_at - self._first_send, self._sent - later - 1)
+        first = self._first_send
+        if self.cuts == 0 and first is not None and first <= sent_at <= first + FIRST_DRAIN:
+            self._first_drain = (sent_at - first, self._sends_before(sent_at, seq, 1))
         fitted = None
         if expensive:
-            fitted = self._end_episode(sent_at)
+            fitted = self._end_episode(sent_at, seq)
         else:
             self._forget_episodes()
         if fitted is not None:
@@ -303,7 +318,13 @@ class AdaptiveRate:
         self._set(new, now, reason)
         return True
 
-    def _end_episode(self, refused_at: float) -> tuple[float, float] | None:
+    def _sends_before(self, refused_at: float, seq: int | None, first: int) -> int:
+        """How many requests went out from send number `first` up to the refused one."""
+        if seq is None:  # by time: sends at the very same instant cannot be told apart
+            seq = self._sent - sum(1 for t in self._sends if t > refused_at)
+        return max(0, seq - first)
+
+    def _end_episode(self, refused_at: float, seq: int | None) -> tuple[float, float] | None:
         """Close the gated episode the request sent at `refused_at` ended; fit the limit.
 
         Returns (limit, relative uncertainty), or None when no credible fit exists yet.
@@ -311,8 +332,7 @@ class AdaptiveRate:
         start, self._episode_start = self._episode_start, None  # the next send starts one
         if start is None or refused_at < start:
             return None
-        later = sum(1 for t in self._sends if t > refused_at)
-        admitted = self._episode_sends - later - 1  # (the refused request itself not counted)
+        admitted = self._sends_before(refused_at, seq, self._episode_first)
         if self._first_episode is None:
             self._first_episode = (refused_at - start, admitted)
         else:

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +77,14 @@ class PacingMemory:
             rate = float(entry["rate"])
             upper = entry.get("upper")
             gated = bool(entry.get("gated", False))
-            burst = max(1, min(int(entry.get("burst", 1)), 10_000))
-            return LearnedPace(rate, float(upper) if upper is not None else None, gated, burst)
+            learned = LearnedPace(rate, float(upper) if upper is not None else None, gated)
         except (TypeError, KeyError, ValueError):
             return None
+        try:  # (written by newer versions only: a bad one costs the burst, not the rate)
+            burst = max(1, min(int(entry.get("burst", 1)), 10_000))
+        except (TypeError, ValueError, OverflowError):
+            burst = 1
+        return replace(learned, burst=burst)
 
     def remember(self, base_url: str, type_name: str, pace: LearnedPace, now_wall: float) -> None:
         rates = self.data.setdefault("rates", {})

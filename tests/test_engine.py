@@ -10,6 +10,7 @@ from scanctl.clock import FakeClock
 from scanctl.config import load_builtin_profile
 from scanctl.engine import ScanSettings
 from scanctl.pacing import Feedback, GcraMeter, Pacer
+from scanctl.ratecontrol import LearnedPace
 from scanctl.runner import make_client
 from tests.engine_helpers import run_engine
 
@@ -133,6 +134,17 @@ async def test_a_ticket_at_once_only_when_nothing_would_make_it_wait() -> None:
     assert pacer.in_flight == 1  # the refusals took no window place
     clock.now += 1.0
     assert pacer.acquire_at_once() is not None
+
+
+@pytest.mark.anyio
+async def test_a_learned_burst_never_passes_the_rate_ceiling() -> None:
+    clock = FakeClock()
+    learned = LearnedPace(5.0, burst=10)
+    capped = Pacer(clock, concurrency=20, rate=2.0, learned=learned)
+    assert capped.acquire_at_once() is not None and capped.acquire_at_once() is None
+    free = Pacer(clock, concurrency=20, learned=learned)  # no --rate: the burst is spent
+    tickets = [free.acquire_at_once() for _ in range(11)]
+    assert all(tickets[:10]) and tickets[10] is None
 
 
 def test_the_hedging_p95_is_recomputed_now_and_then_not_on_every_answer() -> None:

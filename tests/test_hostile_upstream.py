@@ -353,6 +353,10 @@ def test_answer_headers_are_case_insensitive_and_join_repeats_as_httpx_does() ->
     for name in ("content-type", "CONTENT-TYPE", "X-Dup", "x-dup", "missing"):
         assert headers.get(name) == reference.get(name)
         assert (name in headers) == (name in reference)
+    for location in ("/café".encode(), "/caf\xe9".encode("latin-1")):  # UTF-8, then not
+        with_location = [*raw, (b"Location", location)]
+        expected = httpx.Headers(with_location).get("location")
+        assert AnswerHeaders.from_raw(with_location).get("location") == expected
     assert headers["X-DUP"] == "a, b" and headers.get("missing", "d") == "d"
     with pytest.raises(KeyError):
         headers["missing"]

@@ -154,3 +154,34 @@ def test_a_learned_burst_is_spent_once_at_the_start_of_a_run_without_gates() -> 
     clock.now += 5.0
     assert [meter.reserve(10.0) for _ in range(2)] == pytest.approx([0, 0.1])  # not again
     assert INITIAL_WINDOW == 10  # (the credit a learned burst gets at most)
+
+
+def test_sends_at_the_same_instant_are_told_apart_by_their_number() -> None:
+    # Ten sends at one instant (a coarse clock, or a burst); the fifth is refused.
+    control = AdaptiveRate(0.0)
+    for _ in range(10):
+        control.on_send(0.0)
+    control.on_throttled(0.0, now=0.002, latency=0.05, seq=5)
+    control.low = 50.0
+    learned = control.learned()
+    assert learned is not None and learned.burst == 4
+
+
+def test_a_gated_429_from_a_new_episode_cuts_even_within_a_slow_round_trip() -> None:
+    # Answers take 1.5 s, longer than the 1 s gate: the next episode's 429 comes back
+    # before a round trip has passed since the last cut, and must still end that episode.
+    control = AdaptiveRate(0.0)
+    sending(control, 0.0, 0.05, 240.0)
+    assert control.on_throttled(0.05, now=0.052, latency=1.5, expensive=True)
+    sending(control, 1.052, 1.3, control.rate or 0.0)
+    assert control.on_throttled(1.3, now=1.302, latency=1.5, expensive=True)
+    assert control.cuts == 2
+
+
+def test_no_burst_is_read_off_a_first_429_that_came_late() -> None:
+    # Sent slower than the limit for a minute, the bucket sat full: B + L x T says nothing.
+    control = AdaptiveRate(0.0, learned=LearnedPace(40.0, burst=7))
+    times = sending(control, 0.0, 60.0, 48.0)
+    control.on_throttled(times[-1], now=times[-1] + 0.002, latency=0.05)
+    learned = control.learned()
+    assert learned is not None and learned.burst == 7  # what the earlier run learned

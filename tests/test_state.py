@@ -39,6 +39,13 @@ def test_learned_rates_and_bans_round_trip_through_the_file() -> None:
     assert again.banned_until(BASE, now_wall=2500.0) is None
 
 
+def test_a_bad_burst_costs_only_the_burst_not_the_learned_rate() -> None:
+    memory = PacingMemory()
+    for bad in (1e999, "1e3", None, [3]):
+        memory.data = {"rates": {f"{BASE} mss": {"rate": 40.0, "burst": bad}}}
+        assert memory.learned(BASE, "mss") == LearnedPace(40.0)
+
+
 def test_a_corrupt_state_file_is_set_aside_with_a_warning(capsys) -> None:  # type: ignore[no-untyped-def]
     state_file().parent.mkdir(parents=True, exist_ok=True)
     state_file().write_text("{not json")
