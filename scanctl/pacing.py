@@ -80,27 +80,26 @@ class GcraMeter:
         self._tat = clock.monotonic()
         self._credit = max(0, credit)  # sends allowed at once beyond the schedule, once
 
-    def delay(self, rate: float) -> float:
-        """How long the next slot at `rate` is from now (reserving nothing)."""
-        if self._credit:
-            return 0.0
-        now = self.clock.monotonic()
-        tat = max(self._tat, now)
-        return max(now, tat - (self.burst - 1) / rate) - now
-
-    def reserve(self, rate: float) -> float:
-        """Reserve the next slot at `rate`; return how long to wait before using it."""
+    def _next_slot(self, rate: float) -> tuple[float, float]:
+        """(seconds from now to the next slot at `rate`, the arrival time after taking it)."""
         if rate <= 0:
             raise ValueError("rate must be positive")
-        if self._credit:
-            self._credit -= 1
-            return 0.0
         interval = 1.0 / rate
         now = self.clock.monotonic()
         tat = max(self._tat, now)
-        send_at = max(now, tat - (self.burst - 1) * interval)
-        self._tat = tat + interval
-        return send_at - now
+        return max(now, tat - (self.burst - 1) * interval) - now, tat + interval
+
+    def delay(self, rate: float) -> float:
+        """How long the next slot at `rate` is from now (reserving nothing)."""
+        return 0.0 if self._credit else self._next_slot(rate)[0]
+
+    def reserve(self, rate: float) -> float:
+        """Reserve the next slot at `rate`; return how long to wait before using it."""
+        if self._credit:
+            self._credit -= 1
+            return 0.0
+        wait, self._tat = self._next_slot(rate)
+        return wait
 
 
 class _Quota:

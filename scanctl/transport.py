@@ -220,18 +220,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         answer_headers = AnswerHeaders.from_raw(raw)
         status = response.status
         try:
-            encoding = (answer_headers.get("content-encoding") or "").strip().lower()
+            encoded = (answer_headers.get("content-encoding") or "").strip().lower()
             declared = answer_headers.get("content-length") or ""
-            if encoding in ("", "identity") and declared.isdigit() and int(declared) <= limit:
+            stream = _Body(response, None)
+            if encoded not in ("", "identity"):
+                chunks = httpx.Response(status, headers=raw, stream=stream).aiter_bytes()
+                body = await read_capped(status, answer_headers, chunks, limit)
+            elif declared.isdigit() and int(declared) <= limit:
                 with _as_httpx_errors(None):
                     body = await response.read()  # (aiohttp reads no more than declared)
             else:
-                stream = _Body(response, None)
-                if encoding in ("", "identity"):
-                    chunks = stream.__aiter__()
-                else:
-                    chunks = httpx.Response(status, headers=raw, stream=stream).aiter_bytes()
-                body = await read_capped(status, answer_headers, chunks, limit)
+                body = await read_capped(status, answer_headers, stream.__aiter__(), limit)
         except BaseException:
             response.close()  # cut short (--max-body, an error, a cancel): do not read the rest
             raise
@@ -260,12 +259,6 @@ class DirectClient(httpx.AsyncClient):
     def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
         super().__init__(transport=transport, **kwargs)
         self._direct = transport
-        # The client's headers and timeouts as the transport takes them, made again only when
-        # they change (that is per request otherwise).
-        self._headers_from: list[tuple[bytes, bytes]] | None = None
-        self._header_items: list[tuple[str, str]] = []
-        self._timeout_from: httpx.Timeout | None = None
-        self._timeouts: dict[str, float | None] = {}
 
     def _nothing_between(self, auth: Any, follow_redirects: Any, url: httpx.URL) -> bool:
         """True when httpx's `send` would only hand the request to the transport."""
@@ -315,13 +308,8 @@ class DirectClient(httpx.AsyncClient):
             or self.cookies
         ):
             return None
-        raw_headers = self.headers.raw
-        if raw_headers != self._headers_from:
-            self._headers_from, self._header_items = raw_headers, self.headers.multi_items()
-        if self.timeout is not self._timeout_from:
-            self._timeout_from, self._timeouts = self.timeout, self.timeout.as_dict()
         answer, raw = await transport.fetch_answer(
-            method, url, self._header_items, self._timeouts, limit
+            method, url, self.headers.multi_items(), self.timeout.as_dict(), limit
         )
         if "set-cookie" in answer.headers:
             response = httpx.Response(answer.status, headers=raw)
