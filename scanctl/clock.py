@@ -69,13 +69,19 @@ class LoopClock:
 
     Under trio's `MockClock(autojump_threshold=0)` this time is virtual: it jumps ahead whenever
     every task is waiting, so tests of many concurrent workers see exact timings without
-    sleeping. Only usable inside the event loop.
+    sleeping. Only usable inside the event loop. `wall_offset` makes the wall clock virtual too
+    (that offset plus loop time), for tests of epoch and date headers in virtual time.
     """
+
+    def __init__(self, wall_offset: float | None = None) -> None:
+        self.wall_offset = wall_offset
 
     def monotonic(self) -> float:
         return anyio.current_time()
 
     def wall(self) -> float:
+        if self.wall_offset is not None:
+            return self.wall_offset + anyio.current_time()
         return time.time()
 
     async def sleep(self, seconds: float) -> None:

@@ -13,6 +13,7 @@ import httpx
 from scanctl.cache.front import CacheFront
 from scanctl.clock import Clock, FakeClock
 from scanctl.config import load_builtin_profile
+from scanctl.demo.headers import HintStyle, hint_headers
 from scanctl.demo.limiters import Limiter
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings
 from scanctl.metrics import RunMetrics
@@ -76,43 +77,45 @@ class UpstreamCounts:
     requests: int = 0
     throttled: int = 0
     by_symbol: dict[str, int] = field(default_factory=dict)
+    sent_at: list[float] = field(default_factory=list)  # when each request arrived
+    throttled_at: list[float] = field(default_factory=list)  # ...and each refused one
 
 
 def limited_handler(
     clock: Clock,
     limiter: Limiter,
     *,
-    hints: frozenset[str] = frozenset(),
+    hints: frozenset[str] | HintStyle = frozenset(),
     latency: float = 0.05,
     seed: int = 1,
     policy: tuple[int, int] | None = None,
 ) -> tuple[Handler, UpstreamCounts]:
     """An upstream in virtual time: one of the demo's limiters, hint headers, lognormal latency.
 
-    `policy` is the IETF (q, w) to announce; by default the limiter's own limit and window.
+    `hints`: the header kinds, or a whole `HintStyle` (lying resets and all). `policy` is the
+    IETF (q, w) to announce; by default the limiter's own limit and window.
     """
     rng = random.Random(seed)
     counts = UpstreamCounts()
+    style = hints if isinstance(hints, HintStyle) else HintStyle(frozenset(hints))
 
     async def handler(request: httpx.Request) -> httpx.Response:
         counts.requests += 1
         symbol = request.url.path.rsplit("/", 1)[-1]
         counts.by_symbol[symbol] = counts.by_symbol.get(symbol, 0) + 1
-        decision = limiter.admit(clock.monotonic())
-        headers: dict[str, str] = {}
-        reset = str(max(0, math.ceil(decision.reset)))
-        if "x-ratelimit" in hints:
-            headers["X-RateLimit-Limit"] = str(decision.limit)
-            headers["X-RateLimit-Remaining"] = str(decision.remaining)
-            headers["X-RateLimit-Reset"] = reset
-        if "ietf" in hints:
-            q, w = policy or (decision.limit, max(1, math.ceil(decision.window)))
-            headers["RateLimit-Policy"] = f'"default";q={q};w={w}'
-            headers["RateLimit"] = f'"default";r={decision.remaining};t={reset}'
+        now = clock.monotonic()
+        counts.sent_at.append(now)
+        decision = limiter.admit(now)
+        headers = hint_headers(
+            decision,
+            style,
+            throttled=not decision.allowed,
+            wall_now=clock.wall(),
+            policy=policy,
+        )
         if not decision.allowed:
             counts.throttled += 1
-            if "retry-after" in hints:
-                headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
+            counts.throttled_at.append(now)
             await anyio.sleep(0.002)
             return httpx.Response(429, headers=headers, json={"detail": "Too many requests"})
         await anyio.sleep(decision.delay + latency * math.exp(0.5 * rng.gauss(0.0, 1.0)))

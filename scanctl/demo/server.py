@@ -38,10 +38,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from scanctl.demo.headers import HINT_KINDS, HintStyle, hint_headers
 from scanctl.demo.limiters import LIMITER_KINDS, Limiter, make_limiter
 from scanctl.demo.payloads import ROUTES, Payload, is_unknown
 
-HINT_KINDS = ("none", "retry-after", "x-ratelimit", "x-ratelimit-epoch", "ietf", "used-weight")
 OUTAGE_MODES = ("drop", "503")
 
 
@@ -56,6 +56,10 @@ class DemoConfig:
     limiter: str = "token-bucket"
     window: float = 1.0
     hints: frozenset[str] = frozenset({"retry-after"})
+    count_rejected: bool = False
+    reset_offset: float = 0.0
+    retry_after_always: bool = False
+    fractional_epoch: bool = False
     ban_after: int | None = None
     ban_seconds: float = 120.0
     error_rate: float = 0.0
@@ -134,6 +138,10 @@ class DemoUpstream:
             burst=config.burst,
             window=config.window,
             start=self.stats.started,
+            count_rejected=config.count_rejected,
+        )
+        self.style = HintStyle(
+            config.hints, config.reset_offset, config.retry_after_always, config.fractional_epoch
         )
         self.recent_throttles: list[float] = []
         self.banned_until = 0.0
@@ -144,34 +152,27 @@ class DemoUpstream:
             return 0.0
         return c.latency_median * math.exp(c.latency_sigma * self.rng.gauss(0.0, 1.0))
 
-    def _ietf_policy(self, decision: Any) -> str:
-        """The draft's quota policy: q requests per w whole seconds, true to the configured rate.
+    def _ietf_policy(self) -> tuple[int, int] | None:
+        """The draft's quota policy (q per w whole seconds), true to the configured rate.
 
         A bucket's own window (burst / rate) is often under a second, which w cannot say, so
-        buckets state their rate over a whole second (or their burst's worth of seconds).
+        buckets state their rate over a whole second (or their burst's worth of seconds);
+        window limiters state their own (None: the limiter's figures).
         """
         c = self.config
         if c.rate_limit is None or c.limiter in ("fixed-window", "sliding-window"):
-            return f'"default";q={decision.limit};w={max(1, math.ceil(decision.window))}'
+            return None
         window = max(1, math.ceil(c.burst / c.rate_limit))
-        return f'"default";q={round(c.rate_limit * window)};w={window}'
+        return round(c.rate_limit * window), window
 
     def _hint_headers(self, decision: Any, throttled: bool) -> dict[str, str]:
-        hints, headers = self.config.hints, {}
-        reset = max(0, math.ceil(decision.reset))
-        if throttled and "retry-after" in hints:
-            headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
-        if "x-ratelimit" in hints or "x-ratelimit-epoch" in hints:
-            headers["X-RateLimit-Limit"] = str(decision.limit)
-            headers["X-RateLimit-Remaining"] = str(decision.remaining)
-            epoch = "x-ratelimit-epoch" in hints
-            headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + reset) if epoch else reset)
-        if "ietf" in hints:
-            headers["RateLimit-Policy"] = self._ietf_policy(decision)
-            headers["RateLimit"] = f'"default";r={decision.remaining};t={reset}'
-        if "used-weight" in hints:
-            headers["X-MBX-USED-WEIGHT-1M"] = str(decision.limit - decision.remaining)
-        return headers
+        return hint_headers(
+            decision,
+            self.style,
+            throttled=throttled,
+            wall_now=time.time(),
+            policy=self._ietf_policy(),
+        )
 
     def _note_throttle(self, now: float) -> None:
         """Count a 429; too many in a minute earn a ban, when the upstream is set to ban."""
@@ -355,6 +356,28 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
         default=frozenset({"retry-after"}),
         help=f"comma-separated rate-limit headers to send: {', '.join(HINT_KINDS)}",
     )
+    p.add_argument(
+        "--count-rejected",
+        action="store_true",
+        help="the limiter counts refused requests too (as many gateways do)",
+    )
+    p.add_argument(
+        "--reset-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="advertise every reset (and Retry-After) this much later than the truth",
+    )
+    p.add_argument(
+        "--retry-after-always",
+        action="store_true",
+        help="send Retry-After on every answer, 200s included",
+    )
+    p.add_argument(
+        "--fractional-epoch",
+        action="store_true",
+        help="write epoch resets (x-ratelimit-epoch) with their fraction",
+    )
     p.add_argument("--ban-after", type=int, default=None, help="418 ban after N 429s in a minute")
     p.add_argument("--ban-seconds", type=float, default=120.0)
     p.add_argument("--error-rate", type=_share, default=0.0, help="share answered 500")
@@ -401,6 +424,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
         limiter=args.limiter,
         window=args.window,
         hints=args.hints,
+        count_rejected=args.count_rejected,
+        reset_offset=args.reset_offset,
+        retry_after_always=args.retry_after_always,
+        fractional_epoch=args.fractional_epoch,
         ban_after=args.ban_after,
         ban_seconds=args.ban_seconds,
         error_rate=args.error_rate,
