@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
 from scanctl.clock import FakeClock
-from scanctl.hints import QuotaHint, WeightHeader, parse_quota
+from scanctl.hints import DEFAULT_RESET, QuotaHint, WeightHeader, parse_quota
 from scanctl.pacing import Feedback, Pacer
+from scanctl.retry import Outcome, classify_response
 
 NOW_WALL = 1_800_000_000.0
 
@@ -49,6 +52,95 @@ def test_used_weight_header_needs_the_profile_to_name_it() -> None:
 )
 def test_absent_or_malformed_hints_are_ignored(headers: dict[str, str]) -> None:
     assert quota(headers) is None
+
+
+def reset_of(value: str, now_wall: float = NOW_WALL) -> float:
+    """The reset parsed from an X-RateLimit-Reset of `value` (the hint must survive it)."""
+    headers = {"X-RateLimit-Remaining": "3", "X-RateLimit-Reset": value}
+    hint = parse_quota(httpx.Headers(headers), now_wall)
+    assert hint is not None and hint.remaining == 3
+    return hint.reset
+
+
+def test_reset_as_delta_seconds_integer_or_fractional() -> None:
+    assert reset_of("30") == 30.0
+    assert reset_of("0.5") == 0.5
+    assert reset_of(" 2.25 ") == 2.25
+
+
+def test_reset_as_epoch_seconds_integer_or_fractional() -> None:
+    now = 1_764_435_000.0
+    assert reset_of("1764435600", now) == pytest.approx(600.0)
+    assert reset_of("1764435600.734", now) == pytest.approx(600.734)
+
+
+def test_reset_as_epoch_milliseconds() -> None:
+    now = 1_764_435_000.0
+    assert reset_of("1764435600734", now) == pytest.approx(600.734)
+    assert reset_of("1764435000500", now) == pytest.approx(0.5)
+
+
+def test_reset_as_http_date() -> None:
+    at = datetime(2026, 11, 29, 18, 0, 0, tzinfo=UTC).timestamp()
+    assert reset_of("Sun, 29 Nov 2026 18:00:00 GMT", at - 90.0) == pytest.approx(90.0)
+    # The obsolete forms RFC 9110 still asks recipients to read (GMT, both of them).
+    assert reset_of("Sunday, 29-Nov-26 18:00:00 GMT", at - 90.0) == pytest.approx(90.0)
+    assert reset_of("Sun Nov 29 18:00:00 2026", at - 90.0) == pytest.approx(90.0)
+
+
+def test_reset_in_the_past_is_now_never_negative() -> None:
+    now = 1_764_435_000.0
+    assert reset_of("1764434000", now) == 0.0  # epoch seconds, 1000 s ago
+    assert reset_of("1764434000000", now) == 0.0  # epoch milliseconds
+    assert reset_of("Thu, 01 Jan 1970 00:00:00 GMT", now) == 0.0
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    ["soon", "", "NaN", "inf", "-5", "1e400", "12abc", "9" * 400, "1_000", "0x10", "+5", "..."],
+)
+def test_garbage_reset_keeps_remaining_with_the_reset_unknown(garbage: str) -> None:
+    """Unknown reset = as if no reset header came: the default, finite and >= 0."""
+    assert reset_of(garbage) == DEFAULT_RESET
+    ietf = quota({"RateLimit": f'"b";r=4;t={garbage}', "RateLimit-Policy": '"b";q=9;w=60'})
+    assert ietf == QuotaHint(remaining=4, reset=60.0, limit=9, window=60.0)  # the window
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-RateLimit-Remaining": "-5"},
+        {"X-RateLimit-Remaining": "NaN"},
+        {"X-RateLimit-Remaining": "1e400"},
+        {"X-RateLimit-Remaining": ""},
+        {"X-RateLimit-Remaining": "3", "X-RateLimit-Limit": "-10"},
+        {"X-RateLimit-Remaining": "3", "X-RateLimit-Limit": "inf"},
+        {"RateLimit-Remaining": "12abc", "RateLimit-Reset": "5"},
+        {"RateLimit": '"b";r=-5'},
+        {"RateLimit": '"b";r=1.2.3'},
+        {"RateLimit": '"b";r=.'},
+        {"RateLimit": '"b";r=5e3'},
+        {"RateLimit": '"b";r=' + "9" * 400},
+        {"RateLimit": '"b";r'},
+        {"RateLimit": '"b";r=5', "RateLimit-Policy": '"b";q=-1;w=60'},
+        {"RateLimit": '"b";r=5', "RateLimit-Policy": '"b";q=10;w=nan'},
+    ],
+)
+def test_garbage_or_negative_counts_drop_the_hint(headers: dict[str, str]) -> None:
+    assert quota(headers) is None
+
+
+def test_a_garbage_dialect_does_not_hide_a_readable_one() -> None:
+    headers = {"RateLimit": '"b";r=oops', "X-RateLimit-Remaining": "8", "X-RateLimit-Reset": "2"}
+    assert quota(headers) == QuotaHint(remaining=8, reset=2.0)
+
+
+def test_retry_after_is_read_on_a_429_but_not_on_a_200() -> None:
+    headers = httpx.Headers({"Retry-After": "5"})
+    ok = classify_response(200, headers, b"{}", NOW_WALL)
+    assert ok.outcome is Outcome.OK and ok.retry_after is None
+    throttled = classify_response(429, headers, b"", NOW_WALL)
+    assert throttled.outcome is Outcome.THROTTLED and throttled.retry_after == 5.0
 
 
 @pytest.mark.anyio
