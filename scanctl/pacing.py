@@ -89,6 +89,10 @@ class GcraMeter:
         tat = max(self._tat, now)
         return max(now, tat - (self.burst - 1) * interval) - now, tat + interval
 
+    def grant(self, sends: int) -> None:
+        """Let `sends` more requests go at once, beyond the schedule."""
+        self._credit += max(0, sends)
+
     def delay(self, rate: float) -> float:
         """How long the next slot at `rate` is from now (reserving nothing)."""
         return 0.0 if self._credit else self._next_slot(rate)[0]
@@ -294,7 +298,8 @@ class Pacer:
         reason = self.breaker.give_up_reason(now) if self.breaker is not None else None
         if reason is not None:
             raise UpstreamDown(reason)
-        waits = [self._gate_until - now, self.quota.wait(now)]
+        self._measure_if_due(now)  # (senders held for a measurement must not wait in vain)
+        waits = [self._gate_until - now, self.quota.wait(now), self.control.pause_wait(now)]
         if self.breaker is not None:
             waits.append(self.breaker.wait_time(now))
         return max(0.0, *waits)
@@ -425,6 +430,8 @@ class Pacer:
     def _adapt(self, ticket: Ticket, feedback: Feedback, now: float) -> None:
         control = self.control
         if feedback.throttled:
+            if self.quota.window is not None:
+                control.pause_cap = self.quota.window  # a pause need not outlast the window
             expensive = feedback.retry_after is not None and feedback.retry_after >= 0.5
             cut = control.on_throttled(
                 ticket.sent_at,
@@ -433,21 +440,30 @@ class Pacer:
                 expensive=expensive,
                 seq=ticket.seq,
             )
-            if cut:
+            if cut or control.paused:
                 self._slow_start = False
         elif feedback.admitted:
             rate_bound = now - self._rate_waited_at < 1.0
             control.on_admitted(ticket.sent_at, now, rate_bound=rate_bound)
+            if control.resume_credit:
+                # Resumed after a long pause: the window it waited out has refilled.
+                self.meter.grant(control.resume_credit)
+                control.resume_credit = 0
             if self._slow_start and self.window.total_tokens < self.ceiling:
                 self.window.total_tokens = min(self.ceiling, int(self.window.total_tokens) + 1)
-        # (The oldest request in flight is looked up only while a measurement waits for it.)
-        oldest = min(self._in_flight.values(), default=None) if control.measuring else None
-        if control.measuring and control.measure_due(now, oldest, self.admitted_latency):
-            control.measure(now)
+        self._measure_if_due(now)
         if not self._slow_start and control.effective is not None:
             # Little's law: in flight = rate x latency; double it, plus room for stragglers.
             need = math.ceil(control.effective * max(self.latency, 0.001) * 2.0) + 4
             self.window.total_tokens = max(1, min(self.ceiling, need))
+
+    def _measure_if_due(self, now: float) -> None:
+        """Let the rate control measure a cut once the answers it waits for are back."""
+        control = self.control
+        if control.measuring:  # (the oldest in flight is looked up only then)
+            oldest = min(self._in_flight.values(), default=None)
+            if control.measure_due(now, oldest, self.admitted_latency):
+                control.measure(now)
 
     def try_acquire_now(self) -> Ticket | None:
         """A ticket for a hedged copy, only if one may leave this instant (hedges never queue).

@@ -28,6 +28,19 @@ later (B its burst, L its rate). Each gated episode gives one (T, admitted) poin
 different lengths give L, and the rate goes just under it at once. A fit that makes no sense
 (a window limiter, whose admitted count does not grow with T) is ignored, and the search goes on.
 
+**When 429s keep coming whatever the rate**, the limiter is remembering: a window that counts
+the requests it refuses, a penalty box. There, every further 429 says nothing about the rate,
+and cutting on each would drive it to the floor while the limiter only waits for time to pass
+(or, counting refusals, waits for us to stop). So after a cut, `BLOCK_AFTER` 429s for requests
+sent after it with none admitted mean: pause. Nothing is sent for 1 s, then one probe; each
+probe refused doubles the pause (1, 2, 4 ... s, at most `PAUSE_MAX`, or the window a hint
+gave). No 429 that comes back during a pause is evidence about the rate. When a probe is
+admitted, sending resumes at what the upstream admitted over the whole run (the longest span
+seen), never at the floor, with the bounds of the search forgotten. A limiter that held us off
+past two probes has a window far longer than the gap between two sends; it has refilled all of
+it by now, so what it admitted at first contact (at most the run's rate times the pause) may go
+at once.
+
 A rate that drew a 429 at or below `low` proves `low` wrong (a token bucket can hide an excess
 for a few seconds), so `low` drops below it. Growing only happens while the rate is what holds
 the senders back: raising a cap nobody reaches teaches nothing.
@@ -55,14 +68,30 @@ MIN_CUT_INTERVAL = 0.5
 CLOSE_ENOUGH = 0.01
 CLOSE_ENOUGH_EXPENSIVE = 0.05
 FORGET = 60.0  # seconds of calm after which `high` may be stale
-# A rate learned on an earlier run was found by that run's search: trust it this long before
-# searching above it again (a short cron run then never pays for a probe).
-TRUST_LEARNED = 30.0  # (only when its 429s closed Retry-After gates)
+# A rate learned on an earlier run may have been a share (other runs sent at the same time) or
+# the limit may have grown since: with no 429 this long, search above it (only when its 429s
+# closed Retry-After gates; cheap 429s need no wait at all).
+TRUST_LEARNED = 2.0
 PROBE_GAIN = 0.03  # growth per second while probing with no upper bound, doubling every 5 s
+# ...and after a pause, whose resumed rate is a lower bound (the pause itself counts in it):
+RESUME_GAIN = 0.125  # per second: x1.25 per HOLD until the first 429
 MIN_RATE = 0.1  # requests/s: the slowest we go, however many 429s
 MIN_MEASURED = 4  # answers needed before a measurement counts
 MIN_SPAN = 0.05  # seconds: the shortest time over which a send rate means anything
 HISTORY_LIMIT = 100
+# 429s for requests sent after a cut, with none of those admitted, that mean the limiter is
+# remembering rather than measuring our rate (see the module docstring).
+BLOCK_AFTER = 4
+BLOCK_SETTLE = 0.1  # seconds (and two round trips) after a cut before those 429s count
+PAUSE_FIRST = 1.0  # seconds: the first pause; each refused probe doubles it...
+PAUSE_MAX = 32.0  # ...up to this (or the window a hint gave)
+PROBE_POLL = 0.02  # seconds between looks while a probe is out
+MEASURE_HOLD_MAX = 0.5  # seconds past a round trip that sending waits for a measurement
+# A pause that outlasted this many refused probes was a long window: spend its refill at once.
+LONG_PAUSE_PROBES = 2
+# The rate never drops below this share of what the upstream admitted over the run so far.
+FLOOR_SHARE = 0.5
+FLOOR_AFTER = 2.0  # seconds into the run before that floor counts (a start proves little)
 FIT_EPISODES = 4  # the latest gated episodes a fit uses (limits change)
 MIN_FIT_SPREAD = 0.2  # seconds between the shortest and longest episode for a fit to count
 # A fit's relative uncertainty is about FIT_NOISE / (spread x L): the counts are whole
@@ -146,6 +175,24 @@ class AdaptiveRate:
         self._first_send: float | None = None
         self._sent = 0
         self._learned_burst = learned.burst if learned else 1
+        # Evidence of a remembering limiter: answers to requests sent after the last cut.
+        self._throttled_since_cut = 0
+        self._admitted_since_cut = 0
+        self.admitted_total = 0
+        self._first_contact_burst: int | None = None  # sends before the run's first refused one
+        # The pause (see the module docstring): None when sending; else when it began, the
+        # current gap between probes, when the next probe may go, and when the one out left.
+        self._paused_at: float | None = None
+        self._pause_gap = PAUSE_FIRST
+        self._probe_at = 0.0
+        self._probe_sent: float | None = None
+        self._probes_refused = 0
+        self._hold_for_measure = False
+        self.pause_cap = PAUSE_MAX
+        self.pauses = 0
+        self._measured: float | None = None  # the last rate a measurement or a fit set
+        self._resumed = False  # the rate came from a pause's end: grow fast until a 429
+        self.resume_credit = 0  # sends the pacer may let go at once on resuming (taken by it)
         self.history: list[RateChange] = []
         # A run whose 429s were cheap needs no trust period: probing costs little.
         self._search_after = now + TRUST_LEARNED if learned and learned.gated else now
@@ -179,7 +226,7 @@ class AdaptiveRate:
     def _set(self, rate: float, now: float, reason: str) -> None:
         if self.ceiling is not None:
             rate = min(rate, self.ceiling * 1.5)  # no point growing far past --rate
-        self.rate = max(MIN_RATE, rate)
+        self.rate = max(self._floor(now), rate)
         # A new rate starts a new episode: sent below the limit before, the bucket is full.
         self._episode_start = None
         self._held_since = now
@@ -187,6 +234,76 @@ class AdaptiveRate:
         rounded = round(self.rate, 2)
         self.history.append(RateChange(round(now - self.started, 3), rounded, reason))
         del self.history[:-HISTORY_LIMIT]
+
+    def _floor(self, now: float) -> float:
+        """The slowest rate allowed: a share of what the upstream admitted over the run."""
+        first = self._first_send
+        if first is None or now - first < FLOOR_AFTER:
+            return MIN_RATE
+        return max(MIN_RATE, FLOOR_SHARE * self.admitted_total / (now - first))
+
+    def long_span_rate(self, now: float) -> float | None:
+        """What the upstream admitted per second over the whole run (None before any answer)."""
+        first = self._first_send
+        if first is None or not self.admitted_total:
+            return None
+        return self.admitted_total / max(now - first, MIN_SPAN)
+
+    # -- the pause -------------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def pause_wait(self, now: float) -> float:
+        """Seconds until the next send may go: 0 when not paused or a probe is due now."""
+        if self._hold_for_measure and self._measure_pending:
+            if now < self._measure_until + MEASURE_HOLD_MAX:  # (bounded: answers may be lost)
+                return PROBE_POLL
+        if self._paused_at is None:
+            return 0.0
+        if self._probe_sent is not None:
+            return PROBE_POLL  # one probe at a time; its answer ends or extends the pause
+        return max(0.0, self._probe_at - now)
+
+    def _pause(self, now: float) -> None:
+        self._paused_at = now
+        self._pause_gap = min(PAUSE_FIRST, self.pause_cap)
+        self._probe_at = now + self._pause_gap
+        self._probe_sent = None
+        self._probes_refused = 0
+        self.pauses += 1
+        self._measure_pending = False
+        self._forget_episodes()
+        self.history.append(
+            RateChange(round(now - self.started, 3), self.rate, "429s at any rate: paused")
+        )
+
+    def _probe_refused(self, now: float) -> None:
+        self._probe_sent = None
+        self._probes_refused += 1
+        self._pause_gap = min(self._pause_gap * 2.0, max(self.pause_cap, PAUSE_FIRST))
+        self._probe_at = now + self._pause_gap
+
+    def _resume(self, now: float) -> None:
+        """A probe was admitted: send again at what the upstream admitted over the run."""
+        paused_at, self._paused_at, self._probe_sent = self._paused_at, None, None
+        rate = self.long_span_rate(now) or MIN_RATE
+        if not self._probes_refused and self._measured is not None:
+            # The first probe passed: the limiter forgave within a second, a debt rather than a
+            # long window, and a rate measured before the pause still holds.
+            rate = max(rate, self._measured)
+        if self.ceiling is not None:
+            rate = min(rate, self.ceiling)
+        if paused_at is not None and self._probes_refused >= LONG_PAUSE_PROBES:
+            burst = self._first_contact_burst or 1
+            self.resume_credit = max(0, min(burst, int(rate * (now - paused_at))) - 1)
+        self.high, self.low = None, rate
+        self._resumed = True
+        self.last_cut_at = self._calm_since = now
+        self._throttled_since_cut = self._admitted_since_cut = 0
+        self._search_after = now
+        self._set(rate, now, "probe admitted: resumed at the run's admitted rate")
 
     def send_rate(self, until: float, span: float = 1.0) -> float:
         """Requests per second sent in the `span` seconds before `until` (or since the first)."""
@@ -203,6 +320,8 @@ class AdaptiveRate:
     def on_send(self, now: float) -> None:
         if self._first_send is None:
             self._first_send = now
+        if self._paused_at is not None and self._probe_sent is None:
+            self._probe_sent = now  # the one request a pause lets through
         if self._episode_start is None:
             self._episode_start, self._episode_first = now, self._sent + 1
         self._sent += 1
@@ -218,9 +337,18 @@ class AdaptiveRate:
         self._answers.append((sent_at, True))
         while self._answers and self._answers[0][0] < now - 5.0:
             self._answers.popleft()  # only the last few seconds matter; keep memory flat
+        self.admitted_total += 1
+        if sent_at >= self.last_cut_at:
+            self._admitted_since_cut += 1
+        if self._paused_at is not None:
+            if self._probe_sent is not None and sent_at >= self._probe_sent:
+                self._resume(now)
+            return  # (admitted answers to requests sent before the pause prove nothing)
         if self.rate is None or self._measure_pending or not rate_bound:
             return
-        if now - self._held_since < (HOLD_EXPENSIVE if self._expensive else HOLD):
+        # (Before any 429 this run, the short hold: a learned rate is checked within ~2 s.)
+        hold = HOLD_EXPENSIVE if self._expensive and self.cuts else HOLD
+        if now - self._held_since < hold:
             return
         self.low = max(self.low or 0.0, self.rate)
         calm = now - self._calm_since
@@ -230,6 +358,8 @@ class AdaptiveRate:
             self._held_since = now  # trusting what an earlier run learned
         elif self.high is None:
             gain = PROBE_GAIN * 2 ** min(4, int(calm // 5.0))
+            if self._resumed:
+                gain = max(gain, RESUME_GAIN)
             self._set(self.rate * (1.0 + gain * HOLD), now, "probing upward")
         elif self.high > self.low * (1.0 + self._close_enough):
             self._set((self.low + self.high) / 2.0, now, "held: searching upward")
@@ -264,6 +394,22 @@ class AdaptiveRate:
         sends (from 1, as `on_send` saw them), which tells sends made at the same instant apart.
         """
         self._answers.append((sent_at, False))
+        if self._paused_at is not None:
+            # No 429 during a pause is evidence about the rate: the limiter is remembering.
+            if self._probe_sent is not None and sent_at >= self._probe_sent:
+                self._probe_refused(now)
+            return False
+        if self.cuts and sent_at >= self.last_cut_at:
+            self._throttled_since_cut += 1
+            # (429s come back sooner than admitted answers: give those a round trip or two)
+            settled = now - self.last_cut_at >= max(2.0 * latency, BLOCK_SETTLE)
+            if (
+                settled
+                and not self._admitted_since_cut
+                and self._throttled_since_cut >= BLOCK_AFTER
+            ):
+                self._pause(now)
+                return False
         if sent_at <= self._measure_until:
             self._last_throttled_send = max(sent_at, self._last_throttled_send)
         # A gated 429 for a request sent after the gate reopened is a new overshoot, however
@@ -296,6 +442,8 @@ class AdaptiveRate:
             new = base * (BETA_EXPENSIVE if (slow_start or expensive) else BETA)
         reason = "429: cut"
         first = self._first_send
+        if self.cuts == 0 and first is not None:
+            self._first_contact_burst = max(1, self._sends_before(sent_at, seq, 1))
         if self.cuts == 0 and first is not None and first <= sent_at <= first + FIRST_DRAIN:
             self._first_drain = (sent_at - first, self._sends_before(sent_at, seq, 1))
         fitted = None
@@ -309,7 +457,13 @@ class AdaptiveRate:
             new = max(limit * (1.0 - margin), self.low if self.low is not None else 0.0)
             self.high, self._high_measured = limit * (1.0 + uncertainty), True
             reason = "429: fitted the limit"
+            self._measured = new
         self.last_cut_at = self._calm_since = now
+        self._throttled_since_cut = self._admitted_since_cut = 0
+        self._resumed = False
+        # Out of slow start, the rate it ran at is no guide (it doubled each round trip):
+        # send nothing until the answers already on their way have been measured.
+        self._hold_for_measure = slow_start and fitted is None
         self.cuts += 1
         self._saturated_from = sent_at
         self._last_throttled_send = sent_at
@@ -399,10 +553,16 @@ class AdaptiveRate:
         if len(window) < MIN_MEASURED:
             return
         estimate = max(sum(window), 1) / (end - start)
+        first = self._first_send
+        if first is not None and now - first >= FLOOR_AFTER:
+            # A window limiter admits nothing between its windows, so a short measurement
+            # undercounts it; what it admitted over the last seconds it demonstrably sustains.
+            estimate = max(estimate, self.admitted_rate(now, span=5.0))
         # The estimate is noisy (a few dozen answers): let the search start near it rather
         # than at the overshoot that drew the 429, but not below what was admitted lately.
         near = max(estimate * 1.25, self.admitted_rate(now))
         if self.high is None or near < self.high:
             self.high, self._high_measured = near, True
         if estimate * MARGIN < self.rate:
+            self._measured = estimate * MARGIN
             self._set(estimate * MARGIN, now, "measured the limit")
