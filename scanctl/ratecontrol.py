@@ -257,9 +257,9 @@ class AdaptiveRate:
 
     def pause_wait(self, now: float) -> float:
         """Seconds until the next send may go: 0 when not paused or a probe is due now."""
-        if self._hold_for_measure and self._measure_pending:
-            if now < self._measure_until + MEASURE_HOLD_MAX:  # (bounded: answers may be lost)
-                return PROBE_POLL
+        measuring = self._hold_for_measure and self._measure_pending
+        if measuring and now < self._measure_until + MEASURE_HOLD_MAX:  # (answers may be lost)
+            return PROBE_POLL
         if self._paused_at is None:
             return 0.0
         if self._probe_sent is not None:
