@@ -39,6 +39,9 @@ INITIAL_WINDOW = 10
 QUOTA_POLL = 0.02
 # Reset times come in whole seconds, rounded up: a boundary may lie up to this much earlier.
 RESET_GRANULARITY = 1.0
+# Once an advertised reset's lateness is known this closely (s), no more early probes check it.
+LATENESS_KNOWN = 0.05
+EARLY_PROBE_WAIT = 1.0  # seconds an early probe's answer is waited for before giving up on it
 
 
 def hedge_slots(concurrency: int) -> int:
@@ -116,6 +119,14 @@ class _Quota:
     refill has been seen, later windows are spent at once without that probe. When it refills
     bit by bit and the policy (q per w seconds) is known, a spent quota lets one request
     through every w/q seconds instead of idling until the reset: the limiter's own rate.
+
+    An advertised reset is a claim, checked against what the upstream then does: server
+    libraries add a second "to be safe", round twice, or state when a bucket is full rather
+    than when it admits again. While 429s are cheap (`early_ok`: no ban seen, the profile does
+    not mark the upstream as banning), one request goes before the advertised reset, halfway
+    through what is still uncertain. Admitted, it proves the reset late by at least that much;
+    refused, by less, and no more early probes go (one 429 is all checking a hint may cost).
+    The lateness so learned (its lower bound) moves every later reset earlier.
     """
 
     def __init__(self) -> None:
@@ -132,8 +143,16 @@ class _Quota:
         self._last_drip = float("-inf")
         self._recent_sends: deque[float] = deque()
         self._lowest: int | None = None  # the lowest remaining this window's answers gave
+        self.early_ok = True
+        self._spent_at = 0.0  # when the quota last ran out
+        # How late advertised resets are: seen at least `_late_lo` late, less than `_late_hi`.
+        self._late_lo = 0.0
+        self._late_hi: float | None = None
+        self._early: tuple[float, float] | None = None  # (probe let through at, reset then)
 
-    def update(self, hint: QuotaHint, sent_at: float, now: float, out: int) -> None:
+    def update(
+        self, hint: QuotaHint, sent_at: float, now: float, out: int, admitted: bool = True
+    ) -> None:
         """Take a hint from an answer to a request sent at `sent_at`.
 
         `out`: requests still waiting for their answer, which the hint may not count yet.
@@ -147,6 +166,16 @@ class _Quota:
         """
         if sent_at < self._turned_at:
             return  # sent before the window turned over: it describes the old window
+        if self._early is not None and sent_at >= self._early[0]:
+            probe_at, advertised = self._early
+            self._early = None
+            if not admitted:  # no refill yet: the reset is late by less than that...
+                hi = advertised - probe_at
+                self._late_hi = hi if self._late_hi is None else min(self._late_hi, hi)
+                self.early_ok = False  # ...and one 429 to learn it is all a hint may cost
+                return
+            self._late_lo = max(self._late_lo, advertised - probe_at)
+            self._turned_at, self._lowest, self._probing = probe_at, None, True
         self.limit = hint.limit if hint.limit is not None else self.limit
         self.window = hint.window if hint.window is not None else self.window
         reset_at = now + hint.reset
@@ -179,10 +208,20 @@ class _Quota:
     def wait(self, now: float) -> float:
         if self.remaining is None or self.remaining > 0:
             return 0.0
-        if now < self.reset_at:
+        if self._early is not None:
+            if now - self._early[0] < EARLY_PROBE_WAIT:
+                return QUOTA_POLL  # an early probe is out: its answer decides...
+            self._early = None  # ...unless it never comes (no hint on it, a lost request)
+        reset_at = self.reset_at - self._late_lo  # (what was learned of the lateness)
+        if now < reset_at:
             drip = self._drip_interval()
             if drip is None:
-                return self.reset_at - now
+                early = self._early_probe_at(reset_at)
+                if early is not None and now >= early:
+                    self._early = (now, self.reset_at)
+                    self.remaining = 1
+                    return 0.0
+                return (reset_at if early is None else early) - now
             next_drip = self._last_drip + drip
             if now >= next_drip:
                 self._last_drip = now
@@ -212,7 +251,22 @@ class _Quota:
     @property
     def probing(self) -> bool:
         """One request is out to learn how the window refilled; the rest wait for its answer."""
-        return self._probing
+        return self._probing or self._early is not None
+
+    def checks_a_reset(self, sent_at: float) -> bool:
+        """Whether a request sent then is out to check an advertised reset (see above)."""
+        return self._early is not None and sent_at >= self._early[0]
+
+    def _early_probe_at(self, reset_at: float) -> float | None:
+        """When to check the advertised reset with one request before it (None: don't)."""
+        if not self.early_ok:
+            return None
+        span = reset_at - self._spent_at  # uncertain: the reset may come anywhere in it
+        if self._late_hi is not None:
+            span = min(span, self._late_hi - self._late_lo)
+        if span < LATENESS_KNOWN:
+            return None
+        return reset_at - span / 2.0
 
     def _drip_interval(self) -> float | None:
         if not self.refills_gradually or not self.limit or not self.window:
@@ -222,6 +276,8 @@ class _Quota:
     def spend(self, now: float) -> None:
         if self.remaining is not None:
             self.remaining -= 1
+            if self.remaining <= 0:
+                self._spent_at = now
             self._recent_sends.append(now)
             while self._recent_sends and self._recent_sends[0] < now - RESET_GRANULARITY:
                 self._recent_sends.popleft()
@@ -398,8 +454,12 @@ class Pacer:
             self.admitted_latency = latency if lat == 0 else 0.8 * lat + 0.2 * latency
         if feedback.retry_after is not None and (feedback.throttled or feedback.unavailable):
             self.close_gate(feedback.retry_after)
+        # A 429 for a request sent to check an advertised reset is about the hint, not the rate.
+        hint_check = feedback.throttled and self.quota.checks_a_reset(ticket.sent_at)
         if feedback.quota is not None:
-            self.quota.update(feedback.quota, ticket.sent_at, now, len(self._in_flight))
+            self.quota.update(
+                feedback.quota, ticket.sent_at, now, len(self._in_flight), feedback.admitted
+            )
         if self.breaker is not None:
             self.breaker.record(
                 now,
@@ -409,7 +469,7 @@ class Pacer:
             )
             if ticket.probe:
                 self.breaker.probe_done(now)
-        if self.adaptive:
+        if self.adaptive and not hint_check:
             self._adapt(ticket, feedback, now)
 
     def _give_back(self, ticket: Ticket) -> None:

@@ -21,6 +21,9 @@ from tests.engine_helpers import UpstreamCounts, limited_handler, run_engine
 
 pytestmark = pytest.mark.anyio
 N = 1000
+# While 429s are cheap, one request checks an advertised reset before it comes (issue 13: hints
+# are claims); against an honest upstream that one request is refused, and no other is.
+EARLY_CHECK = 1
 
 
 @pytest.fixture
@@ -91,7 +94,7 @@ async def test_retry_after_gates_cost_a_second_each_so_they_stay_few() -> None:
 async def test_x_ratelimit_headers_pace_a_fixed_window_exactly_without_a_429() -> None:
     hints = frozenset({"x-ratelimit"})
     seconds, counts, lost, _ = await scan_against("fixed-window", 50, window=2.0, hints=hints)
-    assert lost == 0 and counts.throttled == 0
+    assert lost == 0 and counts.throttled <= EARLY_CHECK
     assert seconds <= 1.05 * (N - 100) / 50
 
 
@@ -99,14 +102,14 @@ async def test_one_second_windows_are_spent_whole_each_second() -> None:
     """A short window's own burst is not mistaken for sends that leaked into the next one."""
     hints = frozenset({"x-ratelimit"})
     seconds, counts, lost, _ = await scan_against("fixed-window", 40, window=1.0, hints=hints)
-    assert lost == 0 and counts.throttled == 0
+    assert lost == 0 and counts.throttled <= EARLY_CHECK
     assert seconds <= 1.1 * (N - 40) / 40
 
 
 async def test_ietf_headers_are_obeyed_without_a_429() -> None:
     hints = frozenset({"ietf"})
     _, counts, lost, _ = await scan_against("fixed-window", 40, window=1.0, hints=hints)
-    assert lost == 0 and counts.throttled == 0
+    assert lost == 0 and counts.throttled <= EARLY_CHECK
 
 
 async def test_ietf_policy_of_a_token_bucket_is_followed_at_its_rate_without_a_429() -> None:
@@ -115,7 +118,7 @@ async def test_ietf_policy_of_a_token_bucket_is_followed_at_its_rate_without_a_4
     seconds, counts, lost, _ = await scan_against(
         "token-bucket", 80, burst=20, hints=hints, policy=(80, 1)
     )
-    assert lost == 0 and counts.throttled == 0
+    assert lost == 0 and counts.throttled <= EARLY_CHECK
     assert seconds <= 1.15 * (N - 20) / 80
 
 
