@@ -80,10 +80,11 @@ async def scan_cell(kind: str, counting: bool, hints: str) -> dict[str, float]:
 
 
 # Cells that miss 1.3x in some runs (measured in this virtual time; hint epochs follow the
-# loop's clock, so figures move a little from run to run, and a cell near 1.3x may pass). Why they miss, in short: a leaky
-# bucket delays what it admits, which the bucket fit and the hint checks misread; a sliding
-# window's hint resets free one slot, not the window; refused requests counted by a token bucket
-# or a sliding window push the measured rate under the limit, and the climb back takes seconds.
+# loop's clock, so figures move a little from run to run, and a cell near 1.3x may pass).
+# Why they miss, in short: a leaky bucket delays what it admits, which the bucket fit and the
+# hint checks misread; a sliding window's hint resets free one slot, not the window; refusals
+# counted by a token bucket or a sliding window push the measured rate under the limit, and the
+# climb back takes seconds.
 MISSES = {
     ("token-bucket", False, "exact"),
     ("token-bucket", False, "overstated"),
