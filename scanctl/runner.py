@@ -35,10 +35,11 @@ from scanctl.output import (
     open_destination,
     write_json_file,
 )
+from scanctl.overlap import SHARED_SPAN, RunRegistry
 from scanctl.progress import Display, choose_display, summary_line
 from scanctl.records import ScanRecord
 from scanctl.resume import prepare_resume
-from scanctl.state import PacingMemory
+from scanctl.state import PacingMemory, pacing_key
 
 # How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
 DEFAULT_BAN_SECONDS = 120.0
@@ -236,6 +237,10 @@ class ScanRun:
         if settings.adaptive and not job.relearn:
             learned = self.memory.learned(settings.base_url, settings.endpoint.name)
         self.pacer = make_pacer(settings, self.clock, learned)
+        # Other runs against this upstream at the same time: what this one learns is a share.
+        self.overlap = RunRegistry(
+            pacing_key(settings.base_url, settings.endpoint.name), wall=self.clock.wall, warn=warn
+        )
         self.cache = self._open_cache()
 
     def _open_cache(self) -> CacheFront | None:
@@ -291,6 +296,14 @@ class ScanRun:
             self.display.update(self.metrics)
             if self.cache is not None:
                 self.cache.flush_if_due()
+            self.overlap.beat(*self._overlap_report())
+
+    def _overlap_report(self) -> tuple[float, bool]:
+        """What this run tells the others: the rate the upstream admitted its requests at over
+        the last few seconds, and whether it has sent any (a run served from the cache alone
+        shares nothing)."""
+        admitted = self.pacer.control.admitted_rate(self.clock.monotonic(), SHARED_SPAN)
+        return admitted, self.metrics.requests_sent > 0 or self.pacer.in_flight > 0
 
     async def _main(self, client: httpx.AsyncClient | None) -> None:
         async with LazyClient(lambda: client or make_client(self.job.settings)) as http:
@@ -313,6 +326,7 @@ class ScanRun:
         """Scan, write everything that finished, and return the exit code."""
         started_wall, started = self.clock.wall(), self.clock.monotonic()
         self.display.start(len(self.job.symbols))
+        self.overlap.start()
         try:
             try:
                 anyio.run(self._main, client)
@@ -335,11 +349,23 @@ class ScanRun:
         return self._exit_code(summary)
 
     def _remember(self) -> None:
-        """Keep the rate reached, and any ban, for the next run against this upstream."""
+        """Keep the rate reached, and any ban, for the next run against this upstream.
+
+        A run that overlapped others found only its share of the limit: it never lowers the
+        rate kept (see `state.shared_pace`)."""
         settings = self.job.settings
+        overlap = self.overlap
+        overlap.finish(*self._overlap_report())
         pace = self.pacer.control.learned()
         if settings.adaptive and pace is not None:
-            self.memory.remember(settings.base_url, settings.endpoint.name, pace, self.clock.wall())
+            self.memory.remember(
+                settings.base_url,
+                settings.endpoint.name,
+                pace,
+                self.clock.wall(),
+                overlapped=overlap.overlapped,
+                peak_shared=overlap.peak_shared,
+            )
         refused = self.state.outcome.refused if self.state.outcome else None
         if refused is not None and refused.status == 418:
             wait = refused.retry_after if refused.retry_after is not None else DEFAULT_BAN_SECONDS

@@ -107,3 +107,44 @@ def test_relearn_ignores_what_was_learned_and_no_adapt_learns_nothing() -> None:
     assert fixed.exit_code == 0
     assert json.loads(fixed.stdout)["performance"]["final_rate_limit"] == 5.0
     assert f"{BASE} price" not in state_file().read_text()
+
+
+def test_runs_saving_at_once_keep_each_others_entries() -> None:
+    """Each run read the file at its start; the last to save must not drop the others'."""
+    memory = PacingMemory()
+    memory.remember(BASE, "price", LearnedPace(5.0), now_wall=900.0)
+    memory.save()
+    first, second = PacingMemory(), PacingMemory()
+    first.remember(BASE, "mss", LearnedPace(48.5, 52.0), now_wall=1000.0)
+    first.remember_ban(BASE, until_wall=5000.0)
+    second.remember(BASE, "signals", LearnedPace(119.0), now_wall=1001.0)
+    second.remember_ban(BASE, until_wall=3000.0)  # (the longer ban stays)
+    first.save()
+    second.save()
+    again = PacingMemory()
+    assert again.learned(BASE, "price") == LearnedPace(5.0)
+    assert again.learned(BASE, "mss") == LearnedPace(48.5, 52.0)
+    assert again.learned(BASE, "signals") == LearnedPace(119.0)
+    assert again.banned_until(BASE, now_wall=4000.0) == 5000.0
+
+
+def test_many_saves_racing_lose_no_entry() -> None:
+    import threading
+
+    runs = [PacingMemory() for _ in range(12)]
+    for n, memory in enumerate(runs):
+        memory.remember(BASE, f"type{n}", LearnedPace(10.0 + n), now_wall=1000.0)
+    start = threading.Barrier(len(runs))
+
+    def save(memory: PacingMemory) -> None:
+        start.wait()
+        memory.save()
+
+    threads = [threading.Thread(target=save, args=(m,)) for m in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    rates = json.loads(state_file().read_text())["rates"]
+    assert sorted(rates) == sorted(f"{BASE} type{n}" for n in range(len(runs)))
+    assert not list(state_file().parent.glob(".pacing.*"))  # no temp file left behind
