@@ -1,6 +1,6 @@
 """The scanner scanctl replaces, re-implemented as a peer for benchmarks (not production code).
 
-It behaves as design.md §2 describes the original, flaws included, because the benchmark's point
+It behaves as the original did, flaws included, because the benchmark's point
 is to measure what those flaws cost:
 
 - symbols are cut into batches of 50; each batch runs with `asyncio.gather` and the next one
@@ -13,7 +13,7 @@ is to measure what those flaws cost:
 - one `httpx.AsyncClient`, 30 s total timeout per request (10 s to connect), at most 20
   connections to the host (the original's connection pool: aiohttp's `limit_per_host=20`), so a
   limit above 20 only queues for a connection. With it, this peer reproduces the figures
-  design.md quotes for the original against 50 req/s (3.2x the ideal, ~700 429s per 1000).
+  measured for the original against 50 req/s (3.2x the ideal, ~700 429s per 1000).
 
     python benchmarks/original_scanner.py --base-url URL -t signals < symbols.txt
 """

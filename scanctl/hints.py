@@ -1,7 +1,7 @@
 """Reading what an upstream says about its own rate limit, whatever dialect it speaks.
 
 Hints beat guesses: a server that tells us its quota lets us pace to it exactly instead of
-probing with 429s. Dialects understood (design.md §5):
+probing with 429s. Dialects understood:
 
 - IETF httpapi draft -07 and later: `RateLimit-Policy: "burst";q=100;w=60` (quota q per w
   seconds) and `RateLimit: "burst";r=50;t=30` (r remaining, t seconds until more);

@@ -1,7 +1,7 @@
 """Counting what happened, and the run summary built from it.
 
 `RunMetrics` observes records and request events and never changes them. The summary keeps the
-field names of the original scanner's, which users' scripts read (design.md §2), and adds latency
+field names of the original scanner's, which users' scripts read, and adds latency
 percentiles and request counts.
 """
 

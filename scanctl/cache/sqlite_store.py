@@ -1,6 +1,6 @@
 """The default backend: one SQLite file in the user cache dir, shared by every local process.
 
-Eight cron jobs may open it at once, so (design.md §6):
+Eight cron jobs may open it at once, so:
 - WAL journal: readers never wait for the writer, and a process killed mid-write leaves the
   last committed state (the WAL is replayed or ignored on the next open);
 - every write is a short `BEGIN IMMEDIATE` transaction (it takes the write lock up front, so two

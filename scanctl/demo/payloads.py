@@ -97,7 +97,7 @@ def quote(symbol: str) -> Payload:
     }
 
 
-# Route template -> payload builder: the four routes of the real API (design.md §2).
+# Route template -> payload builder: the four routes of the real API.
 ROUTES: dict[str, Callable[[str], Payload]] = {
     "/smart-money/analyze/{symbol}": smart_money,
     "/mss/analyze/{symbol}": mss,
