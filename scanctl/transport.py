@@ -3,8 +3,8 @@
 httpx stays the interface (requests, responses, timeouts, redirects, decoding, respx in tests),
 but its default transport, httpcore, gets slower as concurrency grows: its pool re-scans every
 waiting request on every change (encode/httpx#3215), so CPU per request grows with the number
-in flight (measured here: README "Speed"). `AiohttpTransport` hands the connection work to aiohttp's pool and
-parser instead, and maps aiohttp's errors onto httpx's so that the outcome classifier
+in flight (README, "Speed"). `AiohttpTransport` hands the connection work to aiohttp's pool
+and parser instead, and maps aiohttp's errors onto httpx's so that the outcome classifier
 (`retry.classify_exception`) reads them the same way:
 
     refused / DNS / unreachable      -> httpx.ConnectError   ("Connection refused", ...)
