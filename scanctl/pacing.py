@@ -140,6 +140,7 @@ class _Quota:
         self._probing = False
         self._fresh = False  # the reset time is a placeholder set at our turnover
         self._period: float | None = None  # the window's length, as seen after turnovers
+        self._last_boundary: float | None = None  # the reset of the last window turned over
         self._last_drip = float("-inf")
         self._recent_sends: deque[float] = deque()
         self._lowest: int | None = None  # the lowest remaining this window's answers gave
@@ -169,16 +170,19 @@ class _Quota:
         if self._early is not None and sent_at >= self._early[0]:
             probe_at, advertised = self._early
             self._early = None
+            # (`advertised` was already corrected by what was learned: the check measures
+            # the lateness left over)
             if not admitted:  # no refill yet: the reset is late by less than that...
-                hi = advertised - probe_at
+                hi = self._late_lo + advertised - probe_at
                 self._late_hi = hi if self._late_hi is None else min(self._late_hi, hi)
                 self.early_ok = False  # ...and one 429 to learn it is all a hint may cost
                 return
-            self._late_lo = max(self._late_lo, advertised - probe_at)
+            self._late_lo += advertised - probe_at
+            self._last_boundary = None  # (the probe's time is no window boundary)
             self._turned_at, self._lowest, self._probing = probe_at, None, True
         self.limit = hint.limit if hint.limit is not None else self.limit
         self.window = hint.window if hint.window is not None else self.window
-        reset_at = now + hint.reset
+        reset_at = now + max(0.0, hint.reset - self._late_lo)  # (as late as resets were seen)
         lowest = hint.remaining if self._lowest is None else min(self._lowest, hint.remaining)
         self._lowest = lowest
         known = max(0, lowest - out)
@@ -199,9 +203,6 @@ class _Quota:
             self.remaining = min(self.remaining, known)  # slots come back one by one
         else:
             self.remaining = known
-        if self._fresh and self.refills_fully:
-            # Right after a turnover the reset is a whole window away: that is the period.
-            self._period = max(self._period or 0.0, hint.reset)
         self.reset_at = reset_at if self._fresh else min(self.reset_at, reset_at)
         self._fresh = False
 
@@ -212,7 +213,7 @@ class _Quota:
             if now - self._early[0] < EARLY_PROBE_WAIT:
                 return QUOTA_POLL  # an early probe is out: its answer decides...
             self._early = None  # ...unless it never comes (no hint on it, a lost request)
-        reset_at = self.reset_at - self._late_lo  # (what was learned of the lateness)
+        reset_at = self.reset_at
         if now < reset_at:
             drip = self._drip_interval()
             if drip is None:
@@ -240,10 +241,18 @@ class _Quota:
         else:
             self.remaining = 1  # how much did the reset give back? one request asks
             self._probing = True
+        closing = self.reset_at  # the tightest reset the window's answers gave
+        if self.refills_fully and self._last_boundary is not None and closing > self._last_boundary:
+            # The period: from one window's reset to the next (the shortest seen: a turnover
+            # held up by a gate spans two).
+            seen = closing - self._last_boundary
+            self._period = seen if self._period is None else min(self._period, seen)
+        self._last_boundary = closing
         if self._period is not None and self.refills_fully:
-            # Windows follow each other: the next reset is one period after this one at the
-            # latest, so lateness does not add up from window to window.
-            self.reset_at, self._fresh = now + self._period, False
+            # Windows follow each other: the next reset is a whole number of periods after
+            # this one, however late we turned over, so lateness does not add up.
+            periods = max(1, math.ceil((now - closing) / self._period + 1e-9))
+            self.reset_at, self._fresh = closing + periods * self._period, False
         else:
             self.reset_at, self._fresh = now + (self.window or 1.0), True
         return 0.0
