@@ -41,7 +41,11 @@ QUOTA_POLL = 0.02
 RESET_GRANULARITY = 1.0
 # Once an advertised reset's lateness is known this closely (s), no more early probes check it.
 LATENESS_KNOWN = 0.05
-EARLY_PROBE_WAIT = 1.0  # seconds an early probe's answer is waited for before giving up on it
+EARLY_PROBE_WAIT = 1.0
+# A sliding window's slot is taken again this long (s, or this share of the window) after it
+# freed, and this many 429s while taking the window for a sliding one prove it is not.
+SLIDE_MARGIN = 0.02
+SLIDE_MISSES = 3  # seconds an early probe's answer is waited for before giving up on it
 
 
 def hedge_slots(concurrency: int) -> int:
@@ -136,6 +140,13 @@ class _Quota:
         self.window: float | None = None
         self.refills_fully = False
         self.refills_gradually = False
+        # A window that slides: each send leaves it one period after it was made (see `wait`).
+        self.sliding = False
+        self._log: deque[float] = deque()  # our latest sends, at most `limit` of them
+        # The first send since the last turnover, and the one before it (the last window's).
+        self._window_started: float | None = None
+        self._last_window_started: float | None = None
+        self._slide_misses = 0  # 429s since we took the window for a sliding one
         self._turned_at = float("-inf")
         self._probing = False
         self._fresh = False  # the reset time is a placeholder set at our turnover
@@ -182,6 +193,18 @@ class _Quota:
             self._turned_at, self._lowest, self._probing = probe_at, None, True
         self.limit = hint.limit if hint.limit is not None else self.limit
         self.window = hint.window if hint.window is not None else self.window
+        if not admitted and self.refills_fully and self._span is not None:
+            # Refused in a window we took for refilled whole: it slides instead, freeing each
+            # slot one period after it was taken. From now on our own sends tell what is free.
+            self.refills_fully, self.sliding, self._slide_misses = False, True, 0
+        elif not admitted and self.sliding:
+            self._slide_misses += 1
+            if self._slide_misses >= SLIDE_MISSES:
+                # Not a sliding window either (a bucket, a queue): it refills bit by bit at a
+                # pace no hint tells, and the adaptive rate paces it from here.
+                self.sliding, self.refills_gradually = False, True
+        if self.sliding:
+            return
         reset_at = now + max(0.0, hint.reset - self._late_lo)  # (as late as resets were seen)
         lowest = hint.remaining if self._lowest is None else min(self._lowest, hint.remaining)
         self._lowest = lowest
@@ -191,6 +214,15 @@ class _Quota:
                 full = self.limit is not None and hint.remaining + 1 >= self.limit
                 self.refills_fully, self.refills_gradually = full, not full
                 self._probing = False
+                began = self._last_window_started
+                exact = self._late_hi is not None and not self._late_lo  # (checked, not late)
+                if not full and exact and self.limit and self._span is None and began:
+                    # At a reset shown to be exact, slots came back one by one, and nothing
+                    # says at what pace: a window that slides (a bucket or a queue would have
+                    # refilled before the reset the early check tried), as long as the one
+                    # that just passed, from its first send. Three 429s say otherwise.
+                    self._period = self._turned_at - began
+                    self.sliding, self._slide_misses = self._period > 0, 0
             self.remaining, self.reset_at, self._fresh = known, reset_at, False
             return
         if self.refills_fully:
@@ -206,7 +238,19 @@ class _Quota:
         self.reset_at = reset_at if self._fresh else min(self.reset_at, reset_at)
         self._fresh = False
 
+    @property
+    def knows_refill(self) -> bool:
+        """Whether this quota knows how it refills: whole, sliding, or at the policy's pace."""
+        return self.refills_fully or self.sliding or self._drip_interval() is not None
+
+    @property
+    def _span(self) -> float | None:
+        """How long a send counts against the quota: the period seen, or the policy's window."""
+        return self._period or self.window
+
     def wait(self, now: float) -> float:
+        if self.sliding:
+            return self._slide(now)
         if self.remaining is None or self.remaining > 0:
             return 0.0
         if self._early is not None:
@@ -257,6 +301,19 @@ class _Quota:
             self.reset_at, self._fresh = now + (self.window or 1.0), True
         return 0.0
 
+    def _slide(self, now: float) -> float:
+        """A sliding window: free are the slots of our sends older than one period."""
+        span, log = self._span or RESET_GRANULARITY, self._log
+        span += max(SLIDE_MARGIN, SLIDE_MARGIN * span)  # (a send arrives later than it left)
+        while log and log[0] <= now - span:
+            log.popleft()
+        free = (self.limit or 1) - len(log)
+        if free > 0:
+            self.remaining = free
+            return 0.0
+        self.remaining = 0
+        return log[0] + span - now
+
     @property
     def probing(self) -> bool:
         """One request is out to learn how the window refilled; the rest wait for its answer."""
@@ -290,6 +347,11 @@ class _Quota:
             self._recent_sends.append(now)
             while self._recent_sends and self._recent_sends[0] < now - RESET_GRANULARITY:
                 self._recent_sends.popleft()
+            self._log.append(now)
+            if self._window_started is None or self._window_started < self._turned_at:
+                self._last_window_started, self._window_started = self._window_started, now
+            while len(self._log) > (self.limit or 1):
+                self._log.popleft()
 
 
 class Pacer:
@@ -461,14 +523,21 @@ class Pacer:
             # 429s are usually quick: the round trip that matters is that of admitted requests.
             lat = self.admitted_latency
             self.admitted_latency = latency if lat == 0 else 0.8 * lat + 0.2 * latency
-        if feedback.retry_after is not None and (feedback.throttled or feedback.unavailable):
+        # A 429 for a request sent to check an advertised reset is about the hint: the quota
+        # waits for the reset anyway, and its Retry-After says no more than the reset did.
+        checking = feedback.throttled and self.quota.checks_a_reset(ticket.sent_at)
+        gated = feedback.throttled or feedback.unavailable
+        if feedback.retry_after is not None and gated and not checking:
             self.close_gate(feedback.retry_after)
-        # A 429 for a request sent to check an advertised reset is about the hint, not the rate.
-        hint_check = feedback.throttled and self.quota.checks_a_reset(ticket.sent_at)
         if feedback.quota is not None:
             self.quota.update(
                 feedback.quota, ticket.sent_at, now, len(self._in_flight), feedback.admitted
             )
+        # A 429 whose hint says the quota is spent is about the quota, not the rate, when the
+        # quota knows how it refills (and corrects itself on that answer); else the rate is
+        # what paces a spent quota, and the 429 tells it to slow down.
+        spent = feedback.quota is not None and feedback.quota.remaining == 0
+        about_quota = checking or (feedback.throttled and spent and self.quota.knows_refill)
         if self.breaker is not None:
             self.breaker.record(
                 now,
@@ -478,7 +547,7 @@ class Pacer:
             )
             if ticket.probe:
                 self.breaker.probe_done(now)
-        if self.adaptive and not hint_check:
+        if self.adaptive and not about_quota:
             self._adapt(ticket, feedback, now)
 
     def _give_back(self, ticket: Ticket) -> None:

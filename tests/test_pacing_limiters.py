@@ -13,6 +13,7 @@ import pytest
 from trio.testing import MockClock
 
 from scanctl.clock import LoopClock
+from scanctl.demo.headers import HintStyle
 from scanctl.demo.limiters import make_limiter
 from scanctl.pacing import Pacer
 from scanctl.ratecontrol import LearnedPace
@@ -37,7 +38,7 @@ async def scan_against(
     *,
     burst: int = 10,
     window: float = 1.0,
-    hints: frozenset[str] = frozenset(),
+    hints: frozenset[str] | HintStyle = frozenset(),
     learned: LearnedPace | None = None,
     policy: tuple[int, int] | None = None,
 ) -> tuple[float, UpstreamCounts, int, Pacer]:
@@ -134,3 +135,26 @@ async def test_sliding_window_without_hints_loses_nothing_and_does_not_collapse(
     assert lost == 0
     assert pacer.control.rate is not None and pacer.control.rate > 10  # not driven to the floor
     assert seconds <= 4.0 * (N - 100) / 50
+
+
+async def test_resets_a_second_late_are_learned_and_windows_spent_on_time() -> None:
+    """A limiter library's habit: every reset a second late, Retry-After on every answer."""
+    hints = HintStyle(
+        frozenset({"x-ratelimit-epoch", "retry-after"}),
+        reset_offset=1.0,
+        retry_after_always=True,
+        fractional_epoch=True,
+    )
+    seconds, counts, lost, pacer = await scan_against("fixed-window", 50, hints=hints)
+    assert lost == 0 and counts.throttled <= EARLY_CHECK
+    assert pacer.quota.refills_fully  # (a fixed window, spent whole on time)
+    assert seconds <= 1.1 * (N - 50) / 50  # waiting for each advertised reset took 2x
+
+
+async def test_a_window_that_slides_is_spent_as_its_slots_free() -> None:
+    """X-RateLimit on a sliding log: the reset says when the oldest slot frees, not all."""
+    hints = frozenset({"x-ratelimit", "retry-after"})
+    seconds, counts, lost, pacer = await scan_against("sliding-window", 50, window=5.0, hints=hints)
+    assert lost == 0 and counts.throttled <= EARLY_CHECK
+    assert pacer.quota.sliding
+    assert seconds <= 1.25 * (N - 250) / 50  # one slot per advertised reset took 1.46x
