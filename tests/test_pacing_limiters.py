@@ -43,7 +43,7 @@ async def scan_against(
     policy: tuple[int, int] | None = None,
 ) -> tuple[float, UpstreamCounts, int, Pacer]:
     """Scan N symbols; return (seconds, upstream counts, symbols lost, the pacer)."""
-    clock = LoopClock()
+    clock = LoopClock(wall_offset=1_764_435_600.0)  # (virtual: epoch resets stay exact)
     limiter = make_limiter(kind, rate, burst=burst, window=window, start=clock.monotonic())
     handler, counts = limited_handler(clock, limiter, hints=hints, policy=policy)
     pacer = Pacer(
