@@ -88,7 +88,7 @@ PAUSE_MAX = 32.0  # ...up to this (or the window a hint gave)
 PROBE_POLL = 0.02  # seconds between looks while a probe is out
 MEASURE_HOLD_MAX = 0.5  # seconds past a round trip that sending waits for a measurement
 # A pause that outlasted this many refused probes was a long window: spend its refill at once.
-LONG_PAUSE_PROBES = 2
+LONG_PAUSE_PROBES = 1
 # The rate never drops below this share of what the upstream admitted over the run so far.
 FLOOR_SHARE = 0.5
 FLOOR_AFTER = 2.0  # seconds into the run before that floor counts (a start proves little)
