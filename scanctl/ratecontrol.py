@@ -295,11 +295,18 @@ class AdaptiveRate:
             rate = max(rate, self._measured)
         if self.ceiling is not None:
             rate = min(rate, self.ceiling)
-        if paused_at is not None and self._probes_refused >= LONG_PAUSE_PROBES:
+        long_pause = self._probes_refused >= LONG_PAUSE_PROBES
+        if paused_at is not None and long_pause:
             burst = self._first_contact_burst or 1
             self.resume_credit = max(0, min(burst, int(rate * (now - paused_at))) - 1)
-        self.high, self.low = None, rate
-        self._resumed = True
+        drew = self.high is not None and not self._high_measured and rate < self.high <= 2 * rate
+        if long_pause or not drew:
+            # A long window, or no rate near this one known to draw 429s (an estimate, or slow
+            # start's overshoot): what came before says little of the rate; climb fast.
+            self.high, self._resumed = None, True
+        # (After a short pause, the rate that drew the 429s that led to it still bounds the
+        # search: a debt run up by overshooting it, paid off in a second.)
+        self.low = rate
         self.last_cut_at = self._calm_since = now
         self._throttled_since_cut = self._admitted_since_cut = 0
         self._search_after = now
