@@ -275,6 +275,7 @@ class _Upstream:
             headers=self.headers,
             weight_header=self.profile.weight_header,
             quota_headers=self.profile.quota_headers,
+            upstream_bans=self.profile.bans,
             max_body=self.max_body,
             follow_redirects=self.follow_redirects,
             transport=self.transport,

@@ -34,7 +34,7 @@ TYPE_KEYS = frozenset({"path", "ttl", "params", "method", "payload"})
 LIMIT_KEYS = frozenset({"concurrency", "rate", "timeout", "retries"})
 RATE_LIMIT_KEYS = frozenset(
     {"weight_header", "weight_budget", "weight_window"}
-    | {"remaining_header", "limit_header", "reset_header"}
+    | {"remaining_header", "limit_header", "reset_header", "bans"}
 )
 METHODS = ("GET", "POST")
 # Header names whose values are secrets wherever they come from (shown masked, never logged).
@@ -98,6 +98,9 @@ class Profile:
     api_key_env: str = API_KEY_ENV  # the environment variable holding the API key
     limits: Limits = field(default_factory=Limits)
     quota_headers: QuotaHeaders | None = None  # rate-limit headers under names of its own
+    # The upstream bans clients that draw too many 429s (Binance's 418): no 429 is risked to
+    # check what its hints claim.
+    bans: bool = False
 
     def endpoint(self, type_name: str) -> EndpointType:
         """The endpoint type by name, or a usage error that lists the allowed ones."""
@@ -305,6 +308,12 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
             optional["limit_header"],
             optional["reset_header"],
         )
+    bans = rate_limit.get("bans", False)
+    if not isinstance(bans, bool):
+        raise ProfileError(
+            f"{'.'.join((*where, 'rate_limit', 'bans'))} must be true or false, got {bans!r}",
+            (*where, "rate_limit", "bans"),
+        )
     headers = _table(doc.get("headers", {}), (*where, "headers"))
     for name, value in headers.items():
         if not isinstance(value, str) or any(c in name + value for c in "\r\n") or ":" in name:
@@ -323,6 +332,7 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
         api_key_env=_string(doc.get("api_key_env", API_KEY_ENV), (*where, "api_key_env")),
         limits=limits,
         quota_headers=quota,
+        bans=bans,
     )
 
 

@@ -249,6 +249,7 @@ def effective(
                 if profile.quota_headers
                 else {}
             ),
+            **({"bans": True} if profile.bans else {}),
         },
         "types": {
             t.name: {

@@ -83,6 +83,7 @@ class ScanSettings:
     adaptive: bool = True
     weight_header: WeightHeader | None = None
     quota_headers: QuotaHeaders | None = None
+    upstream_bans: bool = False  # the profile says it bans: no 429 risked to check a hint
     max_body: int = 5 * 1024 * 1024  # bytes of one answer we are willing to read
     transport: str = "auto"  # "aiohttp" (scanctl.transport), "httpx" (httpcore) or "auto"
     follow_redirects: bool = False
@@ -97,6 +98,7 @@ def make_pacer(settings: ScanSettings, clock: Clock, learned: LearnedPace | None
         adaptive=settings.adaptive,
         learned=learned,
         breaker=CircuitBreaker(max_outage=settings.max_outage),
+        check_hints=not settings.upstream_bans,
     )
 
 

@@ -41,11 +41,11 @@ QUOTA_POLL = 0.02
 RESET_GRANULARITY = 1.0
 # Once an advertised reset's lateness is known this closely (s), no more early probes check it.
 LATENESS_KNOWN = 0.05
-EARLY_PROBE_WAIT = 1.0
+EARLY_PROBE_WAIT = 1.0  # seconds an early probe's answer is waited for before giving up on it
 # A sliding window's slot is taken again this long (s, or this share of the window) after it
 # freed, and this many 429s while taking the window for a sliding one prove it is not.
 SLIDE_MARGIN = 0.02
-SLIDE_MISSES = 3  # seconds an early probe's answer is waited for before giving up on it
+SLIDE_MISSES = 3
 
 
 def hedge_slots(concurrency: int) -> int:
@@ -126,11 +126,17 @@ class _Quota:
 
     An advertised reset is a claim, checked against what the upstream then does: server
     libraries add a second "to be safe", round twice, or state when a bucket is full rather
-    than when it admits again. While 429s are cheap (`early_ok`: no ban seen, the profile does
-    not mark the upstream as banning), one request goes before the advertised reset, halfway
-    through what is still uncertain. Admitted, it proves the reset late by at least that much;
-    refused, by less, and no more early probes go (one 429 is all checking a hint may cost).
-    The lateness so learned (its lower bound) moves every later reset earlier.
+    than when it admits again. While 429s are cheap (`early_ok`: the profile does not say the
+    upstream bans, and no such check was refused yet), one request goes before the advertised
+    reset, halfway through what is still uncertain. Admitted, it proves the reset late by at
+    least that much; refused, by less, and no more early probes go (one 429 is all checking a
+    hint may cost). The lateness so learned (its lower bound) moves every later reset earlier.
+
+    A window that slides frees each slot one period after it was taken, so its reset says only
+    when the oldest slot frees. It shows itself by a 429 in a window taken for refilled whole,
+    or by slots coming back one by one at a reset shown to be exact; from then on our own send
+    log says what is free (`_slide`), until three 429s prove that wrong too (a bucket, a
+    queue), and the adaptive rate paces the quota instead.
     """
 
     def __init__(self) -> None:
@@ -257,16 +263,15 @@ class _Quota:
             if now - self._early[0] < EARLY_PROBE_WAIT:
                 return QUOTA_POLL  # an early probe is out: its answer decides...
             self._early = None  # ...unless it never comes (no hint on it, a lost request)
-        reset_at = self.reset_at
-        if now < reset_at:
+        if now < self.reset_at:
             drip = self._drip_interval()
             if drip is None:
-                early = self._early_probe_at(reset_at)
+                early = self._early_probe_at()
                 if early is not None and now >= early:
                     self._early = (now, self.reset_at)
                     self.remaining = 1
                     return 0.0
-                return (reset_at if early is None else early) - now
+                return (self.reset_at if early is None else early) - now
             next_drip = self._last_drip + drip
             if now >= next_drip:
                 self._last_drip = now
@@ -323,10 +328,11 @@ class _Quota:
         """Whether a request sent then is out to check an advertised reset (see above)."""
         return self._early is not None and sent_at >= self._early[0]
 
-    def _early_probe_at(self, reset_at: float) -> float | None:
+    def _early_probe_at(self) -> float | None:
         """When to check the advertised reset with one request before it (None: don't)."""
         if not self.early_ok:
             return None
+        reset_at = self.reset_at
         span = reset_at - self._spent_at  # uncertain: the reset may come anywhere in it
         if self._late_hi is not None:
             span = min(span, self._late_hi - self._late_lo)
@@ -366,6 +372,7 @@ class Pacer:
         adaptive: bool = True,
         learned: LearnedPace | None = None,
         breaker: CircuitBreaker | None = None,
+        check_hints: bool = True,
     ) -> None:
         self.clock = clock
         self.ceiling = max(1, concurrency)
@@ -385,6 +392,7 @@ class Pacer:
         self.meter = GcraMeter(clock, credit=credit)
         self.breaker = breaker
         self.quota = _Quota()
+        self.quota.early_ok = check_hints  # (an upstream that bans: no 429 risked for a hint)
         # Slow start only when nothing is known about this upstream yet.
         start = self.ceiling if (learned or rate or not adaptive) else INITIAL_WINDOW
         self.window = anyio.CapacityLimiter(min(self.ceiling, start))

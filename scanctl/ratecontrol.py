@@ -36,10 +36,12 @@ sent after it with none admitted mean: pause. Nothing is sent for 1 s, then one 
 probe refused doubles the pause (1, 2, 4 ... s, at most `PAUSE_MAX`, or the window a hint
 gave). No 429 that comes back during a pause is evidence about the rate. When a probe is
 admitted, sending resumes at what the upstream admitted over the whole run (the longest span
-seen), never at the floor, with the bounds of the search forgotten. A limiter that held us off
-past two probes has a window far longer than the gap between two sends; it has refilled all of
-it by now, so what it admitted at first contact (at most the run's rate times the pause) may go
-at once.
+seen), never at the floor. A pause whose first probe passed was a debt run up by overshooting:
+a rate measured before it still holds, and the rate that drew those 429s still bounds the
+search. A limiter that refused a probe has a window far longer than the gap between two sends,
+and what came before says little: the bounds are forgotten, the rate climbs fast, and since
+the window has refilled by now, what the first contact got through at once (at most the run's
+rate times the pause) may go at once.
 
 A rate that drew a 429 at or below `low` proves `low` wrong (a token bucket can hide an excess
 for a few seconds), so `low` drops below it. Growing only happens while the rate is what holds
@@ -189,7 +191,6 @@ class AdaptiveRate:
         self._probes_refused = 0
         self._hold_for_measure = False
         self.pause_cap = PAUSE_MAX
-        self.pauses = 0
         self._measured: float | None = None  # the last rate a measurement or a fit set
         self._resumed = False  # the rate came from a pause's end: grow fast until a 429
         self.resume_credit = 0  # sends the pacer may let go at once on resuming (taken by it)
@@ -240,7 +241,7 @@ class AdaptiveRate:
         first = self._first_send
         if first is None or now - first < FLOOR_AFTER:
             return MIN_RATE
-        return max(MIN_RATE, FLOOR_SHARE * self.admitted_total / (now - first))
+        return max(MIN_RATE, FLOOR_SHARE * (self.long_span_rate(now) or 0.0))
 
     def long_span_rate(self, now: float) -> float | None:
         """What the upstream admitted per second over the whole run (None before any answer)."""
@@ -272,7 +273,6 @@ class AdaptiveRate:
         self._probe_at = now + self._pause_gap
         self._probe_sent = None
         self._probes_refused = 0
-        self.pauses += 1
         self._measure_pending = False
         self._forget_episodes()
         self.history.append(

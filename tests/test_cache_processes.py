@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from scanctl.demo.testing import fetch_stats, running_demo_process
-
-SCANCTL = [sys.executable, "-m", "scanctl"]
+from tests.processes import SCANCTL, start_scanctl
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +20,7 @@ def upstream() -> Iterator[str]:
 
 
 def start(args: list[str], cache: Path, stdin: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "SCANCTL_CACHE": str(cache)}
-    process = subprocess.Popen(
-        [*SCANCTL, *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert process.stdin is not None
-    process.stdin.write(stdin)
-    process.stdin.close()
-    return process
+    return start_scanctl(args, stdin, {"SCANCTL_CACHE": str(cache)})
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 90) -> tuple[int, str, str]:

@@ -11,6 +11,10 @@ import respx
 from typer.testing import CliRunner
 
 from scanctl.cli import app
+from scanctl.clock import FakeClock
+from scanctl.config import load_builtin_profile
+from scanctl.configfile import load_config, resolve_profile
+from scanctl.engine import ScanSettings, make_pacer
 from scanctl.hints import QuotaHeaders, parse_quota
 
 # respx mocks httpx's own transport (scans here run with --transport httpx).
@@ -279,3 +283,18 @@ def test_profile_values_of_the_wrong_kind_fail_the_check(runner: CliRunner, tmp_
     path.write_text(CONFIG.replace('params = { venue = "binance" }', "params = { venue = [1] }"))
     result = runner.invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 2 and "params.venue must be a string or number" in result.stderr
+    path.write_text(CONFIG.replace('reset_header = "X-Quota-Reset"', 'bans = "yes"'))
+    result = runner.invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 2 and "rate_limit.bans must be true or false" in result.stderr
+
+
+def test_an_upstream_the_profile_says_bans_risks_no_429_to_check_a_hint(runner: CliRunner) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "config.toml"
+    shown = show(runner, "--config", str(example), "--profile", "binance")
+    assert shown["rate_limit"]["bans"] is True
+    binance = resolve_profile(load_config(str(example)), "binance")
+    assert binance.bans and not load_builtin_profile().bans
+    endpoint = load_builtin_profile().endpoint("signals")
+    for bans in (False, True):
+        scan = ScanSettings(endpoint=endpoint, base_url="http://x.test", upstream_bans=bans)
+        assert make_pacer(scan, FakeClock()).quota.early_ok is not bans

@@ -303,29 +303,19 @@ def test_two_scans_at_once_against_one_limit_keep_the_rate_one_alone_learned(
     can finish on its burst before the other starts), starting from the rate a lone run
     learned. Each finds only its share; the rate kept afterwards is still the lone run's."""
     from scanctl.demo.testing import running_demo_process
+    from tests.processes import start_scanctl
 
     demo = ["--rate-limit", "40", "--burst", "5", "--latency-median", "0.01"]
-    env = dict(os.environ, SCANCTL_STATE_DIR=str(tmp_path))
+    env = {"SCANCTL_STATE_DIR": str(tmp_path)}
     with running_demo_process([*demo, "--latency-sigma", "0.2"]) as url:
         memory = PacingMemory(tmp_path)
         memory.remember(url, "signals", LearnedPace(38.0), now_wall=1000.0)
         memory.save()
-        scans = []
-        for run in range(2):
-            command = [sys.executable, "-m", "scanctl", "scan", "-f", "-", "-t", "signals"]
-            scan = subprocess.Popen(
-                [*command, "--base-url", url, "--no-cache", "-q"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            assert scan.stdin is not None
-            scan.stdin.write("\n".join(f"R{run}{i:04d}" for i in range(40)))
-            scan.stdin.close()
-            scan.stdin = None
-            scans.append(scan)
+        args = ["scan", "-f", "-", "-t", "signals", "--base-url", url, "--no-cache", "-q"]
+        scans = [
+            start_scanctl(args, "\n".join(f"R{run}{i:04d}" for i in range(40)), env)
+            for run in range(2)
+        ]
         for scan in scans:
             _, stderr = scan.communicate(timeout=60)
             assert scan.returncode == 0, stderr
