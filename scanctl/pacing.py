@@ -170,8 +170,10 @@ class _Quota:
 
     def update(
         self, hint: QuotaHint, sent_at: float, now: float, out: int, admitted: bool = True
-    ) -> None:
-        """Take a hint from an answer to a request sent at `sent_at`.
+    ) -> bool:
+        """Take a hint from an answer to a request sent at `sent_at`; True when it was a 429
+        this quota accounts for (a check of a reset, or spent with a known refill), which then
+        says nothing about the rate.
 
         `out`: requests still waiting for their answer, which the hint may not count yet.
         The lowest remaining any answer of this window gave, minus those, is what may still
@@ -182,8 +184,8 @@ class _Quota:
         Only our own turnover (in `wait`) starts a new window: an integer reset can move by a
         second between answers of the same window, so a later reset proves nothing.
         """
-        if sent_at < self._turned_at:
-            return  # sent before the window turned over: it describes the old window
+        if sent_at < self._turned_at:  # sent before the window turned over: the old window's
+            return self._accounts_for(admitted, hint)
         if self._early is not None and sent_at >= self._early[0]:
             probe_at, advertised = self._early
             self._early = None
@@ -193,7 +195,7 @@ class _Quota:
                 hi = self._late_lo + advertised - probe_at
                 self._late_hi = hi if self._late_hi is None else min(self._late_hi, hi)
                 self.early_ok = False  # ...and one 429 to learn it is all a hint may cost
-                return
+                return True
             self._late_lo += advertised - probe_at
             self._last_boundary = None  # (the probe's time is no window boundary)
             self._turned_at, self._lowest, self._probing = probe_at, None, True
@@ -210,7 +212,7 @@ class _Quota:
                 # pace no hint tells, and the adaptive rate paces it from here.
                 self.sliding, self.refills_gradually = False, True
         if self.sliding:
-            return
+            return self._accounts_for(admitted, hint)
         reset_at = now + max(0.0, hint.reset - self._late_lo)  # (as late as resets were seen)
         lowest = hint.remaining if self._lowest is None else min(self._lowest, hint.remaining)
         self._lowest = lowest
@@ -230,7 +232,7 @@ class _Quota:
                     self._period = self._turned_at - began
                     self.sliding, self._slide_misses = self._period > 0, 0
             self.remaining, self.reset_at, self._fresh = known, reset_at, False
-            return
+            return self._accounts_for(admitted, hint)
         if self.refills_fully:
             # We spend this window from our own count. The upstream admits requests in an
             # order of its own (many connections), so "its remaining minus what we sent after
@@ -243,6 +245,11 @@ class _Quota:
             self.remaining = known
         self.reset_at = reset_at if self._fresh else min(self.reset_at, reset_at)
         self._fresh = False
+        return self._accounts_for(admitted, hint)
+
+    def _accounts_for(self, admitted: bool, hint: QuotaHint) -> bool:
+        """A 429 that says the quota is spent, when the quota knows how it refills."""
+        return not admitted and hint.remaining == 0 and self.knows_refill
 
     @property
     def knows_refill(self) -> bool:
@@ -537,15 +544,13 @@ class Pacer:
         gated = feedback.throttled or feedback.unavailable
         if feedback.retry_after is not None and gated and not checking:
             self.close_gate(feedback.retry_after)
+        # A 429 the quota accounts for (it corrects itself on it) is not about the rate.
+        about_quota = checking
         if feedback.quota is not None:
-            self.quota.update(
+            explained = self.quota.update(
                 feedback.quota, ticket.sent_at, now, len(self._in_flight), feedback.admitted
             )
-        # A 429 whose hint says the quota is spent is about the quota, not the rate, when the
-        # quota knows how it refills (and corrects itself on that answer); else the rate is
-        # what paces a spent quota, and the 429 tells it to slow down.
-        spent = feedback.quota is not None and feedback.quota.remaining == 0
-        about_quota = checking or (feedback.throttled and spent and self.quota.knows_refill)
+            about_quota = about_quota or (feedback.throttled and explained)
         if self.breaker is not None:
             self.breaker.record(
                 now,
