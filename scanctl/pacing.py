@@ -23,6 +23,7 @@ agree, checked in this order:
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
@@ -42,6 +43,9 @@ RESET_GRANULARITY = 1.0
 # Once an advertised reset's lateness is known this closely (s), no more early probes check it.
 LATENESS_KNOWN = 0.05
 EARLY_PROBE_WAIT = 1.0  # seconds an early probe's answer is waited for before giving up on it
+PERIODS_KEPT = 5  # spans between window boundaries, whose median is the period
+MISFIT_TURNS = 3  # windows with a 429 the quota's model let happen, before it is dropped
+NOT_TURNED_WAIT = 0.05  # s: the least wait after a turnover found early, doubling each time
 # A sliding window's slot is taken again this long (s, or this share of the window) after it
 # freed, and this many 429s while taking the window for a sliding one prove it is not.
 SLIDE_MARGIN = 0.02
@@ -158,15 +162,26 @@ class _Quota:
         self._fresh = False  # the reset time is a placeholder set at our turnover
         self._period: float | None = None  # the window's length, as seen after turnovers
         self._last_boundary: float | None = None  # the reset of the last window turned over
+        self._pending_boundary: float | None = None  # ...and of this one, until confirmed
+        self._periods: deque[float] = deque(maxlen=PERIODS_KEPT)
         self._last_drip = float("-inf")
         self._recent_sends: deque[float] = deque()
         self._lowest: int | None = None  # the lowest remaining this window's answers gave
         self.early_ok = True
-        self._spent_at = 0.0  # when the quota last ran out
+        self._spent_at: float | None = None  # when the quota last ran out
         # How late advertised resets are: seen at least `_late_lo` late, less than `_late_hi`.
         self._late_lo = 0.0
         self._late_hi: float | None = None
         self._early: tuple[float, float] | None = None  # (probe let through at, reset then)
+        self.misfit = False  # the hints' model failed window after window: they pace nothing
+        self._missed_turns: set[float] = set()  # turnovers (times) followed by a 429
+        # When the first request since our last turnover left (refused: not turned over yet),
+        # and how much longer than the reset the next such turnover waits.
+        self._first_of_turn: float | None = None
+        self._not_before = float("-inf")  # no turnover before this, whatever the hints say
+        self._turn_reset = float("-inf")  # the reset of our last turnover
+        self._early_from: float | None = None  # ...when it proved early, until one is not
+        self._not_turned_wait = NOT_TURNED_WAIT
 
     def update(
         self, hint: QuotaHint, sent_at: float, now: float, out: int, admitted: bool = True
@@ -186,6 +201,8 @@ class _Quota:
         """
         if sent_at < self._turned_at:  # sent before the window turned over: the old window's
             return self._accounts_for(admitted, hint)
+        if admitted and sent_at == self._first_of_turn:
+            self._confirm_turn()
         if self._early is not None and sent_at >= self._early[0]:
             probe_at, advertised = self._early
             self._early = None
@@ -196,11 +213,21 @@ class _Quota:
                 self._late_hi = hi if self._late_hi is None else min(self._late_hi, hi)
                 self.early_ok = False  # ...and one 429 to learn it is all a hint may cost
                 return True
-            self._late_lo += advertised - probe_at
-            self._last_boundary = None  # (the probe's time is no window boundary)
-            self._turned_at, self._lowest, self._probing = probe_at, None, True
+            refilled = self._lowest is None or hint.remaining > self._lowest
+            if refilled:  # (admitted from what the old window still had: that proves nothing)
+                self._late_lo += advertised - probe_at
+                self._last_boundary = None  # (the probe's time is no window boundary)
+                self._turned_at, self._lowest, self._probing = probe_at, None, True
         self.limit = hint.limit if hint.limit is not None else self.limit
         self.window = hint.window if hint.window is not None else self.window
+        first = sent_at == self._first_of_turn  # (the first request since our turnover)
+        if not admitted and first and not (self.sliding or self.refills_gradually):
+            if self._not_turned_wait >= RESET_GRANULARITY:
+                self._missed()  # (early once too often: not a reset that comes early)
+            self._not_turned_yet(now, hint)
+            return not self.misfit
+        if not admitted and (self.refills_fully or self.sliding):
+            self._missed()
         if not admitted and self.refills_fully and self._span is not None:
             # Refused in a window we took for refilled whole: it slides instead, freeing each
             # slot one period after it was taken. From now on our own sends tell what is free.
@@ -214,6 +241,7 @@ class _Quota:
         if self.sliding:
             return self._accounts_for(admitted, hint)
         reset_at = now + max(0.0, hint.reset - self._late_lo)  # (as late as resets were seen)
+        reset_at = max(reset_at, self._not_before)  # (a reset found early is not believed)
         lowest = hint.remaining if self._lowest is None else min(self._lowest, hint.remaining)
         self._lowest = lowest
         known = max(0, lowest - out)
@@ -245,15 +273,64 @@ class _Quota:
             self.remaining = known
         self.reset_at = reset_at if self._fresh else min(self.reset_at, reset_at)
         self._fresh = False
+        if self.remaining <= 0 and (self._spent_at is None or self._spent_at < self._turned_at):
+            self._spent_at = now  # (spent by the upstream's count rather than ours)
         return self._accounts_for(admitted, hint)
+
+    def _confirm_turn(self) -> None:
+        """The window did turn over at the reset we turned at: that reset was a boundary. The
+        period is the span from one boundary to the next, the median of the last few (a
+        turnover held up by a gate spans two windows)."""
+        if self._early_from is not None:
+            # The advertised reset was early by at least the time it took the window to turn
+            # over after it: later resets are taken that much later (a negative lateness).
+            self._late_lo = min(self._late_lo, self._early_from - self._turned_at)
+            self._early_from, self._not_turned_wait = None, NOT_TURNED_WAIT
+            self._last_boundary = None  # (our waits since were no boundaries)
+        boundary, self._pending_boundary = self._pending_boundary, None
+        if boundary is None:
+            return
+        if self._last_boundary is not None and boundary > self._last_boundary:
+            self._periods.append(boundary - self._last_boundary)
+            self._period = statistics.median(self._periods)
+        self._last_boundary = boundary
+
+    def _not_turned_yet(self, now: float, hint: QuotaHint) -> None:
+        """The first request since our turnover was refused: the window had not turned over
+        yet. If a learned lateness moved the turnover earlier, the resets are not late by
+        a constant (a reset in whole seconds is rounded up by anything under one, a different
+        amount each window): what one window showed is not the next one's, and the resets
+        are taken as they come from now on. Otherwise the reset came early (a server clock
+        behind ours): one request asks again after a wait that doubles, and once the window
+        has turned, later resets are taken that much later (`_confirm_turn`)."""
+        self._pending_boundary = None  # (that reset was no boundary)
+        if self._early_from is None:
+            self._early_from = self._turn_reset
+        if self._late_lo > 0:
+            self._late_lo, self.early_ok, self._last_boundary = 0.0, False, None
+        wait = max(hint.reset - self._late_lo, self._not_turned_wait)
+        self._not_turned_wait = min(2.0 * self._not_turned_wait, RESET_GRANULARITY)
+        self.remaining, self._fresh = 0, False
+        self.reset_at = self._not_before = now + wait
 
     def _accounts_for(self, admitted: bool, hint: QuotaHint) -> bool:
         """A 429 that says the quota is spent, when the quota knows how it refills."""
         return not admitted and hint.remaining == 0 and self.knows_refill
 
+    def _missed(self) -> None:
+        """A 429 the model of the quota let happen. Now and then, after a turnover: fine (a
+        reset rounded, an upstream admitting out of order); in one window after another, the
+        model does not fit this upstream, and the hints no longer pace it (the adaptive rate
+        does, and hears its 429s)."""
+        self._missed_turns.add(self._turned_at)
+        if len(self._missed_turns) >= MISFIT_TURNS:
+            self.misfit = True
+
     @property
     def knows_refill(self) -> bool:
         """Whether this quota knows how it refills: whole, sliding, or at the policy's pace."""
+        if self.misfit:
+            return False
         return self.refills_fully or self.sliding or self._drip_interval() is not None
 
     @property
@@ -262,6 +339,8 @@ class _Quota:
         return self._period or self.window
 
     def wait(self, now: float) -> float:
+        if self.misfit:
+            return 0.0
         if self.sliding:
             return self._slide(now)
         if self.remaining is None or self.remaining > 0:
@@ -287,6 +366,7 @@ class _Quota:
             return min(self.reset_at, next_drip) - now
         previous, self._turned_at = self._turned_at, now
         self._lowest = None
+        self._first_of_turn = None
         if self.refills_fully and self.limit is not None:
             # The reset we waited for is an upper bound, up to a second late: what we sent
             # in that last second may already have counted against the new window, but not
@@ -297,13 +377,9 @@ class _Quota:
         else:
             self.remaining = 1  # how much did the reset give back? one request asks
             self._probing = True
-        closing = self.reset_at  # the tightest reset the window's answers gave
-        if self.refills_fully and self._last_boundary is not None and closing > self._last_boundary:
-            # The period: from one window's reset to the next (the shortest seen: a turnover
-            # held up by a gate spans two).
-            seen = closing - self._last_boundary
-            self._period = seen if self._period is None else min(self._period, seen)
-        self._last_boundary = closing
+        closing = self._turn_reset = self.reset_at  # the tightest reset the answers gave
+        # A boundary once the first request after it is admitted (see `_confirm_turn`).
+        self._pending_boundary = closing if self.refills_fully else None
         if self._period is not None and self.refills_fully:
             # Windows follow each other: the next reset is a whole number of periods after
             # this one, however late we turned over, so lateness does not add up.
@@ -340,6 +416,8 @@ class _Quota:
         if not self.early_ok:
             return None
         reset_at = self.reset_at
+        if self._spent_at is None:
+            return None
         span = reset_at - self._spent_at  # uncertain: the reset may come anywhere in it
         if self._late_hi is not None:
             span = min(span, self._late_hi - self._late_lo)
@@ -361,6 +439,8 @@ class _Quota:
             while self._recent_sends and self._recent_sends[0] < now - RESET_GRANULARITY:
                 self._recent_sends.popleft()
             self._log.append(now)
+            if self._first_of_turn is None:
+                self._first_of_turn = now
             if self._window_started is None or self._window_started < self._turned_at:
                 self._last_window_started, self._window_started = self._window_started, now
             while len(self._log) > (self.limit or 1):

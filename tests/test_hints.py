@@ -192,3 +192,22 @@ async def test_answers_admitted_out_of_send_order_leave_no_slot_unused() -> None
         assert pacer.quota.remaining is not None
         assert pacer.quota.remaining <= 100 - 10  # never more than is really left: no 429
     assert pacer.quota.remaining == 90
+
+
+@pytest.mark.anyio
+async def test_a_check_admitted_from_what_the_old_window_had_left_proves_no_lateness() -> None:
+    """Our count says spent while the upstream still has some (answers in flight): a request
+    sent before the reset and admitted from that remainder is no sign of an early refill."""
+    clock = FakeClock()
+    pacer = Pacer(clock, concurrency=10)
+    ticket = await pacer.acquire()
+    pacer.release(ticket, Feedback(admitted=True, quota=QuotaHint(remaining=1, reset=4.0, limit=5)))
+    pacer.quota.spend(clock.monotonic())
+    assert pacer.quota.remaining == 0
+    clock.now += 2.0
+    assert pacer.quota.wait(clock.monotonic()) == 0.0  # the check goes, halfway to the reset
+    check = await pacer.acquire()
+    leftover = QuotaHint(remaining=0, reset=3.0, limit=5)  # (the old window's last slot)
+    pacer.release(check, Feedback(admitted=True, quota=leftover))
+    assert pacer.quota._late_lo == 0.0
+    assert pacer.quota.wait(clock.monotonic()) > 0.0  # the reset is still waited for

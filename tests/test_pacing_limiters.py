@@ -158,3 +158,12 @@ async def test_a_window_that_slides_is_spent_as_its_slots_free() -> None:
     assert lost == 0 and counts.throttled <= EARLY_CHECK
     assert pacer.quota.sliding
     assert seconds <= 1.25 * (N - 250) / 50  # one slot per advertised reset took 1.46x
+
+
+async def test_resets_that_come_early_are_waited_out_not_hammered() -> None:
+    """A server clock behind ours: every epoch reset half a second early. The first request
+    after each such turnover is refused; the turnover is then taken later, not retried."""
+    hints = HintStyle(frozenset({"x-ratelimit-epoch"}), reset_offset=-0.5, fractional_epoch=True)
+    seconds, counts, lost, _ = await scan_against("fixed-window", 50, hints=hints)
+    assert lost == 0 and counts.throttled <= 0.03 * counts.requests
+    assert seconds <= 1.2 * (N - 50) / 50
