@@ -62,7 +62,8 @@ def shared_pace(stored: LearnedPace | None, own: LearnedPace, peak_shared: float
     Its own rate was at most its share of the limit: the stored rate stays, unless its own or
     `SHARED_MARGIN` x `peak_shared` (requests/s the upstream admitted to all the runs at once)
     is higher; that evidence is capped by the stored `upper`, a rate that drew a 429 to a lone
-    run. The run's own `upper` is a share's artifact: the stored one is kept (or none). The
+    run. The run's own `upper` is a share's artifact: the stored one is kept, or, when the
+    shared peak set the rate, the peak itself becomes the bound. The
     burst is the stored one when there is one (a share of the bucket is not the bucket);
     `gated` stays true once either run saw Retry-After gates.
     """
@@ -71,6 +72,11 @@ def shared_pace(stored: LearnedPace | None, own: LearnedPace, peak_shared: float
     if upper is not None:
         evidence = min(evidence, upper)
     rate = max(stored.rate if stored is not None else 0.0, own.rate, evidence)
+    if upper is None and peak_shared > rate and evidence >= rate:
+        # What all the runs got at once, each pushing against its 429s: about the limit. The
+        # next run, alone, searches up to it (a few % at most) instead of probing upward
+        # blind, where each rate too many costs a 429 and, gated, a second of silence.
+        upper = peak_shared
     if upper is not None and rate >= upper:
         upper = None  # held above it: the next run searches afresh
     burst = stored.burst if stored is not None else own.burst

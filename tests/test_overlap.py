@@ -222,7 +222,7 @@ def test_a_shared_run_never_lowers_the_stored_rate_and_keeps_its_upper() -> None
 def test_a_shared_run_raises_the_rate_to_what_all_were_admitted() -> None:
     kept = shared_pace(None, LearnedPace(7.3, 8.0, burst=6), peak_shared=50.0)
     assert kept.rate == pytest.approx(47.5)
-    assert kept.upper is None  # a share's upper is not the upstream's
+    assert kept.upper == 50.0  # not the share's upper (8): what all of them got at once
     assert kept.burst == 6  # (nothing better known)
     # ...but not past a rate that drew a 429 to a lone run:
     capped = shared_pace(LearnedPace(30.0, 40.0), LearnedPace(7.3), peak_shared=60.0)
