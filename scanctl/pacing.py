@@ -157,6 +157,8 @@ class _Quota:
         self._window_started: float | None = None
         self._last_window_started: float | None = None
         self._slide_misses = 0  # 429s since we took the window for a sliding one
+        self._refused: deque[float] = deque()  # our sends refused lately
+        self.counts_refusals = False  # the limiter counts refused requests against the quota
         self._turned_at = float("-inf")
         self._probing = False
         self._fresh = False  # the reset time is a placeholder set at our turnover
@@ -199,6 +201,10 @@ class _Quota:
         Only our own turnover (in `wait`) starts a new window: an integer reset can move by a
         second between answers of the same window, so a later reset proves nothing.
         """
+        if not admitted and sent_at in self._log:
+            # A refused request took no slot, with most limiters; some count it (below).
+            self._log.remove(sent_at)
+            self._refused.append(sent_at)
         if sent_at < self._turned_at:  # sent before the window turned over: the old window's
             return self._accounts_for(admitted, hint)
         if admitted and sent_at == self._first_of_turn:
@@ -232,6 +238,8 @@ class _Quota:
             # Refused in a window we took for refilled whole: it slides instead, freeing each
             # slot one period after it was taken. From now on our own sends tell what is free.
             self.refills_fully, self.sliding, self._slide_misses = False, True, 0
+        elif not admitted and self.sliding and not self.counts_refusals and self._refused:
+            self.counts_refusals = True  # (refused while the refusals' slots seemed free)
         elif not admitted and self.sliding:
             self._slide_misses += 1
             if self._slide_misses >= SLIDE_MISSES:
@@ -390,17 +398,20 @@ class _Quota:
         return 0.0
 
     def _slide(self, now: float) -> float:
-        """A sliding window: free are the slots of our sends older than one period."""
-        span, log = self._span or RESET_GRANULARITY, self._log
+        """A sliding window: free are the slots of our sends older than one period (refused
+        ones included once the limiter showed that it counts them)."""
+        span = self._span or RESET_GRANULARITY
         span += max(SLIDE_MARGIN, SLIDE_MARGIN * span)  # (a send arrives later than it left)
-        while log and log[0] <= now - span:
-            log.popleft()
-        free = (self.limit or 1) - len(log)
+        for log in (self._log, self._refused):
+            while log and log[0] <= now - span:
+                log.popleft()
+        taken = [self._log, self._refused] if self.counts_refusals else [self._log]
+        free = (self.limit or 1) - sum(len(log) for log in taken)
         if free > 0:
             self.remaining = free
             return 0.0
         self.remaining = 0
-        return log[0] + span - now
+        return min(log[0] for log in taken if log) + span - now
 
     @property
     def probing(self) -> bool:
@@ -443,8 +454,9 @@ class _Quota:
                 self._first_of_turn = now
             if self._window_started is None or self._window_started < self._turned_at:
                 self._last_window_started, self._window_started = self._window_started, now
-            while len(self._log) > (self.limit or 1):
-                self._log.popleft()
+            for log in (self._log, self._refused):
+                while len(log) > (self.limit or 1):
+                    log.popleft()
 
 
 class Pacer:

@@ -157,7 +157,7 @@ async def test_a_window_that_slides_is_spent_as_its_slots_free() -> None:
     seconds, counts, lost, pacer = await scan_against("sliding-window", 50, window=5.0, hints=hints)
     assert lost == 0 and counts.throttled <= EARLY_CHECK
     assert pacer.quota.sliding
-    assert seconds <= 1.25 * (N - 250) / 50  # one slot per advertised reset took 1.46x
+    assert seconds <= 1.1 * (N - 250) / 50  # one slot per advertised reset took 1.46x
 
 
 async def test_resets_that_come_early_are_waited_out_not_hammered() -> None:
