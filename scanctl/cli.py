@@ -425,6 +425,17 @@ def scan(
             "--resume", help="With -F jsonl -o FILE: keep FILE's ok records, scan the rest, append."
         ),
     ] = False,
+    changes: Annotated[
+        bool,
+        typer.Option(
+            "--changes",
+            help="Add changed / changed_fields: how each answer differs from the one before it.",
+        ),
+    ] = False,
+    only_changed: Annotated[
+        bool,
+        typer.Option("--only-changed", help="Write only records whose answer changed (--changes)."),
+    ] = False,
     lock: LockOpt = None,
     wait_lock: WaitLockOpt = 0.0,
     grace: GraceOpt = 5.0,
@@ -464,6 +475,10 @@ def scan(
     )
     if no_cache and (refresh or stale_if_error is not None):
         raise UsageError("--no-cache cannot be combined with --refresh or --stale-if-error")
+    changes = changes or only_changed
+    if no_cache and changes:
+        flag = "--only-changed" if only_changed else "--changes"
+        raise UsageError(f"{flag} compares with the answers kept in the cache: drop --no-cache")
     if resume and (fmt != "jsonl" or output in (None, "-")):
         raise UsageError("--resume needs -F jsonl and -o FILE (the file it carries on)")
     found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
@@ -482,7 +497,12 @@ def scan(
     policy = None
     if not no_cache:
         policy = up.cache_policy(
-            endpoint, ttl, negative_ttl, refresh=refresh, stale_if_error=stale_if_error
+            endpoint,
+            ttl,
+            negative_ttl,
+            refresh=refresh,
+            stale_if_error=stale_if_error,
+            changes=changes,
         )
     job = ScanJob(
         symbols=found.symbols,
@@ -501,6 +521,7 @@ def scan(
         resume=resume,
         lock_name=lock,
         wait_lock=wait_lock,
+        only_changed=only_changed,
     )
     return int(run_scan(job))
 

@@ -56,6 +56,8 @@ class RunMetrics:
     rate_history: list[dict[str, Any]] = field(default_factory=list)
     # What the cache did (location, hits, misses...), when the run used one.
     cache: dict[str, Any] | None = None
+    # Records whose answer changed (None: the run does not compare answers, --changes).
+    changed: int | None = None
 
     @property
     def done(self) -> int:
@@ -82,6 +84,8 @@ class RunMetrics:
             self.cached += 1
         if record.stale:
             self.stale += 1
+        if self.changed is not None and record.change is not None and record.change.changed:
+            self.changed += 1
         if record.ok:
             self.successful += 1
         else:
@@ -106,7 +110,7 @@ class RunMetrics:
         def ms(value: float | None) -> float | None:
             return None if value is None else round(value, 1)
 
-        return {
+        summary = {
             "scan_type": self.scan_type,
             "total_scanned": scanned,
             "successful": self.successful,
@@ -146,3 +150,6 @@ class RunMetrics:
             "started_at": iso_time(started_wall),
             "finished_at": iso_time(finished_wall),
         }
+        if self.changed is not None:
+            summary["changed"] = self.changed
+        return summary

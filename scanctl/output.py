@@ -11,8 +11,9 @@
   that starts with a tab or carriage return) as a formula (OWASP, "CSV Injection"): every string
   cell, header names included, that starts with one of these gets a `'` in front, which
   spreadsheets show as plain text. Numbers (int and float, such as -3.5) are not strings and are
-  written as they are. Cells holding a comma, a quote or any line break (a lone carriage return
-  too) are quoted (RFC 4180), so no value can start a row of its own.
+  written as they are. With `--changes`, `changed` and `changed_fields` (names joined by `;`)
+  follow the record's fields. Cells holding a comma, a quote or any line break (a lone
+  carriage return too) are quoted (RFC 4180), so no value can start a row of its own.
 
 Destinations are opened before the first request, so an unwritable path fails fast (exit 2).
 A path that exists but is not a regular file (/dev/null, /dev/full, a terminal, a FIFO) is written
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
 from scanctl.errors import OutputError, UsageError
-from scanctl.records import RECORD_FIELDS, ScanRecord
+from scanctl.records import CHANGE_FIELDS, RECORD_FIELDS, ScanRecord
 
 FORMATS = ("json", "jsonl", "csv")
 CSV_RECORD_FIELDS = tuple(f for f in RECORD_FIELDS if f != "data")
@@ -364,6 +365,8 @@ def neutralised(text: str) -> str:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, list):  # changed_fields: names joined by ";"
+        return neutralised(";".join(map(str, value)))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -391,16 +394,20 @@ class CsvWriter(_SpillingWriter):
 
     def _write_all(self, summary: dict[str, Any]) -> None:
         data_columns: dict[str, str] = {}  # data key -> column name, in first-seen order
+        record_columns = CSV_RECORD_FIELDS
         for row in self.spill.in_order():
+            if len(row) > len(RECORD_FIELDS):  # --changes: `changed`, `changed_fields` too
+                record_columns = CSV_RECORD_FIELDS + CHANGE_FIELDS
             data = row["data"]
             if isinstance(data, dict):
                 for key, value in data.items():
                     if key not in data_columns and _scalar(value):
                         data_columns[key] = f"data.{key}" if key in RECORD_FIELDS else key
-        self._put(_csv_line([*CSV_RECORD_FIELDS, *map(neutralised, data_columns.values())]))
+        header = [*record_columns, *map(neutralised, data_columns.values())]
+        self._put(_csv_line(header))
         for row in self.spill.in_order():
             data = row["data"] if isinstance(row["data"], dict) else {}
-            cells = [_cell(row[f]) for f in CSV_RECORD_FIELDS]
+            cells = [_cell(row.get(f)) for f in record_columns]
             cells += [_cell(data.get(k)) if _scalar(data.get(k)) else "" for k in data_columns]
             self._put(_csv_line(cells))
 

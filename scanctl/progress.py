@@ -66,6 +66,8 @@ def summary_line(summary: dict[str, Any]) -> str:
         text += f", {summary['cached']} from cache"
         if summary.get("stale"):
             text += f" ({summary['stale']} stale)"
+    if summary.get("changed") is not None:
+        text += f", {summary['changed']} changed"
     if perf.get("final_rate_limit") is not None:
         text += f", paced at {perf['final_rate_limit']:.1f} req/s"
     if summary.get("interrupted"):

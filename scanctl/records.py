@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from scanctl.changes import Change
+
 # The public record schema, in output order (README, "Output").
 RECORD_FIELDS = (
     "symbol",
@@ -18,6 +20,8 @@ RECORD_FIELDS = (
     "cached",
     "stale",
 )
+# Added after them by `scan --changes` (README, "What changed").
+CHANGE_FIELDS = ("changed", "changed_fields")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +45,11 @@ class ScanRecord:
     stale: bool = False  # served from an expired cache entry because the fetch failed
     index: int = 0
     error_kind: str | None = None
+    change: Change | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The published record, fields in schema order."""
-        return {
+        published = {
             "symbol": self.symbol,
             "type": self.type,
             "ok": self.ok,
@@ -56,3 +61,9 @@ class ScanRecord:
             "cached": self.cached,
             "stale": self.stale,
         }
+        if self.change is not None:
+            published["changed"] = self.change.changed
+            published["changed_fields"] = (
+                None if self.change.changed is None else list(self.change.fields)
+            )
+        return published

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -22,6 +22,7 @@ from scanctl import __version__
 from scanctl.answer import Answer
 from scanctl.cache import open_store
 from scanctl.cache.front import CacheFront, CachePolicy
+from scanctl.changes import NOTHING_TO_COMPARE
 from scanctl.clock import Clock, MonotonicClock
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings, make_pacer
 from scanctl.errors import CacheError, ExitCode, OutputError, UpstreamRefused
@@ -67,6 +68,7 @@ class ScanJob:
     resume: bool = False  # -F jsonl -o FILE: keep FILE's ok records, scan the rest, append
     lock_name: str | None = None  # --lock NAME: no two scans with this name at once
     wait_lock: float = 0.0  # seconds to wait for a held lock before giving up (exit 75)
+    only_changed: bool = False  # write only records whose answer changed (--only-changed)
 
 
 @dataclass(slots=True)
@@ -220,6 +222,8 @@ class ScanRun:
         if job.metrics_path:
             check_writable(job.metrics_path, "--metrics")
         self.metrics = RunMetrics(job.settings.endpoint.name, total=len(job.symbols))
+        if job.cache_policy is not None and job.cache_policy.changes:
+            self.metrics.changed = 0  # counted, and in the summary
         self.metrics.resume(resumed)
         self.display: Display = choose_display(
             self.clock, quiet=job.quiet, no_progress=job.no_progress
@@ -263,7 +267,11 @@ class ScanRun:
         )
 
     def _sink(self, record: ScanRecord) -> None:
-        self.writer.write(record)
+        policy = self.job.cache_policy
+        if record.change is None and policy is not None and policy.changes:
+            record = replace(record, change=NOTHING_TO_COMPARE)  # no usable cache
+        if not self.job.only_changed or (record.change is not None and record.change.changed):
+            self.writer.write(record)
         self.display.update(self.metrics)
 
     async def _watch_signals(self, group: anyio.abc.TaskGroup, engine: ScanEngine) -> None:

@@ -104,6 +104,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_entries(tmp_path: Path) -> N
     key = CacheKey(NS, "mss", "BTC")
     entry = store.get_many([key])[key]
     assert entry.data == {"score": 7} and entry.expires_at == 160.0 and entry.cost == 0.0
+    assert entry.previous is None  # no answer before it
     assert store.prune(now=10_000.0, retention=100.0) == 1  # the new expiry column is filled
     store.close()
     with sqlite3.connect(path) as db:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from scanctl.cache.store import CacheKey, CacheStore, Entry, xfetch_due
+from scanctl.changes import NOTHING_TO_COMPARE, compare
 from scanctl.errors import CacheError
 from scanctl.records import ScanRecord
 
@@ -50,6 +51,7 @@ class CachePolicy:
     # warm-cache: refresh what has less than this share of its TTL left (None: XFetch only)
     refresh_ahead: float | None = None
     lease_seconds: float = 40.0
+    changes: bool = False  # mark each record changed or not against the answer before it
 
 
 @dataclass(slots=True)
@@ -88,9 +90,10 @@ class CacheFront:
         self.counts = CacheCounts()
         self.started = wall()
         self.broken = False
-        # For symbols sent on although an entry exists: when that entry was fetched, so a
-        # claim can tell a newer entry (someone else's flight) from the one we chose to refresh.
-        self._known: dict[str, float] = {}
+        # For symbols sent on although an entry exists, that entry: a claim tells a newer entry
+        # (someone else's flight) from the one we chose to refresh by its fetch time, and the
+        # answer that comes back replaces it (its data becomes the new entry's `previous`).
+        self._known: dict[str, Entry] = {}
         self._writes: list[Entry] = []
         self._releases: list[CacheKey] = []
         self._held: set[str] = set()  # symbols whose lease we hold and have not settled
@@ -109,22 +112,24 @@ class CacheFront:
             chunk = list(itertools.islice(stream, CHUNK))
             if not chunk:
                 return
-            if self.broken or self.policy.refresh:
+            if self.broken:
                 self.counts.misses += len(chunk)
                 yield from chunk
                 continue
+            # --refresh serves nothing from the cache, but still reads it: every answer fetched
+            # keeps the one it replaces.
             found = self._read([self.key(symbol) for _, symbol in chunk])
             now = self.wall()
             for index, symbol in chunk:
                 entry = self._as_policy_says(found.get(self.key(symbol)))
-                if entry is not None and entry.fresh(now):
+                if entry is not None and entry.fresh(now) and not self.policy.refresh:
                     if not self._due(entry, now):
                         self.counts.hits += 1
                         emit(self._record(index, entry))
                         continue
                     self.counts.refreshed_early += 1
                 if entry is not None:
-                    self._known[symbol] = entry.fetched_at
+                    self._known[symbol] = entry
                 self.counts.misses += 1
                 yield index, symbol
 
@@ -146,7 +151,11 @@ class CacheFront:
         A record: that flight has finished, and this is its answer."""
         if self.broken:
             return True
-        newer_than = self.started if self.policy.refresh else self._known.get(symbol, 0.0)
+        known = self._known.get(symbol)
+        if self.policy.refresh:
+            newer_than = self.started
+        else:
+            newer_than = known.fetched_at if known is not None else 0.0
         try:
             claim = self.store.claim(
                 self.key(symbol), self.owner, self.policy.lease_seconds, newer_than, self.wall()
@@ -161,7 +170,6 @@ class CacheFront:
             self.counts.waited += 1
             return self._record(index, claim.entry)
         if claim.granted:
-            self._known.pop(symbol, None)
             self._held.add(symbol)
         return claim.granted
 
@@ -182,19 +190,25 @@ class CacheFront:
         if record.cached or self.broken:
             return record
         self._held.discard(record.symbol)
+        replaced = self._known.pop(record.symbol, None)
+        before = replaced.last_answer if replaced is not None else None
         key = self.key(record.symbol)
         now = self.wall()
         cost = record.elapsed_ms / 1000.0
         if record.ok:
-            status = record.status or 200
-            self._writes.append(Entry(key, status, record.data, None, now, self.policy.ttl, cost))
+            status, ttl = record.status or 200, self.policy.ttl
+            self._writes.append(Entry(key, status, record.data, None, now, ttl, cost, before))
+            if self.policy.changes:
+                record = dataclasses.replace(record, change=compare(before, record.data))
         elif record.status == NOT_FOUND and self.policy.negative_ttl > 0:
-            entry = Entry(key, NOT_FOUND, None, record.error, now, self.policy.negative_ttl, cost)
-            self._writes.append(entry)
+            ttl = self.policy.negative_ttl
+            self._writes.append(Entry(key, NOT_FOUND, None, record.error, now, ttl, cost, before))
         else:
             self._releases.append(key)
             record = self._fallback(record, key, now)
         self.flush_if_due()
+        if self.policy.changes and record.change is None:
+            record = dataclasses.replace(record, change=NOTHING_TO_COMPARE)
         return record
 
     def _fallback(self, record: ScanRecord, key: CacheKey, now: float) -> ScanRecord:
@@ -253,6 +267,9 @@ class CacheFront:
         self, index: int, entry: Entry, *, attempts: int = 0, stale: bool = False
     ) -> ScanRecord:
         ok = entry.ok
+        change = None
+        if self.policy.changes:
+            change = compare(entry.previous, entry.data) if ok else NOTHING_TO_COMPARE
         return ScanRecord(
             symbol=entry.key.symbol,
             type=entry.key.type,
@@ -266,4 +283,5 @@ class CacheFront:
             stale=stale,
             index=index,
             error_kind=None if ok else f"HTTP {entry.status}",
+            change=change,
         )

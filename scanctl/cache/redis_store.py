@@ -1,10 +1,11 @@
 """The shared backend: a Redis server, for teams whose scans run on several machines.
 
 `--cache redis://host:6379/0`. Each entry is one string key holding a line of metadata (status,
-when fetched, TTL, cost) and a line of JSON data, with a Redis expiry of TTL plus the retention,
-so the server prunes on its own. Claiming a key for a fetch is one Lua script, atomic on the
-server: it reads only the metadata line, so no payload is ever decoded there. Leases are keys
-with an expiry (`SET ... PX`), runs a capped list.
+when fetched, TTL, cost), a line of JSON data and, when there is one, a line with the ok answer
+it replaced, with a Redis expiry of TTL plus the retention, so the server prunes on its own.
+Claiming a key for a fetch is one Lua script, atomic on the server: it reads only the metadata
+line, so no payload is ever decoded there. Leases are keys with an expiry (`SET ... PX`), runs a
+capped list.
 """
 
 from __future__ import annotations
@@ -65,18 +66,25 @@ def _encode(entry: Entry) -> str:
         "x": entry.cost,
     }
     data = json.dumps(entry.data, separators=(",", ":"))
-    return json.dumps(meta, separators=(",", ":")) + "\n" + data
+    text = json.dumps(meta, separators=(",", ":")) + "\n" + data
+    if entry.previous is not None:
+        text += "\n" + json.dumps(entry.previous, separators=(",", ":"))
+    return text
 
 
 def _meta(raw: bytes) -> tuple[dict[str, Any], bytes]:
-    head, _, data = raw.partition(b"\n")
-    return json.loads(head), data
+    head, _, body = raw.partition(b"\n")
+    return json.loads(head), body
 
 
 def _decode(raw: bytes) -> Entry:
-    meta, data = _meta(raw)
+    meta, body = _meta(raw)
+    data, _, previous = body.partition(b"\n")  # compact JSON holds no line break
     key = CacheKey(*meta["k"])
-    return Entry(key, meta["c"], json.loads(data), meta["e"], meta["f"], meta["t"], meta["x"])
+    before = json.loads(previous) if previous else None
+    return Entry(
+        key, meta["c"], json.loads(data), meta["e"], meta["f"], meta["t"], meta["x"], before
+    )
 
 
 class RedisStore:

@@ -37,7 +37,7 @@ from scanctl.cache.store import (
 )
 from scanctl.errors import CacheError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT = 30.0
 CHUNK = 500  # keys per read query (well under SQLite's bound-parameter limit)
 
@@ -62,9 +62,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "UPDATE entries SET expires_at = fetched_at + ttl",
         "CREATE INDEX entries_expiry ON entries (expires_at)",
     ),
+    # 3: the ok answer an entry replaced (`scan --changes`).
+    3: ("ALTER TABLE entries ADD COLUMN previous TEXT",),
 }
 # SQLite's result codes for "this is not a (healthy) database".
 _DAMAGED = {sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT}
+
+
+_ENTRY_COLUMNS = "status, data, error, fetched_at, ttl, cost, previous"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _entry(key: CacheKey, columns: Sequence[Any]) -> Entry:
+    """An entry from the `_ENTRY_COLUMNS` of its row."""
+    status, data, error, fetched_at, ttl, cost, previous = columns
+    value = json.loads(data) if data is not None else None
+    before = json.loads(previous) if previous is not None else None
+    return Entry(key, status, value, error, fetched_at, ttl, cost, before)
 
 
 def _is_damage(exc: sqlite3.Error) -> bool:
@@ -237,14 +254,13 @@ class SqliteStore:
                     chunk = symbols[start : start + CHUNK]
                     marks = ",".join("?" * len(chunk))
                     rows = self._db.execute(
-                        "SELECT symbol, status, data, error, fetched_at, ttl, cost FROM entries "
+                        f"SELECT symbol, {_ENTRY_COLUMNS} FROM entries "
                         f"WHERE ns = ? AND type = ? AND symbol IN ({marks})",
                         (ns, type_name, *chunk),
                     )
-                    for symbol, status, data, error, fetched_at, ttl, cost in rows:
+                    for symbol, *columns in rows:
                         key = CacheKey(ns, type_name, symbol)
-                        value = json.loads(data) if data is not None else None
-                        found[key] = Entry(key, status, value, error, fetched_at, ttl, cost)
+                        found[key] = _entry(key, columns)
         return found
 
     def set_many(self, entries: Sequence[Entry], owner: str | None = None) -> None:
@@ -254,22 +270,24 @@ class SqliteStore:
             (
                 *e.key,
                 e.status,
-                None if e.data is None else json.dumps(e.data, separators=(",", ":")),
+                _json(e.data),
                 e.error,
                 e.fetched_at,
                 e.ttl,
                 e.cost,
                 e.expires_at,
+                _json(e.previous),
             )
             for e in entries
         ]
         with self._errors(), self._write() as db:
             db.executemany(
                 "INSERT INTO entries (ns, type, symbol, status, data, error, fetched_at, ttl, "
-                "cost, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "cost, expires_at, previous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (ns, type, symbol) DO UPDATE SET status = excluded.status, "
                 "data = excluded.data, error = excluded.error, fetched_at = excluded.fetched_at, "
-                "ttl = excluded.ttl, cost = excluded.cost, expires_at = excluded.expires_at",
+                "ttl = excluded.ttl, cost = excluded.cost, expires_at = excluded.expires_at, "
+                "previous = excluded.previous",
                 rows,
             )
             if owner is not None:
@@ -283,14 +301,12 @@ class SqliteStore:
     ) -> Claim:
         with self._errors(), self._write() as db:
             row = db.execute(
-                "SELECT status, data, error, fetched_at, ttl, cost FROM entries "
+                f"SELECT {_ENTRY_COLUMNS} FROM entries "
                 "WHERE ns = ? AND type = ? AND symbol = ? AND fetched_at > ? AND expires_at > ?",
                 (*key, newer_than, now),
             ).fetchone()
             if row is not None:
-                status, data, error, fetched_at, ttl, cost = row
-                value = json.loads(data) if data is not None else None
-                return Claim(False, Entry(key, status, value, error, fetched_at, ttl, cost))
+                return Claim(False, _entry(key, row))
             holder = db.execute(
                 "SELECT owner, until FROM leases WHERE ns = ? AND type = ? AND symbol = ?", key
             ).fetchone()

@@ -7,7 +7,8 @@ thread hop per call.
 
 Keys are (namespace, type, symbol): the namespace is the profile and base URL, so two upstreams
 (or two profiles of one) never share entries. An entry keeps the answer, when it was fetched,
-its TTL, and what fetching it cost (for early refresh).
+its TTL, what fetching it cost (for early refresh), and the ok answer it replaced (for
+`scan --changes`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Entry:
     fetched_at: float  # wall clock, epoch seconds: entries outlive the process
     ttl: float
     cost: float = 0.0  # seconds the fetch took (XFetch's delta)
+    # The ok answer this entry replaced (None: none), so `scan --changes` can say what changed.
+    previous: Any = None
 
     @property
     def expires_at(self) -> float:
@@ -50,6 +53,11 @@ class Entry:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    @property
+    def last_answer(self) -> Any:
+        """The latest ok answer this entry knows: its own, or (a negative entry) the one before."""
+        return self.data if self.ok else self.previous
 
     def fresh(self, now: float) -> bool:
         return now < self.expires_at

@@ -1,7 +1,9 @@
 """Deterministic, plausible answers of the analysis API, per symbol and type.
 
 The same symbol and type always give the same answer (seeded from a hash of both), so tests and
-recipes can rely on values without hard-coding them, and the JSON has the shape the real
+recipes can rely on values without hard-coding them. An answer moves only when its `version`
+does (the upstream's `--move-every` / `POST /_demo/move`), to a new answer just as stable;
+version 0 is the answer it has always given; and the JSON has the shape the real
 CryptoSatX routes return: top-level scalars (score, signal, confidence, price...) that CSV turns
 into columns, and a nested object that it leaves out.
 """
@@ -16,19 +18,26 @@ from typing import Any
 Payload = dict[str, Any]
 
 
-def _rng(kind: str, symbol: str) -> random.Random:
-    digest = hashlib.sha256(f"{kind}:{symbol}".encode()).digest()
+def _rng(kind: str, symbol: str, version: int = 0) -> random.Random:
+    seed = f"{kind}:{symbol}" if version == 0 else f"{kind}:{symbol}:{version}"
+    digest = hashlib.sha256(seed.encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def _price(symbol: str) -> float:
+def phase(symbol: str) -> float:
+    """Where in a cycle of moves this symbol's answer moves, in [0, 1): symbols move in turn."""
+    digest = hashlib.sha256(f"phase:{symbol}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _price(symbol: str, version: int = 0) -> float:
     """A stable price per symbol, spread over many orders of magnitude like real coins."""
-    rng = _rng("price", symbol)
+    rng = _rng("price", symbol, version)
     return round(10 ** rng.uniform(-4, 4.8), 6)
 
 
-def smart_money(symbol: str) -> Payload:
-    rng = _rng("smart_money", symbol)
+def smart_money(symbol: str, version: int = 0) -> Payload:
+    rng = _rng("smart_money", symbol, version)
     score = round(rng.uniform(0, 100), 1)
     signal = "accumulation" if score > 60 else "distribution" if score < 40 else "neutral"
     return {
@@ -42,8 +51,8 @@ def smart_money(symbol: str) -> Payload:
     }
 
 
-def mss(symbol: str) -> Payload:
-    rng = _rng("mss", symbol)
+def mss(symbol: str, version: int = 0) -> Payload:
+    rng = _rng("mss", symbol, version)
     score = round(rng.uniform(0, 100), 1)
     return {
         "symbol": symbol,
@@ -66,8 +75,8 @@ def mss(symbol: str) -> Payload:
     }
 
 
-def signals(symbol: str) -> Payload:
-    rng = _rng("signals", symbol)
+def signals(symbol: str, version: int = 0) -> Payload:
+    rng = _rng("signals", symbol, version)
     score = round(rng.uniform(0, 100), 1)
     signal = "LONG" if score > 60 else "SHORT" if score < 40 else "NEUTRAL"
     return {
@@ -75,16 +84,16 @@ def signals(symbol: str) -> Payload:
         "signal": signal,
         "score": score,
         "confidence": round(rng.uniform(0.3, 0.99), 2),
-        "price": _price(symbol),
+        "price": _price(symbol, version),
         "reasons": rng.sample(
             ["funding flip", "OI surge", "whale buys", "breakout", "RSI divergence", "volume"], 3
         ),
     }
 
 
-def quote(symbol: str) -> Payload:
-    rng = _rng("quote", symbol)
-    price = _price(symbol)
+def quote(symbol: str, version: int = 0) -> Payload:
+    rng = _rng("quote", symbol, version)
+    price = _price(symbol, version)
     spread = price * rng.uniform(0.0001, 0.002)
     return {
         "symbol": symbol,
@@ -98,7 +107,7 @@ def quote(symbol: str) -> Payload:
 
 
 # Route template -> payload builder: the four routes of the real API.
-ROUTES: dict[str, Callable[[str], Payload]] = {
+ROUTES: dict[str, Callable[[str, int], Payload]] = {
     "/smart-money/analyze/{symbol}": smart_money,
     "/mss/analyze/{symbol}": mss,
     "/signals/{symbol}": signals,

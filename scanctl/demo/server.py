@@ -10,6 +10,8 @@
 - faults at given rates: 500, 503, hangs, dropped connections, HTML and truncated-JSON 200s;
 - an outage: a window, counted from the first request, in which every request is dropped
   mid-answer or answered 503 (what a restarting upstream or its load balancer does);
+- answers that move (`--move-every`, `--move-share`, or `POST /_demo/move` at once), for
+  `scan --changes`;
 - `GET /_demo/stats`: what it received, so tests and benchmarks count requests at the source.
 
 `--port 0` binds a free port and prints the base URL as the only line on stdout, so a test or
@@ -40,7 +42,7 @@ from starlette.types import Receive, Scope, Send
 
 from scanctl.demo.headers import HINT_KINDS, HintStyle, hint_headers
 from scanctl.demo.limiters import LIMITER_KINDS, Limiter, make_limiter
-from scanctl.demo.payloads import ROUTES, Payload, is_unknown
+from scanctl.demo.payloads import ROUTES, Payload, is_unknown, phase
 
 OUTAGE_MODES = ("drop", "503")
 
@@ -74,6 +76,10 @@ class DemoConfig:
     # (start, duration) in seconds, counted from the first request; None: no outage.
     outage: tuple[float, float] | None = None
     outage_mode: str = "drop"
+    # Answers that move: every `move_every` seconds (None: only on POST /_demo/move), this
+    # share of the symbols gets a new answer (each symbol in its turn).
+    move_every: float | None = None
+    move_share: float = 1.0
 
 
 @dataclass(slots=True)
@@ -145,6 +151,16 @@ class DemoUpstream:
         )
         self.recent_throttles: list[float] = []
         self.banned_until = 0.0
+        self.moves = 0  # POST /_demo/move: answers moved by hand
+
+    def version(self, symbol: str, now: float) -> int:
+        """Which answer a symbol has now: 0 until answers first move, then one more each time
+        its turn comes (a `move_share` of the symbols per move, spread by `phase`)."""
+        c = self.config
+        moves = self.moves
+        if c.move_every is not None:
+            moves += math.floor((now - self.stats.started) / c.move_every)
+        return math.floor(moves * c.move_share + phase(symbol))
 
     def _latency(self) -> float:
         c = self.config
@@ -255,7 +271,7 @@ class DemoUpstream:
             stats.by_status[200] += 1
             html = "<html><body><h1>502 Bad Gateway</h1></body></html>"
             return Response(html, 200, headers, media_type="text/html")
-        payload: Payload = build(symbol)
+        payload: Payload = build(symbol, self.version(symbol, now))
         if fault == "truncated":
             stats.by_status[200] += 1
             body = json.dumps(payload).encode()
@@ -298,8 +314,13 @@ def build_app(config: DemoConfig, clock: Callable[[], float] = time.monotonic) -
     async def stats(request: Request) -> Response:
         return JSONResponse(upstream.stats.as_dict(upstream.clock()))
 
+    async def move(request: Request) -> Response:
+        upstream.moves += 1
+        return JSONResponse({"moves": upstream.moves})
+
     routes = [Route(path, endpoint(build)) for path, build in ROUTES.items()]
     routes.append(Route("/_demo/stats", stats))
+    routes.append(Route("/_demo/move", move, methods=["POST"]))
     app = Starlette(routes=routes)
     app.state.upstream = upstream
     return app
@@ -400,6 +421,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
         default="drop",
         help="during the outage: drop the connection mid-answer (default) or answer 503",
     )
+    p.add_argument(
+        "--move-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="answers move every SECONDS (POST /_demo/move moves them at once)",
+    )
+    p.add_argument(
+        "--move-share",
+        type=_share,
+        default=1.0,
+        metavar="SHARE",
+        help="share of the symbols whose answer moves each time (default 1)",
+    )
     p.add_argument("--require-key", default=None, help="answer 401 unless X-API-Key is this")
     p.add_argument("--seed", type=int, default=None, help="seed for latency and fault draws")
     args = p.parse_args(argv)
@@ -415,6 +450,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
         p.error("the fault rates add up to more than 1")
     if args.rate_limit is not None and args.rate_limit <= 0:
         p.error("--rate-limit must be positive")
+    if args.move_every is not None and not args.move_every > 0:
+        p.error("--move-every must be positive")
     burst = args.burst if args.burst is not None else max(1, round(args.rate_limit or 1))
     config = DemoConfig(
         latency_median=args.latency_median,
@@ -441,6 +478,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
         seed=args.seed,
         outage=args.outage,
         outage_mode=args.outage_mode,
+        move_every=args.move_every,
+        move_share=args.move_share,
     )
     return args, config
 

@@ -56,3 +56,11 @@ def fetch_stats(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
     with urllib.request.urlopen(f"{base_url}/_demo/stats", timeout=timeout) as answer:
         result: dict[str, Any] = json.loads(answer.read())
     return result
+
+
+def move_answers(base_url: str, timeout: float = 5.0) -> int:
+    """Move the upstream's answers at once (`POST /_demo/move`); the number of moves so far."""
+    request = urllib.request.Request(f"{base_url}/_demo/move", method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        moves: int = json.loads(answer.read())["moves"]
+    return moves
