@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from scanctl.config import EndpointType, Profile
     from scanctl.engine import ScanSettings
 
-FORMAT_CHOICES = ("json", "jsonl", "csv")
+FORMAT_CHOICES = ("json", "jsonl", "csv", "table")
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
@@ -373,11 +373,14 @@ def scan(
     config: ConfigOpt = None,
     profile_name: ProfileOpt = None,
     fmt: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--format", "-F", metavar="json|jsonl|csv", help="Output format: json, jsonl or csv."
+            "--format",
+            "-F",
+            metavar="json|jsonl|csv|table",
+            help="Output format (default: table on a terminal, else json).",
         ),
-    ] = "json",
+    ] = None,
     output: Annotated[
         str | None,
         typer.Option("--output", "-o", metavar="PATH", help="Write to PATH instead of stdout."),
@@ -442,6 +445,13 @@ def scan(
     max_body: MaxBodyOpt = "5M",
     follow_redirects: FollowRedirectsOpt = False,
     transport: TransportOpt = "auto",
+    color: Annotated[
+        str,
+        typer.Option(
+            metavar="auto|always|never",
+            help="Colour in the table and progress bar (auto: on a terminal; NO_COLOR off).",
+        ),
+    ] = "auto",
 ) -> int:
     """Scan symbols and write one record per symbol (stdout: data only; exit 0/2/3/4/130)."""
     from scanctl.symbols import collect_symbols
@@ -461,8 +471,14 @@ def scan(
     )
     profile = up.profile
     endpoint = profile.endpoint(scan_type)
+    if fmt is None:  # like the GitHub CLI: a table for a person, JSON for a program
+        to_stdout = output is None or output == "-"
+        fmt = "table" if to_stdout and sys.stdout.isatty() else "json"
     if fmt not in FORMAT_CHOICES:
         raise UsageError(f"unknown --format {fmt!r}; allowed: {', '.join(FORMAT_CHOICES)}")
+    from scanctl.terminal import check_color
+
+    check_color(color)
     _check_ranges(
         deadline=deadline,
         retry_budget=retry_budget,
@@ -522,6 +538,7 @@ def scan(
         lock_name=lock,
         wait_lock=wait_lock,
         only_changed=only_changed,
+        color=color,
     )
     return int(run_scan(job))
 

@@ -30,7 +30,7 @@ PROFILE_KEYS = frozenset(
     {"name", "base_url", "api_key_header", "api_key_env", "negative_ttl", "headers"}
     | {"limits", "rate_limit", "types", "extends"}
 )
-TYPE_KEYS = frozenset({"path", "ttl", "params", "method", "payload"})
+TYPE_KEYS = frozenset({"path", "ttl", "params", "method", "payload", "display"})
 LIMIT_KEYS = frozenset({"concurrency", "rate", "timeout", "retries"})
 RATE_LIMIT_KEYS = frozenset(
     {"weight_header", "weight_budget", "weight_window"}
@@ -65,6 +65,8 @@ class EndpointType:
     params: dict[str, str] = field(default_factory=dict)
     method: str = "GET"
     payload: str | None = None
+    # The answer's most telling top-level fields, shown as columns of the terminal table.
+    display: tuple[str, ...] = ()
 
     def path_for(self, symbol: str) -> str:
         """The request path for a symbol, which is percent-encoded as a single segment."""
@@ -249,6 +251,12 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
                 (*at, "method"),
             )
         payload = spec.get("payload")
+        display = spec.get("display", [])
+        if not isinstance(display, list) or not all(isinstance(f, str) and f for f in display):
+            raise ProfileError(
+                f"[{'.'.join(at)}] display must be a list of field names, got {display!r}",
+                (*at, "display"),
+            )
         types[type_name] = EndpointType(
             type_name,
             path,
@@ -256,6 +264,7 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
             {str(k): str(v) for k, v in params.items()},
             method,
             None if payload is None else _string(payload, (*at, "payload")),
+            tuple(display),
         )
     if not types:
         raise ProfileError(f"profile {'.'.join(where) or ''} defines no [types]".strip(), where)

@@ -258,6 +258,7 @@ def effective(
                 "ttl": t.ttl,
                 "params": t.params,
                 "payload": t.payload,
+                "display": list(t.display),
             }
             for t in profile.types.values()
         },
@@ -276,6 +277,8 @@ def to_toml(document: dict[str, Any]) -> str:
             if not v:
                 return "{}"
             return "{ " + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
         return json.dumps(str(v), ensure_ascii=False)
 
     def key(k: str) -> str:

@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol, TextIO
 from scanctl.errors import OutputError, UsageError
 from scanctl.records import CHANGE_FIELDS, RECORD_FIELDS, ScanRecord
 
-FORMATS = ("json", "jsonl", "csv")
+FORMATS = ("json", "jsonl", "csv", "table")
 CSV_RECORD_FIELDS = tuple(f for f in RECORD_FIELDS if f != "data")
 
 
@@ -209,7 +209,9 @@ class RecordWriter(Protocol):
     def finish(self, summary: dict[str, Any]) -> None: ...
 
 
-class _Writer:
+class TextWriter:
+    """The base of every writer: text to a destination; a failed write becomes OutputError."""
+
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
 
@@ -265,7 +267,7 @@ class _Spill:
             self.file.close()
 
 
-class _SpillingWriter(_Writer):
+class _SpillingWriter(TextWriter):
     """A writer that spills records and writes everything at the end; a spill that fails
     (the temporary directory is full) is reported by `finish`, not inside the engine."""
 
@@ -324,7 +326,7 @@ class JsonWriter(_SpillingWriter):
         self._put(("\n  ]" if pretty and not first else "]") + tail + "\n")
 
 
-class JsonlWriter(_Writer):
+class JsonlWriter(TextWriter):
     """One record per line, flushed as soon as it is known.
 
     `write` runs inside the engine's task group, where an OutputError would come out wrapped in
@@ -422,8 +424,14 @@ class NullWriter:
         pass
 
 
-def make_writer(fmt: str, destination: Destination) -> RecordWriter:
-    """The writer for a format name."""
+def make_writer(
+    fmt: str, destination: Destination, *, display: tuple[str, ...] = (), color: bool = False
+) -> RecordWriter:
+    """The writer for a format name; a table shows the `display` fields, coloured or not."""
+    if fmt == "table":
+        from scanctl.table import TableWriter
+
+        return TableWriter(destination, display, color=color)
     writers: dict[str, type[JsonWriter | JsonlWriter | CsvWriter]] = {
         "json": JsonWriter,
         "jsonl": JsonlWriter,

@@ -187,12 +187,22 @@ class RichDisplay:
 
 
 def choose_display(
-    clock: Clock, *, quiet: bool, no_progress: bool, stderr: TextIO | None = None
+    clock: Clock,
+    *,
+    quiet: bool,
+    no_progress: bool,
+    stderr: TextIO | None = None,
+    color: bool = True,
 ) -> Display:
-    """A bar on a terminal, status lines in logs, nothing with -q."""
+    """A bar on a terminal (coloured unless `color` is off), status lines in logs, nothing
+    with -q."""
     stream = stderr if stderr is not None else sys.stderr
     if quiet:
         return NullDisplay()
     if not no_progress and stream.isatty():
-        return RichDisplay(clock)
+        if color:
+            return RichDisplay(clock)
+        from rich.console import Console
+
+        return RichDisplay(clock, console=Console(stderr=True, color_system=None, no_color=True))
     return StatusLineDisplay(clock, stream)

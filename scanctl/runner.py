@@ -41,6 +41,7 @@ from scanctl.progress import Display, choose_display, summary_line
 from scanctl.records import ScanRecord
 from scanctl.resume import prepare_resume
 from scanctl.state import PacingMemory, pacing_key
+from scanctl.terminal import wants_color
 
 # How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
 DEFAULT_BAN_SECONDS = 120.0
@@ -69,6 +70,7 @@ class ScanJob:
     lock_name: str | None = None  # --lock NAME: no two scans with this name at once
     wait_lock: float = 0.0  # seconds to wait for a held lock before giving up (exit 75)
     only_changed: bool = False  # write only records whose answer changed (--only-changed)
+    color: str = "auto"  # --color: auto, always or never
 
 
 @dataclass(slots=True)
@@ -218,7 +220,9 @@ class ScanRun:
         self.writer: RecordWriter = NullWriter()
         if job.fmt != "none":
             destination = open_destination(job.output, job.fmt, append=job.resume)
-            self.writer = make_writer(job.fmt, destination)
+            color = wants_color(job.color, os.environ, is_terminal=destination.is_terminal)
+            display = job.settings.endpoint.display
+            self.writer = make_writer(job.fmt, destination, display=display, color=color)
         if job.metrics_path:
             check_writable(job.metrics_path, "--metrics")
         self.metrics = RunMetrics(job.settings.endpoint.name, total=len(job.symbols))
@@ -226,7 +230,10 @@ class ScanRun:
             self.metrics.changed = 0  # counted, and in the summary
         self.metrics.resume(resumed)
         self.display: Display = choose_display(
-            self.clock, quiet=job.quiet, no_progress=job.no_progress
+            self.clock,
+            quiet=job.quiet,
+            no_progress=job.no_progress,
+            color=wants_color(job.color, os.environ, is_terminal=sys.stderr.isatty()),
         )
         self.state = _RunState()
         settings = job.settings

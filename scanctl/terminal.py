@@ -1,0 +1,35 @@
+"""Whether to colour what scanctl draws: `--color`, then `NO_COLOR`, then `FORCE_COLOR`, then
+whether the text goes to a terminal.
+
+The conventions of the ecosystem: an explicit flag always wins (as in the GitHub CLI and
+httpie); `NO_COLOR` set to anything but the empty string turns colour off (no-color.org);
+`FORCE_COLOR` set likewise turns it on where it would be off, e.g. through a pager; with
+neither, colour only on a terminal. `NO_COLOR` wins over `FORCE_COLOR`: it is the user's own
+opt-out, while `FORCE_COLOR` is often set by a CI system for every tool at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from scanctl.errors import UsageError
+
+COLOR_CHOICES = ("auto", "always", "never")
+
+
+def check_color(choice: str) -> str:
+    """The `--color` value, or a usage error naming the allowed ones."""
+    if choice not in COLOR_CHOICES:
+        raise UsageError(f"unknown --color {choice!r}; allowed: {', '.join(COLOR_CHOICES)}")
+    return choice
+
+
+def wants_color(choice: str, env: Mapping[str, str], *, is_terminal: bool) -> bool:
+    """Whether text bound for a terminal (or not) gets colour, by the rules above."""
+    if choice != "auto":
+        return choice == "always"
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("FORCE_COLOR"):
+        return True
+    return is_terminal
