@@ -27,6 +27,12 @@ printf 'btc\neth\nsol\n' | scanctl scan -f - -t price --base-url "$URL" -q -F js
 echo "# what failed and why"
 scanctl scan BTC ZZNOPE ETH -t signals --base-url "$URL" -q | jq -c '{failed_symbols, errors}' || true
 
+echo "# a table to read (the default on a terminal; -F table asks for it anywhere)"
+scanctl scan -f examples/coins.txt -t mss --base-url "$URL" -q -F table | head -n 4
+
+echo "# what changed since the answers before: every answer fetched again and compared"
+scanctl scan -f examples/coins.txt -t signals --base-url "$URL" -q -F jsonl --refresh --changes | jq -c '{symbol, changed, changed_fields}' | head -n 3
+
 echo "# a CSV for spreadsheets, and the run's figures from --metrics"
 scanctl scan -f examples/coins.txt -t price --base-url "$URL" -q -F csv -o "$work/prices.csv" --metrics "$work/run.json"
 head -n 2 "$work/prices.csv"

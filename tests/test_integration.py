@@ -140,7 +140,7 @@ def test_crontab_lines_run(fast_upstream: str, tmp_path: Path) -> None:
         "HOME": str(tmp_path),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
-    assert len(lines) == 3
+    assert len(lines) == 4
     for line in lines:
         command = line.split(None, 5)[5].replace("http://localhost:8000", fast_upstream)
         result = subprocess.run(
@@ -150,6 +150,8 @@ def test_crontab_lines_run(fast_upstream: str, tmp_path: Path) -> None:
     records = (tmp_path / "scans" / "signals.jsonl").read_text().splitlines()
     assert sorted(json.loads(r)["symbol"] for r in records) == ["BTC", "ETH"]
     assert json.loads((tmp_path / "scans" / "signals.metrics.json").read_text())["successful"] == 2
+    flips = tmp_path / "scans" / "signal-flips.jsonl"
+    assert flips.exists() and flips.read_text() == ""  # a first run has nothing to compare
     (dated,) = (tmp_path / "scans").glob("mss-20*.jsonl")  # the day's file
     nightly = dated.read_text().splitlines()
     assert sorted(json.loads(r)["symbol"] for r in nightly) == ["BTC", "ETH", "SOL"]

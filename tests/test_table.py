@@ -194,3 +194,23 @@ def test_a_bad_color_value_is_a_usage_error() -> None:
     result = subprocess.run([*SCANCTL, "scan", "BTC", "--color", "sometimes"], capture_output=True)
     assert result.returncode == 2 and result.stdout == b""
     assert b"unknown --color 'sometimes'; allowed: auto, always, never" in result.stderr
+
+
+def test_the_readme_table_is_what_a_run_prints(upstream: str, tmp_path: Path) -> None:
+    """The README's example, run: the answers are deterministic, so the rows are too."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text().splitlines()
+    start = readme.index("    $ scanctl scan BTC ETH SOL ZZNOPE -t mss") + 1
+    shown = []
+    for line in readme[start:]:
+        if not line.startswith("    ") or line.startswith("    scanctl:"):
+            break
+        shown.append(line[4:])
+    command = [*SCANCTL, "scan", "BTC", "ETH", "SOL", "ZZNOPE", "-t", "mss", "-F", "table"]
+    result = subprocess.run(
+        [*command, "--base-url", upstream, "-q", "--cache", str(tmp_path / "fresh.sqlite3")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert len(shown) == 6 and [line.rstrip() for line in result.stdout.splitlines()] == shown
