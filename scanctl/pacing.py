@@ -52,6 +52,82 @@ SLIDE_MARGIN = 0.02
 SLIDE_MISSES = 3
 
 
+# A Retry-After of at least this long is checked with one request sent this share of it after
+# the 429 (while 429s are cheap): a token bucket's "Retry-After: 1" usually means 1/rate.
+GATE_CHECKED_FROM = 0.5
+GATE_PROBE_SHARE = 0.25
+
+
+class _Gate:
+    """The `Retry-After` gate: every request waits until it opens. Checked, not obeyed blindly.
+
+    A limiter that answers in whole seconds says "Retry-After: 1" when its bucket refills in a
+    fiftieth of that: obeyed, each 429 costs a second of silence. So while 429s are cheap (the
+    profile does not say the upstream bans, no ban seen) the first long gate is tested once:
+    one request leaves a quarter of the way into it. Admitted, the hint is known to overstate,
+    and later gates last no longer than that quarter proved enough; refused, the hint is known
+    to be right (that 429 was all the check cost) and every later gate is obeyed in full.
+    """
+
+    def __init__(self, check: bool) -> None:
+        self.until = 0.0
+        self.closures = 0
+        self.check = check
+        self.verdict: str | None = None  # None: unchecked; "overstated" or "exact"
+        self.enough = math.inf  # once overstated: how long a gate proved to need at most
+        self.refining = True  # whether a shorter gate may still prove enough
+        self._probe_at: float | None = None
+        self._closed_at = 0.0
+        self.probe_seq: int | None = None
+
+    def close(self, seconds: float, now: float, *, checkable: bool = False) -> None:
+        """Hold every request `seconds` from now (extending, never shortening); a 429's gate
+        (`checkable`) may be tested as above."""
+        hinted = seconds
+        if self.verdict == "overstated":
+            seconds = min(seconds, self.enough)
+        if now + seconds > self.until:
+            self.until = now + seconds
+            self.closures += 1
+        if not (checkable and self.check and self._probe_at is None):
+            return
+        if self.verdict is None and hinted >= GATE_CHECKED_FROM:
+            self._closed_at = now
+            self._probe_at = now + hinted * GATE_PROBE_SHARE
+        elif self.verdict == "overstated" and self.refining:
+            # Each later gate is tested at half of what proved enough, until a test fails.
+            self._closed_at = now
+            self._probe_at = now + self.enough / 2
+
+    def wait(self, now: float) -> float:
+        """Seconds until a request may leave: 0 for the one that checks the gate, when due."""
+        if self._probe_at is not None and self.probe_seq is None:
+            return min(self._probe_at, self.until) - now  # (waiters wake for the check)
+        return self.until - now
+
+    def on_send(self, seq: int, now: float) -> bool:
+        """A request leaves: while the gate is closed, that is the one checking it (True)."""
+        if self._probe_at is not None and self.probe_seq is None and now < self.until:
+            self.probe_seq = seq
+            return True
+        return False
+
+    def on_answer(self, seq: int, now: float, *, admitted: bool, throttled: bool) -> bool:
+        """Learn from the checking request's answer; True when this answer was that one."""
+        if seq != self.probe_seq:
+            return False
+        if admitted:
+            self.verdict = "overstated"
+            self.enough = max(now - self._closed_at, 0.0)
+            self.until = min(self.until, now)
+        elif throttled and self.verdict == "overstated":
+            self.refining = False  # what proved enough before is as short as gates get
+        elif throttled:
+            self.verdict = "exact"
+        self._probe_at = self.probe_seq = None  # (neither: an error, so check another time)
+        return True
+
+
 def hedge_slots(concurrency: int) -> int:
     """How many of `concurrency` in-flight places hedged copies may use (a tenth, none of 1)."""
     return 0 if concurrency < 2 else max(1, concurrency // 10)
@@ -496,8 +572,7 @@ class Pacer:
         start = self.ceiling if (learned or rate or not adaptive) else INITIAL_WINDOW
         self.window = anyio.CapacityLimiter(min(self.ceiling, start))
         self._slow_start = adaptive and learned is None and rate is None
-        self._gate_until = 0.0
-        self.gate_closures = 0
+        self.gate = _Gate(check=check_hints)
         self._seq = 0
         self._in_flight: dict[int, float] = {}
         self._borrowers: dict[int, object] = {}
@@ -516,16 +591,17 @@ class Pacer:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def close_gate(self, seconds: float) -> None:
+    @property
+    def gate_closures(self) -> int:
+        return self.gate.closures
+
+    def close_gate(self, seconds: float, *, checkable: bool = False) -> None:
         """Hold every request for `seconds` (from Retry-After), extending but never shortening."""
-        until = self.clock.monotonic() + seconds
-        if until > self._gate_until:
-            self._gate_until = until
-            self.gate_closures += 1
+        self.gate.close(seconds, self.clock.monotonic(), checkable=checkable)
 
     def gate_wait(self) -> float:
         """Seconds until the gate opens (0 when open)."""
-        return max(0.0, self._gate_until - self.clock.monotonic())
+        return max(0.0, self.gate.until - self.clock.monotonic())
 
     def _hold(self, now: float) -> float:
         """Seconds to wait before trying again, 0 when gate, breaker and quota allow."""
@@ -533,7 +609,7 @@ class Pacer:
         if reason is not None:
             raise UpstreamDown(reason)
         self._measure_if_due(now)  # (senders held for a measurement must not wait in vain)
-        waits = [self._gate_until - now, self.quota.wait(now), self.control.pause_wait(now)]
+        waits = [self.gate.wait(now), self.quota.wait(now), self.control.pause_wait(now)]
         if self.breaker is not None:
             waits.append(self.breaker.wait_time(now))
         return max(0.0, *waits)
@@ -592,8 +668,10 @@ class Pacer:
         now = self.clock.monotonic()
         self._seq += 1
         self._in_flight[self._seq] = now
+        checks_gate = self.gate.on_send(self._seq, now)
         self.quota.spend(now)
-        self.control.on_send(now)
+        if not checks_gate:  # (a check of the gate is about the hint, not about the rate)
+            self.control.on_send(now)
         return Ticket(self._seq, now, probe)
 
     async def _wait_turn(self) -> bool:
@@ -633,11 +711,18 @@ class Pacer:
         # A 429 for a request sent to check an advertised reset is about the hint: the quota
         # waits for the reset anyway, and its Retry-After says no more than the reset did.
         checking = feedback.throttled and self.quota.checks_a_reset(ticket.sent_at)
+        # The same for the request sent to check a Retry-After gate (see `_Gate`).
+        checked_gate = self.gate.on_answer(
+            ticket.seq, now, admitted=feedback.admitted, throttled=feedback.throttled
+        )
         gated = feedback.throttled or feedback.unavailable
-        if feedback.retry_after is not None and gated and not checking:
-            self.close_gate(feedback.retry_after)
+        # (the check's own 429 does not extend the gate it checked: that gate stands)
+        if feedback.retry_after is not None and gated and not checking and not checked_gate:
+            # (a gate the quota's own hints explain is the quota's to check)
+            checkable = feedback.throttled and self.quota.remaining is None
+            self.close_gate(feedback.retry_after, checkable=checkable)
         # A 429 the quota accounts for (it corrects itself on it) is not about the rate.
-        about_quota = checking
+        about_quota = checking or checked_gate
         if feedback.quota is not None:
             explained = self.quota.update(
                 feedback.quota, ticket.sent_at, now, len(self._in_flight), feedback.admitted
@@ -675,7 +760,11 @@ class Pacer:
         if feedback.throttled:
             if self.quota.window is not None:
                 control.pause_cap = self.quota.window  # a pause need not outlast the window
-            expensive = feedback.retry_after is not None and feedback.retry_after >= 0.5
+            expensive = (
+                feedback.retry_after is not None
+                and feedback.retry_after >= GATE_CHECKED_FROM
+                and self.gate.verdict != "overstated"
+            )
             cut = control.on_throttled(
                 ticket.sent_at,
                 now,

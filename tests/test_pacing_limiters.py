@@ -79,17 +79,45 @@ async def test_token_bucket_without_hints_is_found_then_reused_on_the_next_run()
     assert again <= 1.08 * ideal
 
 
-async def test_retry_after_gates_cost_a_second_each_so_they_stay_few() -> None:
+async def test_a_bucket_s_whole_second_retry_after_is_checked_and_found_overstated() -> None:
+    """A bucket refilling every 20 ms says "Retry-After: 1": obeyed, every 429 would cost a
+    second. One request a quarter into the first gate is admitted, so later gates last only as
+    long as a check proved enough (halved while checks pass)."""
     hints = frozenset({"retry-after"})
     ideal = (N - 10) / 50
     seconds, counts, lost, pacer = await scan_against("token-bucket", 50, hints=hints)
     assert lost == 0 and counts.throttled <= 0.02 * counts.requests
-    # Three gates (slow start, two episodes whose lengths give the limit), then just under it.
-    assert counts.throttled <= 5 and seconds <= 1.2 * ideal
+    assert pacer.gate.verdict == "overstated" and pacer.gate.enough < 0.25
+    assert seconds <= 1.1 * ideal
     learned = learned_from(pacer)
     again, counts, lost, _ = await scan_against("token-bucket", 50, hints=hints, learned=learned)
     assert lost == 0 and counts.throttled <= 0.01 * counts.requests
     assert again <= 1.07 * ideal
+
+
+async def test_a_retry_after_that_tells_the_truth_is_obeyed_after_one_check() -> None:
+    """A fixed window's Retry-After is the time to its turn: the check is refused (one 429,
+    which does not extend the gate), and every later gate is obeyed in full."""
+    hints = frozenset({"retry-after"})
+    _, counts, lost, pacer = await scan_against(
+        "fixed-window", 50, burst=50, window=1.0, hints=hints
+    )
+    assert lost == 0 and pacer.gate.verdict == "exact"
+    assert counts.throttled <= 0.01 * counts.requests
+
+
+async def test_an_upstream_that_bans_gets_no_check_of_its_gates() -> None:
+    clock = LoopClock(wall_offset=1_764_435_600.0)
+    limiter = make_limiter("token-bucket", 50, burst=10, window=1.0, start=clock.monotonic())
+    handler, counts = limited_handler(clock, limiter, hints=frozenset({"retry-after"}))
+    pacer = Pacer(clock, concurrency=50, breaker=CircuitBreaker(), check_hints=False)
+    started = clock.monotonic()
+    await run_engine(handler, [f"S{i}" for i in range(300)], clock=clock, pacer=pacer)
+    assert pacer.gate.verdict is None and counts.throttled >= 1
+    # every 429 closed the gate for its whole second: nothing left while one was closed
+    for refused in counts.throttled_at:
+        assert not [t for t in counts.sent_at if refused < t < refused + 0.99]
+    assert clock.monotonic() - started > 300 / 50
 
 
 async def test_x_ratelimit_headers_pace_a_fixed_window_exactly_without_a_429() -> None:
