@@ -442,16 +442,22 @@ def make_writer(fmt: str, destination: Destination) -> RecordWriter:
     return writers[fmt](destination)
 
 
-def write_json_file(path: str, value: Any) -> None:
-    """Write a JSON document atomically (used for --metrics); a device or FIFO directly."""
+def write_text_file(path: str, text: str, flag: str = "--metrics") -> None:
+    """Write `text` atomically (a temporary file beside `path`, fsynced, renamed over it), or
+    straight into a device or FIFO: the --metrics file, as JSON or in Prometheus' format."""
     destination: AtomicFileDestination | SpecialFileDestination
     if is_special_file(path):
-        destination = SpecialFileDestination(path, "--metrics")
+        destination = SpecialFileDestination(path, flag)
     else:
-        destination = AtomicFileDestination(path, "--metrics")
+        destination = AtomicFileDestination(path, flag)
     try:
-        destination.stream.write(dumps(value, pretty=True) + "\n")
+        destination.stream.write(text)
     except OSError as exc:
         destination.discard()
         raise _oserror(path, exc) from None
     destination.commit()
+
+
+def write_json_file(path: str, value: Any) -> None:
+    """Write a JSON document atomically (used for --metrics); a device or FIFO directly."""
+    write_text_file(path, dumps(value, pretty=True) + "\n")
