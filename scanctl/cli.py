@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from scanctl.engine import ScanSettings
 
 FORMAT_CHOICES = ("json", "jsonl", "csv", "table")
+METRICS_FORMATS = ("json", "prom")
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
@@ -355,6 +356,19 @@ def _transport(name: str) -> str:
     return name
 
 
+def _metrics_format(path: str | None, name: str | None) -> str:
+    """What --metrics writes: --metrics-format when given, else prom for a path ending in .prom
+    (node_exporter's textfile collector reads only those), else json."""
+    if name is not None:
+        if name not in METRICS_FORMATS:
+            allowed = ", ".join(METRICS_FORMATS)
+            raise UsageError(f"unknown --metrics-format {name!r}; allowed: {allowed}")
+        if path is None:
+            raise UsageError("--metrics-format needs --metrics PATH (the file it writes)")
+        return name
+    return "prom" if path is not None and path.endswith(".prom") else "json"
+
+
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
@@ -387,7 +401,17 @@ def scan(
     ] = None,
     metrics: Annotated[
         str | None,
-        typer.Option(metavar="PATH", help="Also write the run summary (without results) to PATH."),
+        typer.Option(
+            metavar="PATH",
+            help="Also write the run's figures to PATH (JSON; Prometheus text for a .prom PATH).",
+        ),
+    ] = None,
+    metrics_format: Annotated[
+        str | None,
+        typer.Option(
+            metavar="json|prom",
+            help="What --metrics writes (default: prom for a PATH ending in .prom, else json).",
+        ),
     ] = None,
     concurrency: ConcurrencyOpt = None,
     rate: RateOpt = None,
@@ -479,6 +503,7 @@ def scan(
     from scanctl.terminal import check_color
 
     check_color(color)
+    metrics_fmt = _metrics_format(metrics, metrics_format)
     _check_ranges(
         deadline=deadline,
         retry_budget=retry_budget,
@@ -526,6 +551,7 @@ def scan(
         fmt=fmt,
         output=output,
         metrics_path=metrics,
+        metrics_format=metrics_fmt,
         quiet=quiet,
         no_progress=no_progress,
         skipped_invalid=len(found.invalid),

@@ -25,6 +25,7 @@ later (a full disk) is an OutputError, exit 1, and leaves no temporary file behi
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -101,6 +102,24 @@ class StdoutDestination:
         pass  # stdout is not ours to close
 
 
+def _create_beside(target: Path) -> tuple[int, str]:
+    """A new, empty temporary file beside `target`, named `.NAME.RANDOM.tmp` (a reader of `*.prom`
+    or `*.json` never picks it up), with the permissions the target should keep: the target's own
+    when it exists, else those open() gives a new file (0666 less the umask). mkstemp's 0600 made
+    every replaced file private to its writer: another user's reader (node_exporter reading a
+    .prom file, a web server) lost it at the first run, and no chmod survived the next one."""
+    for _ in range(100):
+        path = target.parent / f".{target.name}.{os.urandom(4).hex()}.tmp"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        with contextlib.suppress(OSError):  # no target yet: the umask's permissions stay
+            os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))
+        return fd, str(path)
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(target.parent))
+
+
 class AtomicFileDestination:
     """A temporary file beside the target, renamed over it on commit."""
 
@@ -110,9 +129,7 @@ class AtomicFileDestination:
         # A symlink is followed: the file it points at is replaced, the link itself kept.
         self.target = check_writable(os.path.realpath(path) if os.path.islink(path) else path, flag)
         try:
-            fd, self.temp_path = tempfile.mkstemp(
-                prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
-            )
+            fd, self.temp_path = _create_beside(self.target)
         except OSError as exc:
             raise UsageError(f"{flag} {path!r}: {exc.strerror or exc}") from None
         self.stream: TextIO = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
@@ -440,16 +457,22 @@ def make_writer(
     return writers[fmt](destination)
 
 
-def write_json_file(path: str, value: Any) -> None:
-    """Write a JSON document atomically (used for --metrics); a device or FIFO directly."""
+def write_text_file(path: str, text: str, flag: str = "--metrics") -> None:
+    """Write `text` atomically (a temporary file beside `path`, fsynced, renamed over it), or
+    straight into a device or FIFO: the --metrics file, as JSON or in Prometheus' format."""
     destination: AtomicFileDestination | SpecialFileDestination
     if is_special_file(path):
-        destination = SpecialFileDestination(path, "--metrics")
+        destination = SpecialFileDestination(path, flag)
     else:
-        destination = AtomicFileDestination(path, "--metrics")
+        destination = AtomicFileDestination(path, flag)
     try:
-        destination.stream.write(dumps(value, pretty=True) + "\n")
+        destination.stream.write(text)
     except OSError as exc:
         destination.discard()
         raise _oserror(path, exc) from None
     destination.commit()
+
+
+def write_json_file(path: str, value: Any) -> None:
+    """Write a JSON document atomically (used for --metrics); a device or FIFO directly."""
+    write_text_file(path, dumps(value, pretty=True) + "\n")

@@ -25,7 +25,7 @@ from scanctl.cache.front import CacheFront, CachePolicy
 from scanctl.changes import NOTHING_TO_COMPARE
 from scanctl.clock import Clock, MonotonicClock
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings, make_pacer
-from scanctl.errors import CacheError, ExitCode, OutputError, UpstreamRefused
+from scanctl.errors import CacheError, ExitCode, OutputError, ScanctlError, UpstreamRefused
 from scanctl.lock import run_locks
 from scanctl.metrics import RunMetrics, iso_time
 from scanctl.output import (
@@ -38,6 +38,7 @@ from scanctl.output import (
 )
 from scanctl.overlap import SHARED_SPAN, RunRegistry
 from scanctl.progress import Display, choose_display, summary_line
+from scanctl.promfile import write_prom_file
 from scanctl.records import ScanRecord
 from scanctl.resume import prepare_resume
 from scanctl.state import PacingMemory, pacing_key
@@ -56,6 +57,7 @@ class ScanJob:
     fmt: str = "json"
     output: str | None = None
     metrics_path: str | None = None
+    metrics_format: str = "json"  # or "prom": Prometheus' text format (scanctl/promfile.py)
     quiet: bool = False
     no_progress: bool = False
     skipped_invalid: int = 0
@@ -342,18 +344,15 @@ class ScanRun:
         started_wall, started = self.clock.wall(), self.clock.monotonic()
         self.display.start(len(self.job.symbols))
         self.overlap.start()
+        escaped: BaseException | None = None
         try:
             try:
                 anyio.run(self._main, client)
+            except BaseException as exc:
+                escaped = exc
+                raise
             finally:
-                self.display.stop(self.metrics)
-                self._remember()
-                self._cache_figures()
-                summary = self._summary(started_wall, started)
-                try:
-                    self._finish(summary)  # the output first: it is what the user waits for
-                finally:
-                    self._close_cache(summary)
+                code, why = self._wrap_up(started_wall, started, escaped)
         except BaseException as exc:
             if not _is_broken_pipe(exc):
                 raise
@@ -361,7 +360,30 @@ class ScanRun:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             return ExitCode.BROKEN_PIPE
-        return self._exit_code(summary)
+        if why is not None:
+            warn(why)
+        return code
+
+    def _wrap_up(
+        self, started_wall: float, started: float, escaped: BaseException | None
+    ) -> tuple[ExitCode, str | None]:
+        """After the scan, however it ended: keep what was learned, write the output and the
+        metrics, log the run. Returns the exit code and the warning that explains it, decided
+        before anything is written, since the metrics file records the exit code (an exception
+        that escaped the scan decides it: `escaped`)."""
+        self.display.stop(self.metrics)
+        self._remember()
+        self._cache_figures()
+        summary = self._summary(started_wall, started)
+        if escaped is None:
+            code, why = self._verdict(summary)
+        else:
+            code, why = _exit_code_of(escaped), None
+        try:
+            self._finish(summary, code)  # the output first: it is what the user waits for
+        finally:
+            self._close_cache(summary)
+        return code, why
 
     def _remember(self) -> None:
         """Keep the rate reached, and any ban, for the next run against this upstream.
@@ -449,46 +471,60 @@ class ScanRun:
             stopped_reason=reason,
         )
 
-    def _finish(self, summary: dict[str, Any]) -> None:
-        """Complete the output and the metrics file; a failure of one does not skip the other."""
+    def _finish(self, summary: dict[str, Any], code: ExitCode) -> None:
+        """Complete the output and the metrics file; a failure of one does not skip the other.
+
+        `code` is the exit code the run ends with, unless the output fails: then the metrics
+        file records the failure's (1, or 141 for a closed pipe), which is what the run exits.
+        """
         error: OutputError | BrokenPipeError | None = None
         try:
             self.writer.finish(summary)
         except (OutputError, BrokenPipeError) as exc:
             error = exc
+            code = _exit_code_of(exc)
         if self.job.metrics_path:
-            write_json_file(self.job.metrics_path, summary)
+            self._write_metrics(self.job.metrics_path, summary, code)
         if not self.job.quiet and error is None:  # else the one line is the error's
             print(summary_line(summary), file=sys.stderr, flush=True)
         if error is not None:
             raise error
 
-    def _exit_code(self, summary: dict[str, Any]) -> ExitCode:
+    def _write_metrics(self, path: str, summary: dict[str, Any], code: ExitCode) -> None:
+        """The summary as JSON, or the run's figures in Prometheus' text format (--metrics)."""
+        if self.job.metrics_format == "prom":
+            write_prom_file(path, summary, exit_code=int(code))
+        else:
+            write_json_file(path, summary)
+
+    def _verdict(self, summary: dict[str, Any]) -> tuple[ExitCode, str | None]:
+        """How the run ends: its exit code, and the warning that explains it (None: no warning).
+
+        Prints nothing: the code goes into the metrics file before the warning is shown."""
         if self.state.interrupted:
-            warn(f"{summary['stopped_reason']}: {summary['not_scanned']} symbols not scanned")
+            why = f"{summary['stopped_reason']}: {summary['not_scanned']} symbols not scanned"
             if self.state.signals and self.state.signals[0] == signal.SIGTERM:
-                return ExitCode.TERMINATED
-            return ExitCode.INTERRUPTED
+                return ExitCode.TERMINATED, why
+            return ExitCode.INTERRUPTED, why
         refused = self.state.outcome.refused if self.state.outcome else None
         if refused is not None:
             unsent = summary["errors"].get("Not scanned (refused)", 0)
-            warn(f"upstream refused us ({refused.error}); stopped, {unsent} symbols not scanned")
-            return ExitCode.UPSTREAM
+            why = f"upstream refused us ({refused.error}); stopped, {unsent} symbols not scanned"
+            return ExitCode.UPSTREAM, why
         down = self.state.outcome.down if self.state.outcome else None
         if down is not None:
             unsent = summary["errors"].get("Not scanned (upstream down)", 0)
-            warn(f"gave up: {down}; {unsent} symbols not scanned")
-            return ExitCode.UPSTREAM
+            return ExitCode.UPSTREAM, f"gave up: {down}; {unsent} symbols not scanned"
         if summary["successful"] == 0 and summary["total_scanned"] > 0:
             kind, count = next(iter(summary["errors"].items()))
-            warn(
+            why = (
                 f"nothing succeeded ({kind} for {count} of {summary['total_scanned']}); "
                 f"is the upstream at {self.job.settings.base_url} up and right?"
             )
-            return ExitCode.UPSTREAM
+            return ExitCode.UPSTREAM, why
         if summary["failed"]:
-            return ExitCode.PARTIAL
-        return ExitCode.OK
+            return ExitCode.PARTIAL, None
+        return ExitCode.OK, None
 
 
 def run_entry(command: str, summary: dict[str, Any]) -> dict[str, Any]:
@@ -513,6 +549,17 @@ def run_entry(command: str, summary: dict[str, Any]) -> dict[str, Any]:
         "stale_served": cache.get("stale_served", 0),
         "interrupted": summary["interrupted"],
     }
+
+
+def _exit_code_of(exc: BaseException) -> ExitCode:
+    """The exit code an exception ends a run with (as the CLI maps it), for the metrics file."""
+    if _is_broken_pipe(exc):
+        return ExitCode.BROKEN_PIPE
+    if isinstance(exc, ScanctlError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    return ExitCode.INTERNAL
 
 
 def _is_broken_pipe(exc: BaseException) -> bool:

@@ -155,6 +155,9 @@ def test_crontab_lines_run(fast_upstream: str, tmp_path: Path) -> None:
     (dated,) = (tmp_path / "scans").glob("mss-20*.jsonl")  # the day's file
     nightly = dated.read_text().splitlines()
     assert sorted(json.loads(r)["symbol"] for r in nightly) == ["BTC", "ETH", "SOL"]
+    prom = (tmp_path / "scans" / "mss.prom").read_text()  # for node_exporter's textfile collector
+    assert 'scanctl_symbols_total{type="mss",outcome="ok"} 3\n' in prom
+    assert 'scanctl_last_exit_code{type="mss"} 0\n' in prom
 
 
 def test_progress_bar_goes_to_the_terminal_on_stderr_never_stdout(fast_upstream: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,28 @@ def test_metrics_file_is_json_written_atomically(tmp_path: Path) -> None:
     write_json_file(str(path), SUMMARY)
     assert json.loads(path.read_text()) == SUMMARY
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_an_atomic_file_gets_the_permissions_of_a_new_file_or_keeps_the_old_ones(
+    tmp_path: Path,
+) -> None:
+    """Not mkstemp's 0600: node_exporter, running as another user, must keep reading a .prom
+    file that every run replaces."""
+    umask = os.umask(0o027)
+    try:
+        new = tmp_path / "new.json"
+        write_json_file(str(new), SUMMARY)
+        assert stat.S_IMODE(new.stat().st_mode) == 0o640
+        old = tmp_path / "old.prom"
+        old.write_text("old")
+        old.chmod(0o604)
+        destination = AtomicFileDestination(str(old))
+        destination.stream.write("new")
+        destination.commit()
+        assert stat.S_IMODE(old.stat().st_mode) == 0o604 and old.read_text() == "new"
+    finally:
+        os.umask(umask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "old.prom"]
 
 
 def test_an_atomic_write_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
