@@ -366,7 +366,10 @@ def scan(
     scan_type: Annotated[
         str,
         typer.Option(
-            "--type", "-t", metavar="TYPE", help="Scan type: smart_money, mss, signals, price."
+            "--type",
+            "-t",
+            metavar="TYPE",
+            help="Scan type: smart_money, mss, signals, price (any case).",
         ),
     ] = "smart_money",
     base_url: BaseUrlOpt = None,
@@ -570,7 +573,8 @@ def warm_cache(
     names = [t.strip() for t in types.split(",") if t.strip()]
     if not names:
         raise UsageError("--type needs at least one type")
-    endpoints = [profile.endpoint(name) for name in dict.fromkeys(names)]
+    # Deduplicated by the type each name means: `-t mss,MSS` warms mss once.
+    endpoints = list({e.name: e for e in map(profile.endpoint, names)}.values())
     _check_ranges(
         deadline=deadline,
         retry_budget=retry_budget,
@@ -723,7 +727,8 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("clear")
 def cache_clear(
     type_name: Annotated[
-        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this scan type.")
+        str | None,
+        typer.Option("--type", "-t", metavar="TYPE", help="Only this scan type (any case)."),
     ] = None,
     older_than: Annotated[
         float | None,
