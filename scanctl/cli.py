@@ -21,6 +21,8 @@ from scanctl import __version__
 from scanctl.errors import ExitCode, ScanctlError, UsageError
 
 if TYPE_CHECKING:
+    from typer._click import Command, Context
+
     from scanctl.cache.front import CachePolicy
     from scanctl.config import EndpointType, Profile
     from scanctl.engine import ScanSettings
@@ -34,7 +36,8 @@ def _fail(message: str, code: ExitCode) -> NoReturn:
 
 
 class _OneLineErrors(TyperGroup):
-    """Runs commands with every error as one line on stderr and a documented exit code."""
+    """Runs commands with every error as one line on stderr and a documented exit code; builds
+    `demo-api` only when it is asked for."""
 
     def main(self, *args: Any, **kwargs: Any) -> NoReturn:
         kwargs["standalone_mode"] = False
@@ -52,6 +55,22 @@ class _OneLineErrors(TyperGroup):
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc}", ExitCode.INTERNAL)
         sys.exit(int(code or 0))
+
+    # `demo-api` has some thirty options, and Typer builds every command's options on every run
+    # (about 60 us each): it is made only when asked for, or listed (--help, completion).
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*super().list_commands(ctx), "demo-api"]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name == "demo-api":
+            from scanctl.demo.options import demo_api_command
+
+            return demo_api_command()
+        return super().get_command(ctx, cmd_name)
+
+
+PROG = "scanctl"
 
 
 app = typer.Typer(
@@ -762,26 +781,14 @@ def cache_prune(
     return 0
 
 
-@app.command(
-    "demo-api",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def demo_api(ctx: typer.Context) -> int:
-    """Run the simulated upstream (see `scanctl demo-api --help`)."""
-    try:
-        from scanctl.demo.server import main as demo_main
-    except ImportError as exc:
-        raise UsageError(
-            f"the simulated upstream needs the demo extra: pip install 'scanctl[demo]' ({exc})"
-        ) from None
-    return demo_main(list(ctx.args))
-
-
-def main() -> None:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; `argv` runs those arguments instead of the process's, as
+    `scanctl` would (`python -m scanctl.demo` is `scanctl demo-api`)."""
     # httpx imports its own command-line client (click, rich.console, pygments: ~60 ms of
     # every scan's start) whenever click is installed; scanctl never runs it. httpx expects
     # the import to fail when click is missing, and copes.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    app()
+    if argv is None:
+        app()
+    else:
+        app(args=argv, prog_name=PROG)

@@ -31,7 +31,10 @@ def test_version_runs_without_loading_heavy_modules() -> None:
     assert not loaded_after(code) & set(HEAVY)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["scan", "--help"], ["warm-cache", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["scan", "--help"], ["warm-cache", "--help"], ["demo-api", "--help"]],
+)
 def test_help_runs_without_loading_heavy_modules(args: list[str]) -> None:
     code = (
         "import scanctl.cli, contextlib, io\n"
