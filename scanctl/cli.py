@@ -3,7 +3,8 @@
 Startup stays fast: this module imports neither httpx, anyio nor rich; the commands import what
 they need when they run (a test and ruff's TID253 keep it so). Every error a user can cause is
 reported as one line on stderr, `scanctl: error: ...`, with the exit code of `ExitCode`; that
-mapping happens here and nowhere else.
+mapping happens here and nowhere else. Shell completion is answered here too: Typer's scripts
+and shell protocols, scanctl's own options to show and install them (see `_install_completion`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer._click.exceptions import ClickException
+from typer._completion_classes import completion_init
 from typer.core import TyperGroup
 
 from scanctl import __version__
-from scanctl.errors import ExitCode, ScanctlError, UsageError
+from scanctl.completion import Completed, choices, comma_list
+from scanctl.errors import ExitCode, OutputError, ScanctlError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
     from typer._click import Command, Context
 
     from scanctl.cache.front import CachePolicy
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
     from scanctl.engine import ScanSettings
 
 FORMAT_CHOICES = ("json", "jsonl", "csv")
+TRANSPORTS = ("auto", "aiohttp", "httpx")
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
@@ -36,8 +42,8 @@ def _fail(message: str, code: ExitCode) -> NoReturn:
 
 
 class _OneLineErrors(TyperGroup):
-    """Runs commands with every error as one line on stderr and a documented exit code; builds
-    `demo-api` only when it is asked for."""
+    """Runs commands with every error as one line on stderr and a documented exit code; answers
+    the shell's completion requests; builds `demo-api` only when it is asked for."""
 
     def main(self, *args: Any, **kwargs: Any) -> NoReturn:
         kwargs["standalone_mode"] = False
@@ -56,6 +62,20 @@ class _OneLineErrors(TyperGroup):
             _fail(f"internal error: {type(exc).__name__}: {exc}", ExitCode.INTERNAL)
         sys.exit(int(code or 0))
 
+    def _main_shell_completion(
+        self, ctx_args: MutableMapping[str, Any], prog_name: str, complete_var: str | None = None
+    ) -> None:
+        """Answer a completion request (`_SCANCTL_COMPLETE=complete_bash`, ...) and exit; on a
+        normal run (the variable unset) return at once.
+
+        Typer registers its shell protocols only for apps with its own completion options,
+        which scanctl replaces (see `_install_completion`), so they are registered here: a few
+        dictionary entries, from modules Typer has already imported. The program name is fixed
+        because the installed scripts call `scanctl`, however this process was started.
+        """
+        completion_init()
+        super()._main_shell_completion(ctx_args, PROG, complete_var or COMPLETE_VAR)
+
     # `demo-api` has some thirty options, and Typer builds every command's options on every run
     # (about 60 us each): it is made only when asked for, or listed (--help, completion).
 
@@ -71,6 +91,54 @@ class _OneLineErrors(TyperGroup):
 
 
 PROG = "scanctl"
+COMPLETE_VAR = "_SCANCTL_COMPLETE"
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+def _completion_shell() -> str:
+    """The shell to complete for: the one scanctl runs under (its nearest shell ancestor, as
+    Typer finds it), else the login shell ($SHELL), e.g. when run from `sh -c` or make."""
+    from typer._completion_shared import _get_shell_name
+
+    running = _get_shell_name()
+    login = os.path.basename(os.environ.get("SHELL", ""))
+    for name in (running, login):
+        if name in COMPLETION_SHELLS:
+            return name
+    found = ", ".join(repr(n) for n in dict.fromkeys((running, login)) if n) or "none"
+    raise UsageError(
+        f"completion is for bash, zsh and fish; found {found}: run this from one of them, or "
+        f"print a script for one with {COMPLETE_VAR}=source_bash|source_zsh|source_fish {PROG}"
+    )
+
+
+def _show_completion(ctx: typer.Context, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from typer._completion_shared import get_completion_script
+
+    shell = _completion_shell()
+    print(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell))
+    raise typer.Exit(0)
+
+
+def _install_completion(ctx: typer.Context, value: bool) -> None:
+    """Typer's installer (a script under ~, sourced from the shell's rc file), with scanctl's
+    shell detection and messages; not Typer's own options, whose errors are not one line."""
+    if not value or ctx.resilient_parsing:
+        return
+    from typer._completion_shared import install
+
+    shell = _completion_shell()
+    try:
+        _, path = install(shell=shell, prog_name=PROG, complete_var=COMPLETE_VAR)
+    except OSError as exc:
+        raise OutputError(f"cannot install {shell} completion: {exc}") from None
+    print(
+        f"scanctl: {shell} completion installed in {path}; open a new shell to use it",
+        file=sys.stderr,
+    )
+    raise typer.Exit(0)
 
 
 app = typer.Typer(
@@ -82,8 +150,8 @@ app = typer.Typer(
 )
 
 
-def _version(value: bool) -> None:
-    if value:
+def _version(ctx: typer.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:  # resilient: completing a command line
         print(f"scanctl {__version__}")
         raise typer.Exit(0)
 
@@ -93,8 +161,51 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    install_completion: Annotated[
+        bool,
+        typer.Option(
+            "--install-completion",
+            callback=_install_completion,
+            is_eager=True,
+            help="Install completion for the current shell (bash, zsh or fish).",
+        ),
+    ] = False,
+    show_completion: Annotated[
+        bool,
+        typer.Option(
+            "--show-completion",
+            callback=_show_completion,
+            is_eager=True,
+            help="Print the completion script for the current shell.",
+        ),
+    ] = False,
 ) -> None:
     """scanctl: a batch scanner for rate-limited analysis APIs."""
+
+
+# -- completion of option values (see scanctl/completion.py) ---------------------------------
+
+
+def _profile_types(ctx: Context) -> list[tuple[str, str]]:
+    """The scan types of the profile in force, each with its request as help.
+
+    --config and --profile count when typed before the word being completed (else their
+    variables and the config file's default, as for a scan). A config that does not load falls
+    back to the built-in profile: a completion must never print an error into the prompt.
+    """
+    from scanctl.config import load_builtin_profile
+    from scanctl.configfile import load_config, resolve_profile
+
+    try:
+        config = load_config(ctx.params.get("config"))
+        profile = resolve_profile(config, ctx.params.get("profile_name"))
+    except Exception:
+        profile = load_builtin_profile()
+    return [(t.name, f"{t.method} {t.path}") for t in profile.types.values()]
+
+
+TYPE_VALUES = Completed(lambda ctx, incomplete: _profile_types(ctx))
+TYPE_LISTS = Completed(lambda ctx, incomplete: comma_list(_profile_types(ctx), incomplete))
 
 
 # Options shared by `scan` and `warm-cache` (one definition, one help text).
@@ -198,6 +309,7 @@ TransportOpt = Annotated[
     typer.Option(
         envvar="SCANCTL_TRANSPORT",
         metavar="auto|aiohttp|httpx",
+        click_type=choices(*TRANSPORTS),
         help=(
             "HTTP transport under httpx: aiohttp (a quarter of the CPU) or httpx's own; auto "
             "(default): aiohttp, unless a proxy is set in the environment."
@@ -369,8 +481,8 @@ def _size(text: str) -> int:
 
 
 def _transport(name: str) -> str:
-    if name not in ("auto", "aiohttp", "httpx"):
-        raise UsageError(f"unknown --transport {name!r}; allowed: auto, aiohttp, httpx")
+    if name not in TRANSPORTS:
+        raise UsageError(f"unknown --transport {name!r}; allowed: {', '.join(TRANSPORTS)}")
     return name
 
 
@@ -389,6 +501,7 @@ def scan(
             "-t",
             metavar="TYPE",
             help="Scan type: smart_money, mss, signals, price (any case).",
+            click_type=TYPE_VALUES,
         ),
     ] = "smart_money",
     base_url: BaseUrlOpt = None,
@@ -397,7 +510,11 @@ def scan(
     fmt: Annotated[
         str,
         typer.Option(
-            "--format", "-F", metavar="json|jsonl|csv", help="Output format: json, jsonl or csv."
+            "--format",
+            "-F",
+            metavar="json|jsonl|csv",
+            help="Output format: json, jsonl or csv.",
+            click_type=choices(*FORMAT_CHOICES),
         ),
     ] = "json",
     output: Annotated[
@@ -534,7 +651,11 @@ def warm_cache(
     types: Annotated[
         str,
         typer.Option(
-            "--type", "-t", metavar="TYPE[,TYPE...]", help="Scan types to warm, comma-separated."
+            "--type",
+            "-t",
+            metavar="TYPE[,TYPE...]",
+            help="Scan types to warm, comma-separated.",
+            click_type=TYPE_LISTS,
         ),
     ] = "smart_money",
     base_url: BaseUrlOpt = None,
@@ -648,6 +769,7 @@ def stats(
             "-F",
             metavar="table|json",
             help="table (default on a terminal) or json (default otherwise).",
+            click_type=choices("table", "json"),
         ),
     ] = None,
     cache: CacheOpt = None,
@@ -682,7 +804,14 @@ def config_show(
     header: HeaderOpt = None,
     cache: CacheOpt = None,
     fmt: Annotated[
-        str, typer.Option("--format", "-F", metavar="toml|json", help="toml (default) or json.")
+        str,
+        typer.Option(
+            "--format",
+            "-F",
+            metavar="toml|json",
+            help="toml (default) or json.",
+            click_type=choices("toml", "json"),
+        ),
     ] = "toml",
 ) -> int:
     """Print the settings a scan would use (flags > env > file > built-in), secrets masked."""
@@ -747,7 +876,13 @@ app.add_typer(cache_app, name="cache")
 def cache_clear(
     type_name: Annotated[
         str | None,
-        typer.Option("--type", "-t", metavar="TYPE", help="Only this scan type (any case)."),
+        typer.Option(
+            "--type",
+            "-t",
+            metavar="TYPE",
+            help="Only this scan type (any case).",
+            click_type=TYPE_VALUES,
+        ),
     ] = None,
     older_than: Annotated[
         float | None,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from scanctl.completion import choices
 from scanctl.demo.headers import HINT_KINDS
 from scanctl.demo.limiters import LIMITER_KINDS
 from scanctl.errors import UsageError
@@ -130,6 +131,7 @@ def demo_api(
         typer.Option(
             metavar="KIND",
             help=f"The limit's kind: {', '.join(LIMITER_KINDS)}.",
+            click_type=choices(*LIMITER_KINDS),
         ),
     ] = "token-bucket",
     window: Annotated[
@@ -141,6 +143,7 @@ def demo_api(
         typer.Option(
             metavar="HINT[,HINT...]",
             help=f"Rate-limit headers to send, comma-separated: {', '.join(HINT_KINDS)}.",
+            click_type=choices(*HINT_KINDS, lists=True),
         ),
     ] = "retry-after",
     count_rejected: Annotated[
@@ -212,6 +215,7 @@ def demo_api(
         typer.Option(
             metavar="drop|503",
             help="During the outage: cut every connection mid-answer, or answer 503.",
+            click_type=choices(*OUTAGE_MODES),
         ),
     ] = "drop",
     require_key: Annotated[
