@@ -252,7 +252,7 @@ TimeoutOpt = Annotated[
 ]
 RetriesOpt = Annotated[
     int | None,
-    typer.Option(metavar="N", help="Retries after timeouts, connection errors and 5xx (3)."),
+    typer.Option(metavar="N", help="Retries after timeouts, connection errors and 5xx (4)."),
 ]
 HeaderOpt = Annotated[
     list[str] | None,
