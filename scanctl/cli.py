@@ -3,7 +3,8 @@
 Startup stays fast: this module imports neither httpx, anyio nor rich; the commands import what
 they need when they run (a test and ruff's TID253 keep it so). Every error a user can cause is
 reported as one line on stderr, `scanctl: error: ...`, with the exit code of `ExitCode`; that
-mapping happens here and nowhere else.
+mapping happens here and nowhere else. Shell completion is answered here too: Typer's scripts
+and shell protocols, scanctl's own options to show and install them (see `_install_completion`).
 """
 
 from __future__ import annotations
@@ -15,18 +16,25 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer._click.exceptions import ClickException
+from typer._completion_classes import completion_init
 from typer.core import TyperGroup
 
 from scanctl import __version__
-from scanctl.errors import ExitCode, ScanctlError, UsageError
+from scanctl.completion import Completed, choices, comma_list
+from scanctl.errors import ExitCode, OutputError, ScanctlError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
+    from typer._click import Command, Context
+
     from scanctl.cache.front import CachePolicy
     from scanctl.config import EndpointType, Profile
     from scanctl.engine import ScanSettings
 
 FORMAT_CHOICES = ("json", "jsonl", "csv", "table")
 METRICS_FORMATS = ("json", "prom")
+TRANSPORTS = ("auto", "aiohttp", "httpx")
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
@@ -35,7 +43,8 @@ def _fail(message: str, code: ExitCode) -> NoReturn:
 
 
 class _OneLineErrors(TyperGroup):
-    """Runs commands with every error as one line on stderr and a documented exit code."""
+    """Runs commands with every error as one line on stderr and a documented exit code; answers
+    the shell's completion requests; builds `demo-api` only when it is asked for."""
 
     def main(self, *args: Any, **kwargs: Any) -> NoReturn:
         kwargs["standalone_mode"] = False
@@ -54,6 +63,84 @@ class _OneLineErrors(TyperGroup):
             _fail(f"internal error: {type(exc).__name__}: {exc}", ExitCode.INTERNAL)
         sys.exit(int(code or 0))
 
+    def _main_shell_completion(
+        self, ctx_args: MutableMapping[str, Any], prog_name: str, complete_var: str | None = None
+    ) -> None:
+        """Answer a completion request (`_SCANCTL_COMPLETE=complete_bash`, ...) and exit; on a
+        normal run (the variable unset) return at once.
+
+        Typer registers its shell protocols only for apps with its own completion options,
+        which scanctl replaces (see `_install_completion`), so they are registered here: a few
+        dictionary entries, from modules Typer has already imported. The program name is fixed
+        because the installed scripts call `scanctl`, however this process was started.
+        """
+        completion_init()
+        super()._main_shell_completion(ctx_args, PROG, complete_var or COMPLETE_VAR)
+
+    # `demo-api` has some thirty options, and Typer builds every command's options on every run
+    # (about 60 us each): it is made only when asked for, or listed (--help, completion).
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*super().list_commands(ctx), "demo-api"]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name == "demo-api":
+            from scanctl.demo.options import demo_api_command
+
+            return demo_api_command()
+        return super().get_command(ctx, cmd_name)
+
+
+PROG = "scanctl"
+COMPLETE_VAR = "_SCANCTL_COMPLETE"
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+def _completion_shell() -> str:
+    """The shell to complete for: the one scanctl runs under (its nearest shell ancestor, as
+    Typer finds it), else the login shell ($SHELL), e.g. when run from `sh -c` or make."""
+    from typer._completion_shared import _get_shell_name
+
+    running = _get_shell_name()
+    login = os.path.basename(os.environ.get("SHELL", ""))
+    for name in (running, login):
+        if name in COMPLETION_SHELLS:
+            return name
+    found = ", ".join(repr(n) for n in dict.fromkeys((running, login)) if n) or "none"
+    raise UsageError(
+        f"completion is for bash, zsh and fish; found {found}: run this from one of them, or "
+        f"print a script for one with {COMPLETE_VAR}=source_bash|source_zsh|source_fish {PROG}"
+    )
+
+
+def _show_completion(ctx: typer.Context, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from typer._completion_shared import get_completion_script
+
+    shell = _completion_shell()
+    print(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell))
+    raise typer.Exit(0)
+
+
+def _install_completion(ctx: typer.Context, value: bool) -> None:
+    """Typer's installer (a script under ~, sourced from the shell's rc file), with scanctl's
+    shell detection and messages; not Typer's own options, whose errors are not one line."""
+    if not value or ctx.resilient_parsing:
+        return
+    from typer._completion_shared import install
+
+    shell = _completion_shell()
+    try:
+        _, path = install(shell=shell, prog_name=PROG, complete_var=COMPLETE_VAR)
+    except OSError as exc:
+        raise OutputError(f"cannot install {shell} completion: {exc}") from None
+    print(
+        f"scanctl: {shell} completion installed in {path}; open a new shell to use it",
+        file=sys.stderr,
+    )
+    raise typer.Exit(0)
+
 
 app = typer.Typer(
     cls=_OneLineErrors,
@@ -64,8 +151,8 @@ app = typer.Typer(
 )
 
 
-def _version(value: bool) -> None:
-    if value:
+def _version(ctx: typer.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:  # resilient: completing a command line
         print(f"scanctl {__version__}")
         raise typer.Exit(0)
 
@@ -75,8 +162,51 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    install_completion: Annotated[
+        bool,
+        typer.Option(
+            "--install-completion",
+            callback=_install_completion,
+            is_eager=True,
+            help="Install completion for the current shell (bash, zsh or fish).",
+        ),
+    ] = False,
+    show_completion: Annotated[
+        bool,
+        typer.Option(
+            "--show-completion",
+            callback=_show_completion,
+            is_eager=True,
+            help="Print the completion script for the current shell.",
+        ),
+    ] = False,
 ) -> None:
     """scanctl: a batch scanner for rate-limited analysis APIs."""
+
+
+# -- completion of option values (see scanctl/completion.py) ---------------------------------
+
+
+def _profile_types(ctx: Context) -> list[tuple[str, str]]:
+    """The scan types of the profile in force, each with its request as help.
+
+    --config and --profile count when typed before the word being completed (else their
+    variables and the config file's default, as for a scan). A config that does not load falls
+    back to the built-in profile: a completion must never print an error into the prompt.
+    """
+    from scanctl.config import load_builtin_profile
+    from scanctl.configfile import load_config, resolve_profile
+
+    try:
+        config = load_config(ctx.params.get("config"))
+        profile = resolve_profile(config, ctx.params.get("profile_name"))
+    except Exception:
+        profile = load_builtin_profile()
+    return [(t.name, f"{t.method} {t.path}") for t in profile.types.values()]
+
+
+TYPE_VALUES = Completed(lambda ctx, incomplete: _profile_types(ctx))
+TYPE_LISTS = Completed(lambda ctx, incomplete: comma_list(_profile_types(ctx), incomplete))
 
 
 # Options shared by `scan` and `warm-cache` (one definition, one help text).
@@ -123,7 +253,7 @@ TimeoutOpt = Annotated[
 ]
 RetriesOpt = Annotated[
     int | None,
-    typer.Option(metavar="N", help="Retries after timeouts, connection errors and 5xx (3)."),
+    typer.Option(metavar="N", help="Retries after timeouts, connection errors and 5xx (4)."),
 ]
 HeaderOpt = Annotated[
     list[str] | None,
@@ -180,6 +310,7 @@ TransportOpt = Annotated[
     typer.Option(
         envvar="SCANCTL_TRANSPORT",
         metavar="auto|aiohttp|httpx",
+        click_type=choices(*TRANSPORTS),
         help=(
             "HTTP transport under httpx: aiohttp (a quarter of the CPU) or httpx's own; auto "
             "(default): aiohttp, unless a proxy is set in the environment."
@@ -351,8 +482,8 @@ def _size(text: str) -> int:
 
 
 def _transport(name: str) -> str:
-    if name not in ("auto", "aiohttp", "httpx"):
-        raise UsageError(f"unknown --transport {name!r}; allowed: auto, aiohttp, httpx")
+    if name not in TRANSPORTS:
+        raise UsageError(f"unknown --transport {name!r}; allowed: {', '.join(TRANSPORTS)}")
     return name
 
 
@@ -380,7 +511,11 @@ def scan(
     scan_type: Annotated[
         str,
         typer.Option(
-            "--type", "-t", metavar="TYPE", help="Scan type: smart_money, mss, signals, price."
+            "--type",
+            "-t",
+            metavar="TYPE",
+            help="Scan type: smart_money, mss, signals, price (any case).",
+            click_type=TYPE_VALUES,
         ),
     ] = "smart_money",
     base_url: BaseUrlOpt = None,
@@ -393,6 +528,7 @@ def scan(
             "-F",
             metavar="json|jsonl|csv|table",
             help="Output format (default: table on a terminal, else json).",
+            click_type=choices(*FORMAT_CHOICES),
         ),
     ] = None,
     output: Annotated[
@@ -411,6 +547,7 @@ def scan(
         typer.Option(
             metavar="json|prom",
             help="What --metrics writes (default: prom for a PATH ending in .prom, else json).",
+            click_type=choices(*METRICS_FORMATS),
         ),
     ] = None,
     concurrency: ConcurrencyOpt = None,
@@ -474,6 +611,7 @@ def scan(
         typer.Option(
             metavar="auto|always|never",
             help="Colour in the table and progress bar (auto: on a terminal; NO_COLOR off).",
+            click_type=choices("auto", "always", "never"),
         ),
     ] = "auto",
 ) -> int:
@@ -576,7 +714,11 @@ def warm_cache(
     types: Annotated[
         str,
         typer.Option(
-            "--type", "-t", metavar="TYPE[,TYPE...]", help="Scan types to warm, comma-separated."
+            "--type",
+            "-t",
+            metavar="TYPE[,TYPE...]",
+            help="Scan types to warm, comma-separated.",
+            click_type=TYPE_LISTS,
         ),
     ] = "smart_money",
     base_url: BaseUrlOpt = None,
@@ -634,7 +776,8 @@ def warm_cache(
     names = [t.strip() for t in types.split(",") if t.strip()]
     if not names:
         raise UsageError("--type needs at least one type")
-    endpoints = [profile.endpoint(name) for name in dict.fromkeys(names)]
+    # Deduplicated by the type each name means: `-t mss,MSS` warms mss once.
+    endpoints = list({e.name: e for e in map(profile.endpoint, names)}.values())
     _check_ranges(
         deadline=deadline,
         retry_budget=retry_budget,
@@ -689,6 +832,7 @@ def stats(
             "-F",
             metavar="table|json",
             help="table (default on a terminal) or json (default otherwise).",
+            click_type=choices("table", "json"),
         ),
     ] = None,
     cache: CacheOpt = None,
@@ -723,7 +867,14 @@ def config_show(
     header: HeaderOpt = None,
     cache: CacheOpt = None,
     fmt: Annotated[
-        str, typer.Option("--format", "-F", metavar="toml|json", help="toml (default) or json.")
+        str,
+        typer.Option(
+            "--format",
+            "-F",
+            metavar="toml|json",
+            help="toml (default) or json.",
+            click_type=choices("toml", "json"),
+        ),
     ] = "toml",
 ) -> int:
     """Print the settings a scan would use (flags > env > file > built-in), secrets masked."""
@@ -787,7 +938,14 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("clear")
 def cache_clear(
     type_name: Annotated[
-        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this scan type.")
+        str | None,
+        typer.Option(
+            "--type",
+            "-t",
+            metavar="TYPE",
+            help="Only this scan type (any case).",
+            click_type=TYPE_VALUES,
+        ),
     ] = None,
     older_than: Annotated[
         float | None,
@@ -821,26 +979,14 @@ def cache_prune(
     return 0
 
 
-@app.command(
-    "demo-api",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def demo_api(ctx: typer.Context) -> int:
-    """Run the simulated upstream (see `scanctl demo-api --help`)."""
-    try:
-        from scanctl.demo.server import main as demo_main
-    except ImportError as exc:
-        raise UsageError(
-            f"the simulated upstream needs the demo extra: pip install 'scanctl[demo]' ({exc})"
-        ) from None
-    return demo_main(list(ctx.args))
-
-
-def main() -> None:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; `argv` runs those arguments instead of the process's, as
+    `scanctl` would (`python -m scanctl.demo` is `scanctl demo-api`)."""
     # httpx imports its own command-line client (click, rich.console, pygments: ~60 ms of
     # every scan's start) whenever click is installed; scanctl never runs it. httpx expects
     # the import to fail when click is missing, and copes.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    app()
+    if argv is None:
+        app()
+    else:
+        app(args=argv, prog_name=PROG)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -105,12 +105,13 @@ class Profile:
     bans: bool = False
 
     def endpoint(self, type_name: str) -> EndpointType:
-        """The endpoint type by name, or a usage error that lists the allowed ones."""
-        try:
-            return self.types[type_name]
-        except KeyError:
+        """The endpoint type by name (in any case, see `match_type`), or a usage error that
+        lists the allowed ones."""
+        found = match_type(type_name, self.types)
+        if found is None:
             allowed = ", ".join(sorted(self.types))
-            raise UsageError(f"unknown --type {type_name!r}; allowed: {allowed}") from None
+            raise UsageError(f"unknown --type {type_name!r}; allowed: {allowed}")
+        return self.types[found]
 
     def request_headers(self, env: Mapping[str, str]) -> dict[str, str]:
         """The profile's headers with ${NAME} filled from `env`, plus the API key if set."""
@@ -139,6 +140,24 @@ class Profile:
         names = {self.api_key_header.lower()}
         names |= {n.lower() for n, v in self.headers.items() if _ENV_REF.search(v)}
         return frozenset(names)
+
+
+def match_type(given: str, known: Iterable[str]) -> str | None:
+    """The name among `known` that `given` means: itself, else the one equal to it ignoring case
+    (`-t MSS` is `mss`: a type name is typed by hand, often after a ticker in capitals); None
+    when there is none. Names that differ only by case are allowed in a profile: the exact one
+    wins, and an inexact name that fits several is a usage error naming them, not a guess."""
+    names = list(known)
+    if given in names:
+        return given
+    folded = given.casefold()
+    same = sorted(name for name in names if name.casefold() == folded)
+    if len(same) > 1:
+        raise UsageError(
+            f"--type {given!r} is ambiguous: it matches {' and '.join(map(repr, same))}, "
+            "which differ only by case; give one of them exactly"
+        )
+    return same[0] if same else None
 
 
 def _header_safe(value: str) -> bool:

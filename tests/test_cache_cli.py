@@ -151,6 +151,16 @@ def test_warm_cache_exits_3_when_some_failed_and_checks_its_types(
     assert bad.exit_code == 2 and "unknown --type 'nope'" in bad.stderr
 
 
+def test_warm_cache_takes_types_in_any_case_and_warms_each_once(
+    runner: CliRunner, upstream: Counter[str]
+) -> None:
+    result = invoke(runner, "warm-cache", "BTC", "-t", "MSS,Price,price", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(json.loads(result.stdout)["types"]) == ["mss", "price"]
+    assert upstream == {"/mss/analyze/BTC": 1, "/coinapi/quote/BTC": 1}
+    assert json.loads(invoke(runner, "scan", "BTC", "-t", "mss").stdout)["cached"] == 1
+
+
 def test_stats_reports_entries_hit_rate_and_the_original_totals(
     runner: CliRunner, upstream: Counter[str]
 ) -> None:
@@ -185,7 +195,7 @@ def test_cache_clear_by_type_and_age(runner: CliRunner, upstream: Counter[str]) 
     invoke(runner, "scan", "BTC", "-t", "price")
     cleared = runner.invoke(app, ["cache", "clear", "--older-than", "3600"])
     assert cleared.exit_code == 0 and "removed 0 cached entries" in cleared.stderr
-    cleared = runner.invoke(app, ["cache", "clear", "--type", "price"])
+    cleared = runner.invoke(app, ["cache", "clear", "--type", "PRICE"])  # any case, as scan's
     assert "removed 1 cached entries" in cleared.stderr
     assert json.loads(invoke(runner, "scan", "BTC", "-t", "price").stdout)["cached"] == 0
     assert json.loads(invoke(runner, "scan", "BTC", "-t", "mss").stdout)["cached"] == 1

@@ -236,3 +236,55 @@ def test_nothing_listening_fails_fast_with_connection_refused(runner: CliRunner)
 def test_version_and_help(runner: CliRunner) -> None:
     assert runner.invoke(app, ["--version"]).stdout.startswith("scanctl ")
     assert "--concurrency" in runner.invoke(app, ["scan", "--help"]).stdout
+
+
+# --- scan types in any case ------------------------------------------------------------------
+
+
+def test_a_type_in_capitals_is_the_type(runner: CliRunner, upstream: respx.Route) -> None:
+    result = scan(runner, "BTC", "-t", "MSS")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["scan_type"] == "mss"
+    assert upstream.calls.last.request.url.path == "/mss/analyze/BTC"
+    assert "scanctl: mss: 1/1 ok" in result.stderr
+
+
+CASE_TWINS = """\
+[profiles.twins]
+base_url = "http://upstream.test"
+
+[profiles.twins.types.Mss]
+path = "/upper/{symbol}"
+
+[profiles.twins.types.mss]
+path = "/lower/{symbol}"
+
+[profiles.twins.types.Price]
+path = "/price/{symbol}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("given", "path"), [("mss", "/lower/BTC"), ("Mss", "/upper/BTC"), ("price", "/price/BTC")]
+)
+def test_an_exact_name_wins_over_one_that_differs_only_by_case(
+    runner: CliRunner, upstream: respx.Route, tmp_path: Path, given: str, path: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(CASE_TWINS)
+    result = scan(runner, "BTC", "-t", given, "--config", str(config), "--profile", "twins")
+    assert result.exit_code == 0, result.stderr
+    assert upstream.calls.last.request.url.path == path
+
+
+def test_a_name_that_fits_two_types_only_ignoring_case_is_refused(
+    runner: CliRunner, upstream: respx.Route, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(CASE_TWINS)
+    result = scan(runner, "BTC", "-t", "MSS", "--config", str(config), "--profile", "twins")
+    assert result.exit_code == 2 and result.stdout == "" and upstream.call_count == 0
+    assert result.stderr.strip() == (
+        "scanctl: error: --type 'MSS' is ambiguous: it matches 'Mss' and 'mss', which differ "
+        "only by case; give one of them exactly"
+    )

@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from scanctl.demo.limiters import FixedWindow, LeakyBucket, SlidingWindow, TokenBucket
+from scanctl.demo.options import DemoConfig, parse_args
 from scanctl.demo.payloads import ROUTES
-from scanctl.demo.server import DemoConfig, build_app, parse_args
+from scanctl.demo.server import build_app
+from scanctl.errors import UsageError
 
 
 def admitted(limiter, times: list[float]) -> list[bool]:  # type: ignore[no-untyped-def]
@@ -136,8 +138,12 @@ async def test_faults_answer_as_configured() -> None:
 
 
 def test_fault_rates_adding_past_one_are_refused() -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(
+        UsageError, match=r"add up to more than 1 \(--error-rate 0.6, --drop-rate 0.6\)"
+    ):
         parse_args(["--error-rate", "0.6", "--drop-rate", "0.6"])
+    exactly_one = ["--error-rate", "0.1", "--drop-rate", "0.2", "--html-rate", "0.7"]
+    assert parse_args(exactly_one)[1].html_rate == 0.7  # not refused for a rounding error
 
 
 class SteppedClock:
@@ -184,7 +190,7 @@ async def test_an_outage_opens_relative_to_the_first_request_and_closes_after_it
 
 def test_an_outage_needs_start_and_duration() -> None:
     for bad in ("5", "5:0", "-1:20", "a:b", "5:inf"):
-        with pytest.raises(SystemExit):
+        with pytest.raises(UsageError, match="expected START:DURATION in seconds"):
             parse_args(["--outage", bad])
     assert parse_args(["--outage", "0:1.5"])[1].outage == (0.0, 1.5)
 
@@ -326,5 +332,5 @@ def test_parse_args_takes_issue_13s_knobs() -> None:
     assert config.count_rejected and config.retry_after_always and config.fractional_epoch
     assert config.reset_offset == 1.5
     assert config.hints == frozenset({"x-ratelimit-epoch", "retry-after"})
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="'soon' is not a valid float"):
         parse_args(["--reset-offset", "soon"])

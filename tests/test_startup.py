@@ -31,7 +31,10 @@ def test_version_runs_without_loading_heavy_modules() -> None:
     assert not loaded_after(code) & set(HEAVY)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["scan", "--help"], ["warm-cache", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["scan", "--help"], ["warm-cache", "--help"], ["demo-api", "--help"]],
+)
 def test_help_runs_without_loading_heavy_modules(args: list[str]) -> None:
     code = (
         "import scanctl.cli, contextlib, io\n"
@@ -39,5 +42,19 @@ def test_help_runs_without_loading_heavy_modules(args: list[str]) -> None:
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(out):\n"
         f"    scanctl.cli.app({args!r})\n"
         "assert 'Usage' in out.getvalue(), out.getvalue()"
+    )
+    assert not loaded_after(code) & set(HEAVY)
+
+
+def test_a_completion_request_loads_no_heavy_module() -> None:
+    """What the shell runs at each Tab: it must answer as fast as `--version` starts."""
+    code = (
+        "import os, scanctl.cli, contextlib, io\n"
+        "os.environ.update(_SCANCTL_COMPLETE='complete_bash', COMP_CWORD='3',\n"
+        "                  COMP_WORDS='scanctl scan -t ')\n"
+        "out = io.StringIO()\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(out):\n"
+        "    scanctl.cli.app([])\n"
+        "assert out.getvalue().split() == ['smart_money', 'mss', 'signals', 'price']"
     )
     assert not loaded_after(code) & set(HEAVY)

@@ -13,6 +13,7 @@ from typing import Any
 
 from scanctl.cache import open_store
 from scanctl.cache.store import RUNS_KEPT, CacheStats
+from scanctl.config import match_type
 
 
 def _warn(message: str) -> None:
@@ -133,9 +134,14 @@ def _print_tables(document: dict[str, Any]) -> None:
 
 
 def clear_cache(spec: str | None, type_name: str | None, older_than: float | None) -> int:
-    """Delete entries; say how many on stderr."""
+    """Delete entries; say how many on stderr. The type is matched as `scan -t` matches it
+    (exact, else ignoring case), among the types the cache holds: the cache may hold types of
+    several profiles, none of which need be in force."""
     store = open_store(spec, warn=_warn)
     try:
+        if type_name is not None:
+            cached = store.stats(time.time()).by_type
+            type_name = match_type(type_name, cached) or type_name
         cutoff = None if older_than is None else time.time() - older_than
         removed = store.invalidate(type_name=type_name, older_than=cutoff)
     finally:

@@ -1,5 +1,8 @@
-"""`python -m scanctl.demo`: run the simulated upstream."""
+"""`python -m scanctl.demo ARGS`: run the simulated upstream; the same as `scanctl demo-api ARGS`
+(options, help and one-line errors), which tests and benchmarks start this way."""
 
-from scanctl.demo.server import main
+import sys
 
-raise SystemExit(main())
+from scanctl.cli import main
+
+main(["demo-api", *sys.argv[1:]])

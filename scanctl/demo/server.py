@@ -20,7 +20,6 @@ script can start it and read where it is.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -40,46 +39,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from scanctl.demo.headers import HINT_KINDS, HintStyle, hint_headers
-from scanctl.demo.limiters import LIMITER_KINDS, Limiter, make_limiter
+from scanctl.demo.headers import HintStyle, hint_headers
+from scanctl.demo.limiters import Limiter, make_limiter
+from scanctl.demo.options import DemoConfig, Listen
 from scanctl.demo.payloads import ROUTES, Payload, is_unknown, phase
-
-OUTAGE_MODES = ("drop", "503")
-
-
-@dataclass(slots=True)
-class DemoConfig:
-    """Every knob of the simulated upstream."""
-
-    latency_median: float = 0.05
-    latency_sigma: float = 0.5
-    rate_limit: float | None = None
-    burst: int = 1
-    limiter: str = "token-bucket"
-    window: float = 1.0
-    hints: frozenset[str] = frozenset({"retry-after"})
-    count_rejected: bool = False
-    reset_offset: float = 0.0
-    retry_after_always: bool = False
-    fractional_epoch: bool = False
-    ban_after: int | None = None
-    ban_seconds: float = 120.0
-    error_rate: float = 0.0
-    unavailable_rate: float = 0.0
-    hang_rate: float = 0.0
-    hang_seconds: float = 3.0
-    drop_rate: float = 0.0
-    html_rate: float = 0.0
-    truncated_rate: float = 0.0
-    require_key: str | None = None
-    seed: int | None = None
-    # (start, duration) in seconds, counted from the first request; None: no outage.
-    outage: tuple[float, float] | None = None
-    outage_mode: str = "drop"
-    # Answers that move: every `move_every` seconds (None: only on POST /_demo/move), this
-    # share of the symbols gets a new answer (each symbol in its turn).
-    move_every: float | None = None
-    move_share: float = 1.0
+from scanctl.errors import UsageError
 
 
 @dataclass(slots=True)
@@ -326,164 +290,6 @@ def build_app(config: DemoConfig, clock: Callable[[], float] = time.monotonic) -
     return app
 
 
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text}")
-    return value
-
-
-def _hints(text: str) -> frozenset[str]:
-    parts = frozenset(p.strip() for p in text.split(",") if p.strip())
-    unknown = parts - set(HINT_KINDS)
-    if unknown or not parts:
-        raise argparse.ArgumentTypeError(
-            f"unknown hints {', '.join(sorted(unknown))}; allowed: {', '.join(HINT_KINDS)}"
-        )
-    return parts - {"none"}
-
-
-def _outage(text: str) -> tuple[float, float]:
-    start, colon, duration = text.partition(":")
-    try:
-        window = (float(start), float(duration))
-    except ValueError:
-        window = (math.nan, math.nan)
-    if not colon or not (0.0 <= window[0] < math.inf and 0.0 < window[1] < math.inf):
-        raise argparse.ArgumentTypeError(
-            f"expected START:DURATION in seconds (e.g. 5:20), got {text!r}"
-        )
-    return window
-
-
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
-    p = argparse.ArgumentParser(
-        prog="scanctl demo-api",
-        description="Serve a simulated analysis API with latency, rate-limit and fault knobs.",
-    )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on stdout)")
-    p.add_argument("--latency-median", type=float, default=0.05, help="seconds (default 0.05)")
-    p.add_argument("--latency-sigma", type=float, default=0.5, help="lognormal sigma: tail weight")
-    p.add_argument(
-        "--rate-limit", type=float, default=None, help="requests/s allowed (default none)"
-    )
-    p.add_argument("--burst", type=int, default=None, help="bucket size (default: 1 s of rate)")
-    p.add_argument("--limiter", choices=LIMITER_KINDS, default="token-bucket")
-    p.add_argument("--window", type=float, default=1.0, help="window seconds for window limiters")
-    p.add_argument(
-        "--hints",
-        type=_hints,
-        default=frozenset({"retry-after"}),
-        help=f"comma-separated rate-limit headers to send: {', '.join(HINT_KINDS)}",
-    )
-    p.add_argument(
-        "--count-rejected",
-        action="store_true",
-        help="the limiter counts refused requests too (as many gateways do)",
-    )
-    p.add_argument(
-        "--reset-offset",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="advertise every reset (and Retry-After) this much later than the truth",
-    )
-    p.add_argument(
-        "--retry-after-always",
-        action="store_true",
-        help="send Retry-After on every answer, 200s included",
-    )
-    p.add_argument(
-        "--fractional-epoch",
-        action="store_true",
-        help="write epoch resets (x-ratelimit-epoch) with their fraction",
-    )
-    p.add_argument("--ban-after", type=int, default=None, help="418 ban after N 429s in a minute")
-    p.add_argument("--ban-seconds", type=float, default=120.0)
-    p.add_argument("--error-rate", type=_share, default=0.0, help="share answered 500")
-    p.add_argument("--unavailable-rate", type=_share, default=0.0, help="share answered 503")
-    p.add_argument("--hang-rate", type=_share, default=0.0, help="share held --hang-seconds longer")
-    p.add_argument("--hang-seconds", type=float, default=3.0)
-    p.add_argument("--drop-rate", type=_share, default=0.0, help="share of connections dropped")
-    p.add_argument("--html-rate", type=_share, default=0.0, help="share answered 200 with HTML")
-    p.add_argument("--truncated-rate", type=_share, default=0.0, help="share with cut-off JSON")
-    p.add_argument(
-        "--outage",
-        type=_outage,
-        default=None,
-        metavar="START:DURATION",
-        help="seconds after the first request, and for how long, every request fails",
-    )
-    p.add_argument(
-        "--outage-mode",
-        choices=OUTAGE_MODES,
-        default="drop",
-        help="during the outage: drop the connection mid-answer (default) or answer 503",
-    )
-    p.add_argument(
-        "--move-every",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="answers move every SECONDS (POST /_demo/move moves them at once)",
-    )
-    p.add_argument(
-        "--move-share",
-        type=_share,
-        default=1.0,
-        metavar="SHARE",
-        help="share of the symbols whose answer moves each time (default 1)",
-    )
-    p.add_argument("--require-key", default=None, help="answer 401 unless X-API-Key is this")
-    p.add_argument("--seed", type=int, default=None, help="seed for latency and fault draws")
-    args = p.parse_args(argv)
-    faults = (
-        args.error_rate,
-        args.unavailable_rate,
-        args.hang_rate,
-        args.drop_rate,
-        args.html_rate,
-        args.truncated_rate,
-    )
-    if sum(faults) > 1.0:
-        p.error("the fault rates add up to more than 1")
-    if args.rate_limit is not None and args.rate_limit <= 0:
-        p.error("--rate-limit must be positive")
-    if args.move_every is not None and not args.move_every > 0:
-        p.error("--move-every must be positive")
-    burst = args.burst if args.burst is not None else max(1, round(args.rate_limit or 1))
-    config = DemoConfig(
-        latency_median=args.latency_median,
-        latency_sigma=args.latency_sigma,
-        rate_limit=args.rate_limit,
-        burst=burst,
-        limiter=args.limiter,
-        window=args.window,
-        hints=args.hints,
-        count_rejected=args.count_rejected,
-        reset_offset=args.reset_offset,
-        retry_after_always=args.retry_after_always,
-        fractional_epoch=args.fractional_epoch,
-        ban_after=args.ban_after,
-        ban_seconds=args.ban_seconds,
-        error_rate=args.error_rate,
-        unavailable_rate=args.unavailable_rate,
-        hang_rate=args.hang_rate,
-        hang_seconds=args.hang_seconds,
-        drop_rate=args.drop_rate,
-        html_rate=args.html_rate,
-        truncated_rate=args.truncated_rate,
-        require_key=args.require_key,
-        seed=args.seed,
-        outage=args.outage,
-        outage_mode=args.outage_mode,
-        move_every=args.move_every,
-        move_share=args.move_share,
-    )
-    return args, config
-
-
 class _QuietDrops(logging.Filter):
     """Dropped connections are on purpose here: keep their tracebacks out of the log."""
 
@@ -491,27 +297,24 @@ class _QuietDrops(logging.Filter):
         return not record.getMessage().startswith("Exception in ASGI application")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the simulated upstream until interrupted."""
+def serve(listen: Listen, config: DemoConfig) -> int:
+    """Run the simulated upstream until interrupted (`scanctl demo-api` parses its options)."""
     import uvicorn
 
-    args, config = parse_args(sys.argv[1:] if argv is None else argv)
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock = socket.socket(socket.AF_INET6 if ":" in listen.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((args.host, args.port))
+        sock.bind((listen.host, listen.port))
     except OSError as exc:
-        print(
-            f"demo-api: error: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
-        )
-        return 2
+        sock.close()
+        raise UsageError(f"cannot bind {listen.host}:{listen.port}: {exc.strerror}") from None
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"http://{shown}:{port}", flush=True)
     limit = f"{config.rate_limit} req/s {config.limiter}" if config.rate_limit else "no limit"
     print(
-        f"demo-api: serving on http://{shown}:{port} ({limit}, median latency "
+        f"scanctl: demo-api serving on http://{shown}:{port} ({limit}, median latency "
         f"{config.latency_median} s); Ctrl-C stops",
         file=sys.stderr,
         flush=True,
