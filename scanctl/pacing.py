@@ -22,6 +22,7 @@ agree, checked in this order:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections import deque
@@ -66,29 +67,46 @@ class _Gate:
     profile does not say the upstream bans, no ban seen) the first long gate is tested once:
     one request leaves a quarter of the way into it. Admitted, the hint is known to overstate,
     and later gates last no longer than that quarter proved enough; refused, the hint is known
-    to be right (that 429 was all the check cost) and every later gate is obeyed in full.
+    to be right (that 429 was all the check cost) and every later gate is obeyed in full. What
+    proved enough is kept for the next run (`LearnedPace.gate_enough`); should the first request
+    sent after a short gate be refused, it was not enough after all, and doubles.
     """
 
-    def __init__(self, check: bool) -> None:
+    def __init__(self, check: bool, enough: float | None = None) -> None:
         self.until = 0.0
         self.closures = 0
         self.check = check
         self.verdict: str | None = None  # None: unchecked; "overstated" or "exact"
         self.enough = math.inf  # once overstated: how long a gate proved to need at most
+        if check and enough is not None:
+            self.verdict, self.enough = "overstated", enough
         self.refining = True  # whether a shorter gate may still prove enough
+        self._first_after: int | None = None  # the first request sent once a gate opened
+        self._awaiting_first = False
         self._probe_at: float | None = None
         self._closed_at = 0.0
         self.probe_seq: int | None = None
 
-    def close(self, seconds: float, now: float, *, checkable: bool = False) -> None:
+    def close(
+        self,
+        seconds: float,
+        now: float,
+        *,
+        checkable: bool = False,
+        seq: int | None = None,
+    ) -> None:
         """Hold every request `seconds` from now (extending, never shortening); a 429's gate
-        (`checkable`) may be tested as above."""
+        (`checkable`: request `seq`'s) may be tested as above."""
         hinted = seconds
         if self.verdict == "overstated":
+            if seq is not None and seq == self._first_after:
+                self.enough = min(hinted, self.enough * 2)  # refused at once: not enough
+                self.refining = False
             seconds = min(seconds, self.enough)
         if now + seconds > self.until:
             self.until = now + seconds
             self.closures += 1
+            self._awaiting_first = True
         if not (checkable and self.check and self._probe_at is None):
             return
         if self.verdict is None and hinted >= GATE_CHECKED_FROM:
@@ -110,6 +128,8 @@ class _Gate:
         if self._probe_at is not None and self.probe_seq is None and now < self.until:
             self.probe_seq = seq
             return True
+        if self._awaiting_first and now >= self.until:
+            self._first_after, self._awaiting_first = seq, False
         return False
 
     def on_answer(self, seq: int, now: float, *, admitted: bool, throttled: bool) -> bool:
@@ -559,11 +579,13 @@ class Pacer:
             learned=learned if adaptive else None,
         )
         # A known bucket, when its 429s are cheap, is spent at the start as the first run's
-        # slow start would have (INITIAL_WINDOW at most); a gated one is not risked, and
-        # --rate means at most that many a second, from the first.
+        # slow start would have (INITIAL_WINDOW at most), but only half of it: requests sent
+        # evenly arrive bunched, and a bucket spent to its last token answers that with a 429
+        # (and a cut) in the first tenth of a second. A gated one is not risked, and --rate
+        # means at most that many a second, from the first.
         credit = 0
         if learned is not None and adaptive and not learned.gated and rate is None:
-            credit = min(learned.burst, INITIAL_WINDOW) - 1
+            credit = min(learned.burst, INITIAL_WINDOW) // 2
         self.meter = GcraMeter(clock, credit=credit)
         self.breaker = breaker
         self.quota = _Quota()
@@ -572,7 +594,8 @@ class Pacer:
         start = self.ceiling if (learned or rate or not adaptive) else INITIAL_WINDOW
         self.window = anyio.CapacityLimiter(min(self.ceiling, start))
         self._slow_start = adaptive and learned is None and rate is None
-        self.gate = _Gate(check=check_hints)
+        enough = learned.gate_enough if learned is not None and adaptive else None
+        self.gate = _Gate(check=check_hints, enough=enough)
         self._seq = 0
         self._in_flight: dict[int, float] = {}
         self._borrowers: dict[int, object] = {}
@@ -595,9 +618,19 @@ class Pacer:
     def gate_closures(self) -> int:
         return self.gate.closures
 
-    def close_gate(self, seconds: float, *, checkable: bool = False) -> None:
+    def close_gate(
+        self, seconds: float, *, checkable: bool = False, seq: int | None = None
+    ) -> None:
         """Hold every request for `seconds` (from Retry-After), extending but never shortening."""
-        self.gate.close(seconds, self.clock.monotonic(), checkable=checkable)
+        self.gate.close(seconds, self.clock.monotonic(), checkable=checkable, seq=seq)
+
+    def learned(self) -> LearnedPace | None:
+        """What the next run should start from: the rate control's pace, and how long a
+        Retry-After gate proved to need when its hints overstate."""
+        pace = self.control.learned()
+        if pace is None or self.gate.verdict != "overstated":
+            return pace
+        return dataclasses.replace(pace, gate_enough=round(self.gate.enough, 3))
 
     def gate_wait(self) -> float:
         """Seconds until the gate opens (0 when open)."""
@@ -720,7 +753,7 @@ class Pacer:
         if feedback.retry_after is not None and gated and not checking and not checked_gate:
             # (a gate the quota's own hints explain is the quota's to check)
             checkable = feedback.throttled and self.quota.remaining is None
-            self.close_gate(feedback.retry_after, checkable=checkable)
+            self.close_gate(feedback.retry_after, checkable=checkable, seq=ticket.seq)
         # A 429 the quota accounts for (it corrects itself on it) is not about the rate.
         about_quota = checking or checked_gate
         if feedback.quota is not None:

@@ -116,13 +116,15 @@ class LearnedPace:
     `rate`: the fastest rate that held; `upper`: the slowest that drew a 429; `gated`: its 429s
     closed Retry-After gates (so probing costs seconds, and the next run is more careful);
     `burst`: what the limiter let through at once on first contact, beyond its rate (its
-    bucket), estimated from the run's first 429.
+    bucket), estimated from the run's first 429; `gate_enough`: how long a Retry-After gate
+    proved to need when the upstream's Retry-After overstates (None: it does not, or unknown).
     """
 
     rate: float
     upper: float | None = None
     gated: bool = False
     burst: int = 1
+    gate_enough: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

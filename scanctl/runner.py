@@ -393,7 +393,7 @@ class ScanRun:
         settings = self.job.settings
         overlap = self.overlap
         overlap.finish(*self._overlap_report())
-        pace = self.pacer.control.learned()
+        pace = self.pacer.learned()
         if settings.adaptive and pace is not None:
             self.memory.remember(
                 settings.base_url,

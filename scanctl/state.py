@@ -65,7 +65,8 @@ def shared_pace(stored: LearnedPace | None, own: LearnedPace, peak_shared: float
     run. The run's own `upper` is a share's artifact: the stored one is kept, or, when the
     shared peak set the rate, the peak itself becomes the bound. The
     burst is the stored one when there is one (a share of the bucket is not the bucket);
-    `gated` stays true once either run saw Retry-After gates.
+    `gated` stays true once either run saw Retry-After gates; how long a gate proved to need is
+    the run's own when it learned one.
     """
     upper = stored.upper if stored is not None else None
     evidence = SHARED_MARGIN * max(0.0, peak_shared)
@@ -81,7 +82,10 @@ def shared_pace(stored: LearnedPace | None, own: LearnedPace, peak_shared: float
         upper = None  # held above it: the next run searches afresh
     burst = stored.burst if stored is not None else own.burst
     gated = own.gated or (stored is not None and stored.gated)
-    return LearnedPace(rate, upper, gated, burst)
+    enough = own.gate_enough
+    if enough is None and stored is not None:
+        enough = stored.gate_enough
+    return LearnedPace(rate, upper, gated, burst, enough)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,10 @@ def _parse_pace(entry: Any) -> LearnedPace | None:
         burst = max(1, min(int(entry.get("burst", 1)), 10_000))
     except (TypeError, ValueError, OverflowError):
         burst = 1
-    return replace(learned, burst=burst)
+    enough = entry.get("gate_enough")
+    if isinstance(enough, bool) or not (isinstance(enough, int | float) and 0 <= enough < 3600):
+        enough = None
+    return replace(learned, burst=burst, gate_enough=enough)
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -182,6 +189,7 @@ class PacingMemory:
             "upper": None if pace.upper is None else round(pace.upper, 3),
             "gated": pace.gated,
             "burst": pace.burst,
+            "gate_enough": pace.gate_enough,
             "updated": round(change.now_wall),
         }
 

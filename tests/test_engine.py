@@ -142,9 +142,10 @@ async def test_a_learned_burst_never_passes_the_rate_ceiling() -> None:
     learned = LearnedPace(5.0, burst=10)
     capped = Pacer(clock, concurrency=20, rate=2.0, learned=learned)
     assert capped.acquire_at_once() is not None and capped.acquire_at_once() is None
-    free = Pacer(clock, concurrency=20, learned=learned)  # no --rate: the burst is spent
+    # No --rate: half the burst is spent at once (the other half is room for jitter).
+    free = Pacer(clock, concurrency=20, learned=learned)
     tickets = [free.acquire_at_once() for _ in range(11)]
-    assert all(tickets[:10]) and tickets[10] is None
+    assert all(tickets[:6]) and tickets[6] is None
 
 
 def test_the_hedging_p95_is_recomputed_now_and_then_not_on_every_answer() -> None:

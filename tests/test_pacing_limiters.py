@@ -62,7 +62,7 @@ async def scan_against(
 
 
 def learned_from(pacer: Pacer) -> LearnedPace:
-    learned = pacer.control.learned()
+    learned = pacer.learned()
     assert learned is not None
     return learned
 
@@ -90,9 +90,28 @@ async def test_a_bucket_s_whole_second_retry_after_is_checked_and_found_overstat
     assert pacer.gate.verdict == "overstated" and pacer.gate.enough < 0.25
     assert seconds <= 1.1 * ideal
     learned = learned_from(pacer)
+    assert learned.gate_enough == pytest.approx(pacer.gate.enough, abs=0.001)
     again, counts, lost, _ = await scan_against("token-bucket", 50, hints=hints, learned=learned)
     assert lost == 0 and counts.throttled <= 0.01 * counts.requests
     assert again <= 1.07 * ideal
+
+
+async def test_a_remembered_gate_that_proves_too_short_grows() -> None:
+    """The next run starts from what proved enough (LearnedPace.gate_enough); against a
+    sliding window that counts refusals and whose Retry-After tells the truth, a request
+    refused the moment a short gate opens doubles it instead of hammering the window."""
+    clock = LoopClock(wall_offset=1_764_435_600.0)
+    limiter = make_limiter(
+        "sliding-window", 50, burst=50, window=1.0, start=clock.monotonic(), count_rejected=True
+    )
+    handler, counts = limited_handler(clock, limiter, hints=frozenset({"retry-after"}))
+    learned = LearnedPace(50.0, gate_enough=0.05)
+    pacer = Pacer(clock, concurrency=50, breaker=CircuitBreaker(), learned=learned)
+    started = clock.monotonic()
+    run = await run_engine(handler, [f"S{i}" for i in range(N)], clock=clock, pacer=pacer)
+    assert all(record.ok for record in run.records)
+    assert counts.throttled <= 0.02 * counts.requests and pacer.gate.enough > 0.05
+    assert clock.monotonic() - started <= 1.15 * (N - 50) / 50
 
 
 async def test_a_retry_after_that_tells_the_truth_is_obeyed_after_one_check() -> None:

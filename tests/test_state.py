@@ -28,12 +28,13 @@ def state_file() -> Path:
 def test_learned_rates_and_bans_round_trip_through_the_file() -> None:
     memory = PacingMemory()
     memory.remember(BASE, "mss", LearnedPace(48.5, 52.0), now_wall=1000.0)
-    memory.remember(BASE, "signals", LearnedPace(119.0, 124.0, burst=10), now_wall=1000.0)
+    signals = LearnedPace(119.0, 124.0, burst=10, gate_enough=0.12)
+    memory.remember(BASE, "signals", signals, now_wall=1000.0)
     memory.remember_ban(BASE, until_wall=2000.0)
     memory.save()
     again = PacingMemory()
     assert again.learned(BASE, "mss") == LearnedPace(48.5, 52.0)
-    assert again.learned(BASE, "signals") == LearnedPace(119.0, 124.0, burst=10)
+    assert again.learned(BASE, "signals") == signals
     assert again.learned(BASE, "price") is None
     assert again.banned_until(BASE, now_wall=1500.0) == 2000.0
     assert again.banned_until(BASE, now_wall=2500.0) is None
@@ -43,6 +44,13 @@ def test_a_bad_burst_costs_only_the_burst_not_the_learned_rate() -> None:
     memory = PacingMemory()
     for bad in (1e999, "1e3", None, [3]):
         memory.data = {"rates": {f"{BASE} mss": {"rate": 40.0, "burst": bad}}}
+        assert memory.learned(BASE, "mss") == LearnedPace(40.0)
+
+
+def test_a_bad_gate_length_is_unknown_not_an_error() -> None:
+    memory = PacingMemory()
+    for bad in (-1, "0.1", True, 1e9, [0.1]):
+        memory.data = {"rates": {f"{BASE} mss": {"rate": 40.0, "gate_enough": bad}}}
         assert memory.learned(BASE, "mss") == LearnedPace(40.0)
 
 
