@@ -53,9 +53,11 @@ SLIDE_MARGIN = 0.02
 SLIDE_MISSES = 3
 
 
-# A Retry-After of at least this long is checked with one request sent this share of it after
-# the 429 (while 429s are cheap): a token bucket's "Retry-After: 1" usually means 1/rate.
+# A Retry-After between these (s) is checked with one request sent this share of it after the
+# 429 (while 429s are cheap): a token bucket's "Retry-After: 1" usually means 1/rate, a whole
+# second rounded up from a fiftieth; a longer one is a deliberate wait, obeyed as it is.
 GATE_CHECKED_FROM = 0.5
+GATE_CHECKED_UP_TO = 2.0
 GATE_PROBE_SHARE = 0.25
 
 
@@ -64,12 +66,13 @@ class _Gate:
 
     A limiter that answers in whole seconds says "Retry-After: 1" when its bucket refills in a
     fiftieth of that: obeyed, each 429 costs a second of silence. So while 429s are cheap (the
-    profile does not say the upstream bans, no ban seen) the first long gate is tested once:
-    one request leaves a quarter of the way into it. Admitted, the hint is known to overstate,
-    and later gates last no longer than that quarter proved enough; refused, the hint is known
-    to be right (that 429 was all the check cost) and every later gate is obeyed in full. What
-    proved enough is kept for the next run (`LearnedPace.gate_enough`); should the first request
-    sent after a short gate be refused, it was not enough after all, and doubles.
+    profile does not say the upstream bans, no ban seen) the first gate of one or two seconds
+    is tested once: one request leaves a quarter of the way into it. Admitted, the hint is
+    known to overstate, and later such gates last no longer than that quarter proved enough;
+    refused, the hint is known to be right (that 429 was all the check cost) and every later
+    gate is obeyed in full. What proved enough is kept for the next run
+    (`LearnedPace.gate_enough`); should the first request sent after a short gate be refused,
+    it was not enough after all, and doubles. A longer Retry-After is a deliberate wait: obeyed.
     """
 
     def __init__(self, check: bool, enough: float | None = None) -> None:
@@ -98,7 +101,7 @@ class _Gate:
         """Hold every request `seconds` from now (extending, never shortening); a 429's gate
         (`checkable`: request `seq`'s) may be tested as above."""
         hinted = seconds
-        if self.verdict == "overstated":
+        if self.verdict == "overstated" and hinted <= GATE_CHECKED_UP_TO:
             if seq is not None and seq == self._first_after:
                 self.enough = min(hinted, self.enough * 2)  # refused at once: not enough
                 self.refining = False
@@ -109,7 +112,7 @@ class _Gate:
             self._awaiting_first = True
         if not (checkable and self.check and self._probe_at is None):
             return
-        if self.verdict is None and hinted >= GATE_CHECKED_FROM:
+        if self.verdict is None and GATE_CHECKED_FROM <= hinted <= GATE_CHECKED_UP_TO:
             self._closed_at = now
             self._probe_at = now + hinted * GATE_PROBE_SHARE
         elif self.verdict == "overstated" and self.refining:
@@ -749,10 +752,10 @@ class Pacer:
             ticket.seq, now, admitted=feedback.admitted, throttled=feedback.throttled
         )
         gated = feedback.throttled or feedback.unavailable
-        # (the check's own 429 does not extend the gate it checked: that gate stands)
-        if feedback.retry_after is not None and gated and not checking and not checked_gate:
-            # (a gate the quota's own hints explain is the quota's to check)
-            checkable = feedback.throttled and self.quota.remaining is None
+        if feedback.retry_after is not None and gated and not checking:
+            # (a gate the quota's own hints explain is the quota's to check; a refused check's
+            # own Retry-After is the upstream's latest word, obeyed like any other)
+            checkable = feedback.throttled and self.quota.remaining is None and not checked_gate
             self.close_gate(feedback.retry_after, checkable=checkable, seq=ticket.seq)
         # A 429 the quota accounts for (it corrects itself on it) is not about the rate.
         about_quota = checking or checked_gate

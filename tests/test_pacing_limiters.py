@@ -116,7 +116,7 @@ async def test_a_remembered_gate_that_proves_too_short_grows() -> None:
 
 async def test_a_retry_after_that_tells_the_truth_is_obeyed_after_one_check() -> None:
     """A fixed window's Retry-After is the time to its turn: the check is refused (one 429,
-    which does not extend the gate), and every later gate is obeyed in full."""
+    whose own Retry-After is obeyed), and every later gate is obeyed in full."""
     hints = frozenset({"retry-after"})
     _, counts, lost, pacer = await scan_against(
         "fixed-window", 50, burst=50, window=1.0, hints=hints
@@ -214,3 +214,14 @@ async def test_resets_that_come_early_are_waited_out_not_hammered() -> None:
     seconds, counts, lost, _ = await scan_against("fixed-window", 50, hints=hints)
     assert lost == 0 and counts.throttled <= 0.03 * counts.requests
     assert seconds <= 1.2 * (N - 50) / 50
+
+
+def test_a_long_retry_after_is_obeyed_even_once_short_ones_proved_overstated() -> None:
+    from scanctl.clock import FakeClock
+
+    clock = FakeClock()
+    pacer = Pacer(clock, learned=LearnedPace(50.0, gate_enough=0.05))
+    pacer.close_gate(1.0, checkable=True)
+    assert pacer.gate_wait() == pytest.approx(0.05)  # a whole-second hint: what proved enough
+    pacer.close_gate(30.0, checkable=True)
+    assert pacer.gate_wait() == pytest.approx(30.0)  # a deliberate wait: obeyed as it is
