@@ -33,6 +33,10 @@ scanctl scan -f examples/coins.txt -t mss --base-url "$URL" -q -F table | head -
 echo "# what changed since the answers before: every answer fetched again and compared"
 scanctl scan -f examples/coins.txt -t signals --base-url "$URL" -q -F jsonl --refresh --changes | jq -c '{symbol, changed, changed_fields}' | head -n 3
 
+echo "# the run's figures for a monitor, in Prometheus' text format (node_exporter's textfile collector)"
+scanctl scan -f examples/coins.txt -t price --base-url "$URL" -q -F jsonl -o /dev/null --metrics "$work/price.prom"
+grep '^scanctl_symbols_total' "$work/price.prom"
+
 echo "# a CSV for spreadsheets, and the run's figures from --metrics"
 scanctl scan -f examples/coins.txt -t price --base-url "$URL" -q -F csv -o "$work/prices.csv" --metrics "$work/run.json"
 head -n 2 "$work/prices.csv"

@@ -112,6 +112,12 @@ def test_readme_recipes_run(fast_upstream: str) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[1].isdigit() and int(lines[1]) >= 100  # jq .successful printed a number
+    assert any(line.split()[:4] == ["symbol", "ok", "status", "cached"] for line in lines)
+    compared = [json.loads(line) for line in lines if '"changed":' in line]
+    assert len(compared) == 3  # head -n 3 of the --changes recipe
+    assert all(list(c) == ["symbol", "changed", "changed_fields"] for c in compared)
+    ok_count = 'scanctl_symbols_total{type="price",outcome="ok"} '
+    assert any(line.startswith(ok_count) and int(line.split()[-1]) >= 100 for line in lines)
     readme = (ROOT / "README.md").read_text()
     recipes = [
         line
