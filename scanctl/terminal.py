@@ -3,7 +3,8 @@ whether the text goes to a terminal.
 
 The conventions of the ecosystem: an explicit flag always wins (as in the GitHub CLI and
 httpie); `NO_COLOR` set to anything but the empty string turns colour off (no-color.org);
-`FORCE_COLOR` set likewise turns it on where it would be off, e.g. through a pager; with
+`FORCE_COLOR` set likewise turns it on where it would be off, e.g. through a pager, except
+`FORCE_COLOR=0` or `false`, which Node's tools (supports-color) read as "no colour"; with
 neither, colour only on a terminal. `NO_COLOR` wins over `FORCE_COLOR`: it is the user's own
 opt-out, while `FORCE_COLOR` is often set by a CI system for every tool at once.
 """
@@ -30,6 +31,9 @@ def wants_color(choice: str, env: Mapping[str, str], *, is_terminal: bool) -> bo
         return choice == "always"
     if env.get("NO_COLOR"):
         return False
-    if env.get("FORCE_COLOR"):
+    force = env.get("FORCE_COLOR", "")
+    if force.lower() in ("0", "false"):
+        return False
+    if force:
         return True
     return is_terminal

@@ -112,6 +112,7 @@ def test_colour_only_when_asked() -> None:
         ("auto", {"NO_COLOR": "1"}, True, False),
         ("auto", {"NO_COLOR": ""}, True, True),  # empty means unset (no-color.org)
         ("auto", {"FORCE_COLOR": "1"}, False, True),
+        ("auto", {"FORCE_COLOR": "0"}, True, False),  # as Node's supports-color reads it
         ("auto", {"NO_COLOR": "1", "FORCE_COLOR": "1"}, True, False),
         ("always", {"NO_COLOR": "1"}, False, True),  # the flag wins
         ("never", {"FORCE_COLOR": "1"}, True, False),
