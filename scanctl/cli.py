@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from scanctl.cache.front import CachePolicy
     from scanctl.config import EndpointType, Profile
     from scanctl.engine import ScanSettings
+    from scanctl.symbols import SymbolList
 
 FORMAT_CHOICES = ("json", "jsonl", "csv", "table")
 METRICS_FORMATS = ("json", "prom")
@@ -259,6 +260,13 @@ HeaderOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--header", "-H", metavar="'NAME: VALUE'", help="Extra request header (repeatable)."
+    ),
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="K/N",
+        help="Scan only shard K of N (1 <= K <= N): a stable hash of each symbol picks one.",
     ),
 ]
 SkipInvalidOpt = Annotated[
@@ -500,6 +508,24 @@ def _metrics_format(path: str | None, name: str | None) -> str:
     return "prom" if path is not None and path.endswith(".prom") else "json"
 
 
+def _sharded(found: SymbolList, shard: str | None, quiet: bool) -> SymbolList:
+    """The symbols of shard K/N (`--shard`), said on stderr; all of them without it."""
+    if shard is None:
+        return found
+    from scanctl.symbols import parse_shard, take_shard
+
+    part = parse_shard(shard)
+    total = len(found.symbols)
+    found = take_shard(found, part)
+    if not quiet:
+        print(
+            f"scanctl: shard {part}: {len(found.symbols)} of {total} symbols",
+            file=sys.stderr,
+            flush=True,
+        )
+    return found
+
+
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
@@ -556,6 +582,7 @@ def scan(
     retries: RetriesOpt = None,
     header: HeaderOpt = None,
     skip_invalid: SkipInvalidOpt = False,
+    shard: ShardOpt = None,
     quiet: QuietOpt = False,
     no_progress: NoProgressOpt = False,
     deadline: DeadlineOpt = None,
@@ -660,7 +687,7 @@ def scan(
         raise UsageError(f"{flag} compares with the answers kept in the cache: drop --no-cache")
     if resume and (fmt != "jsonl" or output in (None, "-")):
         raise UsageError("--resume needs -F jsonl and -o FILE (the file it carries on)")
-    found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
+    found = _sharded(collect_symbols(symbols or [], file, skip_invalid=skip_invalid), shard, quiet)
 
     from scanctl.cache import namespace_for
     from scanctl.runner import ScanJob, run_scan
@@ -739,6 +766,7 @@ def warm_cache(
     retries: RetriesOpt = None,
     header: HeaderOpt = None,
     skip_invalid: SkipInvalidOpt = False,
+    shard: ShardOpt = None,
     quiet: QuietOpt = False,
     no_progress: NoProgressOpt = False,
     deadline: DeadlineOpt = None,
@@ -789,7 +817,7 @@ def warm_cache(
     )
     if not 0 <= ahead < 1:
         raise UsageError(f"--ahead must be a share between 0 and 1, got {ahead:g}")
-    found = collect_symbols(symbols or [], file, skip_invalid=skip_invalid)
+    found = _sharded(collect_symbols(symbols or [], file, skip_invalid=skip_invalid), shard, quiet)
 
     from scanctl.cache import namespace_for
     from scanctl.runner import ScanJob, run_warm

@@ -16,6 +16,7 @@ gigabyte-long line costs no more memory than a short one.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import itertools
 import re
 import sys
@@ -222,3 +223,38 @@ def collect_symbols(
     if not result.symbols:
         raise UsageError("no valid symbols left to scan")
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One N-th of a symbol list (`--shard K/N`, K from 1): N machines split one list with no
+    coordinator, each taking the symbols whose stable hash falls in its part."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def holds(self, symbol: str) -> bool:
+        """Whether `symbol` (normalised) is this shard's.
+
+        SHA-256 of the symbol, not Python's `hash`, which is salted per process: every machine,
+        Python version and run must put a symbol in the same shard.
+        """
+        digest = hashlib.sha256(symbol.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+
+def parse_shard(text: str) -> Shard:
+    """`K/N` with 1 <= K <= N, or a usage error."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise UsageError(f"bad --shard {text!r}: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return Shard(int(match.group(1)), int(match.group(2)))
+
+
+def take_shard(found: SymbolList, shard: Shard) -> SymbolList:
+    """The symbols of `found` that are `shard`'s, in their order (the rest are another's)."""
+    found.symbols = [symbol for symbol in found.symbols if shard.holds(symbol)]
+    return found

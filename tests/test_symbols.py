@@ -1,12 +1,25 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scanctl.errors import SymbolError, UsageError
-from scanctl.symbols import collect_symbols, is_valid_symbol
+from scanctl.symbols import (
+    Shard,
+    SymbolList,
+    collect_symbols,
+    is_valid_symbol,
+    parse_shard,
+    take_shard,
+)
 
 
 def test_arguments_are_upper_cased_split_on_commas_and_deduplicated_in_order() -> None:
@@ -82,3 +95,67 @@ def test_validity_rule() -> None:
     assert not is_valid_symbol("a" * 33)
     assert not is_valid_symbol("...")
     assert not is_valid_symbol("")
+
+
+# -- --shard K/N --------------------------------------------------------------------------------
+
+shard_symbols = st.lists(st.from_regex(r"[A-Z0-9]{1,8}", fullmatch=True), unique=True, max_size=60)
+
+
+@given(shard_symbols, st.integers(min_value=1, max_value=8))
+def test_shards_split_a_list_into_disjoint_parts_that_keep_its_order(symbols, count) -> None:  # type: ignore[no-untyped-def]
+    parts = [
+        take_shard(SymbolList(list(symbols)), Shard(k, count)).symbols for k in range(1, count + 1)
+    ]
+    assert sorted(s for part in parts for s in part) == sorted(symbols)  # each symbol once
+    for part in parts:
+        assert part == [s for s in symbols if s in set(part)]  # in input order
+
+
+def test_shards_are_even_on_a_long_list() -> None:
+    symbols = [f"C{i:06d}" for i in range(20_000)]
+    sizes = [len(take_shard(SymbolList(list(symbols)), Shard(k, 4)).symbols) for k in (1, 2, 3, 4)]
+    assert sum(sizes) == 20_000 and all(abs(size - 5000) < 250 for size in sizes)
+
+
+def test_a_shard_is_the_same_on_every_machine_and_run() -> None:
+    """Python's own hash() is salted per process; the shard must not be."""
+    symbols = [f"S{i:04d}" for i in range(300)]
+    here = take_shard(SymbolList(list(symbols)), Shard(2, 3)).symbols
+    code = (
+        "import sys; from scanctl.symbols import SymbolList, Shard, take_shard; "
+        "print(' '.join(take_shard(SymbolList(sys.argv[1:]), Shard(2, 3)).symbols))"
+    )
+    for seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *symbols],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+        )
+        assert done.stdout.split() == here
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "2", "a/b", "1/0", "-1/3", ""])
+def test_a_bad_shard_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match="expected K/N with 1 <= K <= N"):
+        parse_shard(text)
+    assert parse_shard(" 3 / 4 ") == Shard(3, 4)
+
+
+def test_the_cli_scans_only_its_shard_and_says_so(tmp_path: Path) -> None:
+    coins = [f"Z{i:03d}" for i in range(40)]  # ZZ... would be 404s: these are not
+    result = subprocess.run(
+        [sys.executable, "-m", "scanctl", "scan", *coins, "--shard", "1/3", "--no-cache",
+         "--base-url", "http://127.0.0.1:9", "--retries", "0", "-F", "jsonl"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    expected = take_shard(SymbolList(list(coins)), Shard(1, 3)).symbols
+    assert sorted(json.loads(line)["symbol"] for line in result.stdout.splitlines()) == sorted(
+        expected
+    )
+    assert f"scanctl: shard 1/3: {len(expected)} of 40 symbols" in result.stderr
+    bad = subprocess.run([sys.executable, "-m", "scanctl", "scan", "BTC", "--shard", "4/3"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("scanctl: error: bad --shard '4/3'")
