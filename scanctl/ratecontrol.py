@@ -530,6 +530,10 @@ class AdaptiveRate:
         burst = mean_a - limit * mean_t
         if limit <= MIN_RATE or burst < 0.5:
             return None  # not a bucket: a window limiter, or noise
+        if limit * spread < 2 * FIT_NOISE:
+            # The count grew across the episodes by no more than its own noise: a window's
+            # episodes (all its count whatever their length) lie on such a flat line.
+            return None
         if any(t > 0 and a / t <= limit for t, a in points):
             return None  # an episode that sent slower than the limit could not have run dry
         if any(abs(a - burst - limit * t) > max(FIT_TOLERANCE, 0.05 * a) for t, a in points):

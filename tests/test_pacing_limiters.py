@@ -225,3 +225,16 @@ def test_a_long_retry_after_is_obeyed_even_once_short_ones_proved_overstated() -
     assert pacer.gate_wait() == pytest.approx(0.05)  # a whole-second hint: what proved enough
     pacer.close_gate(30.0, checkable=True)
     assert pacer.gate_wait() == pytest.approx(30.0)  # a deliberate wait: obeyed as it is
+
+
+async def test_a_window_s_gated_episodes_are_not_fitted_as_a_bucket() -> None:
+    """A fixed window whose only hint is Retry-After admits its whole count after every gate,
+    however long the episode: (0.2 s, 51), (0.4 s, 51), (0.85 s, 53) lie on a nearly flat line,
+    whose slope (3 r/s) once became the rate (20 r/s against a limit of 50: 2.3x)."""
+    hints = frozenset({"retry-after"})
+    seconds, counts, lost, pacer = await scan_against(
+        "fixed-window", 50, burst=50, window=1.0, hints=hints
+    )
+    fits = [c.rate for c in pacer.control.history if c.reason == "429: fitted the limit"]
+    assert lost == 0 and all(rate is not None and rate >= 40 for rate in fits)
+    assert seconds <= 1.45 * (N - 50) / 50 and counts.throttled <= 0.02 * counts.requests
