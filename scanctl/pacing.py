@@ -59,6 +59,7 @@ SLIDE_MISSES = 3
 GATE_CHECKED_FROM = 0.5
 GATE_CHECKED_UP_TO = 2.0
 GATE_PROBE_SHARE = 0.25
+GATE_CHECKS = 3  # checks refused before a Retry-After is taken as exact
 
 
 class _Gate:
@@ -89,6 +90,11 @@ class _Gate:
         self._probe_at: float | None = None
         self._closed_at = 0.0
         self.probe_seq: int | None = None
+        # Where in the next gate a check goes, and how many refusals are left before the hint
+        # counts as exact: a window's whole-second Retry-After overstates by anything from 0
+        # to 1 s, so a check refused at a quarter is tried later in the next gate (5/8, 13/16).
+        self._share = GATE_PROBE_SHARE
+        self._checks_left = GATE_CHECKS
 
     def close(
         self,
@@ -114,7 +120,7 @@ class _Gate:
             return
         if self.verdict is None and GATE_CHECKED_FROM <= hinted <= GATE_CHECKED_UP_TO:
             self._closed_at = now
-            self._probe_at = now + hinted * GATE_PROBE_SHARE
+            self._probe_at = now + hinted * self._share
         elif self.verdict == "overstated" and self.refining:
             # Each later gate is tested at half of what proved enough, until a test fails.
             self._closed_at = now
@@ -146,7 +152,10 @@ class _Gate:
         elif throttled and self.verdict == "overstated":
             self.refining = False  # what proved enough before is as short as gates get
         elif throttled:
-            self.verdict = "exact"
+            self._checks_left -= 1
+            self._share = (self._share + 1.0) / 2.0
+            if self._checks_left == 0:
+                self.verdict = "exact"
         self._probe_at = self.probe_seq = None  # (neither: an error, so check another time)
         return True
 

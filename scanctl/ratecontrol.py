@@ -58,6 +58,7 @@ from dataclasses import dataclass
 BETA = 0.7  # multiplicative cut on a 429 with nothing better known
 BETA_EXPENSIVE = 0.5  # the cut when 429s are costly (slow-start overshoot, Retry-After gates)
 MARGIN = 0.95  # run this far under a measured limit
+ADMITTED_SPAN = 5.0  # seconds over which what the upstream admitted bounds a gated cut
 HOLD = 2.0  # seconds a rate must hold without a 429 to count as safe
 # ...longer when 429s close a Retry-After gate: a wrong "safe" costs a second of silence.
 HOLD_EXPENSIVE = 4.0
@@ -449,6 +450,11 @@ class AdaptiveRate:
             new = self.low
         else:
             new = base * (BETA_EXPENSIVE if (slow_start or expensive) else BETA)
+            if expensive and not slow_start:
+                # Each 429 closes a gate until the limiter admits again, so sending faster
+                # than it admits costs one 429 a window, while sending slower than it admitted
+                # lately costs throughput for certain: never cut below that.
+                new = max(new, self.admitted_rate(now, ADMITTED_SPAN) * MARGIN)
         reason = "429: cut"
         first = self._first_send
         if self.cuts == 0 and first is not None:

@@ -1,10 +1,11 @@
 """Pacing against the whole matrix of limiters, in trio's virtual time.
 
 Every kind of limiter the simulated upstream has (token bucket, leaky bucket, fixed window,
-sliding window), counting refused requests or not, with no hints, exact hints, or hints that
-overstate every reset by a second and carry Retry-After on every answer. The pacer must work
-for all of them, not be tuned to one: no cell above 1.3x its ideal, none stalls, none loses a
-symbol. Virtual time: 24 scans of 1000 symbols take seconds, and none sleeps for real.
+sliding window), counting refused requests or not, with no hints, exact hints, hints that
+overstate every reset by a second and carry Retry-After on every answer, or Retry-After alone
+(in whole seconds, as HTTP has it). The pacer must work for all of them, not be tuned to one:
+no cell above 1.3x its ideal, none stalls, none loses a symbol. Virtual time: 32 scans of 1000
+symbols take seconds, and none sleeps for real.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ KINDS = {
 HINTS = {
     "none": HintStyle(frozenset()),
     "exact": HintStyle(frozenset({"x-ratelimit", "retry-after"})),
+    # Only Retry-After, in whole seconds (rounded up), on every 429: the commonest hint of all.
+    "retry-after": HintStyle(frozenset({"retry-after"})),
     "overstated": HintStyle(
         frozenset({"x-ratelimit-epoch", "retry-after"}),
         reset_offset=1.0,
@@ -95,6 +98,8 @@ MISSES = {
     ("sliding-window", False, "overstated"),
     ("sliding-window", True, "none"),
     ("sliding-window", True, "overstated"),
+    ("sliding-window", False, "retry-after"),
+    ("sliding-window", True, "retry-after"),
 }
 
 
