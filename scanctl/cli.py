@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 from scanctl import __version__
 from scanctl.completion import Completed, choices, comma_list
 from scanctl.errors import ExitCode, OutputError, ScanctlError, UsageError
+from scanctl.terminal import COLOR_CHOICES, check_color
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
@@ -638,7 +639,7 @@ def scan(
         typer.Option(
             metavar="auto|always|never",
             help="Colour in the table and progress bar (auto: on a terminal; NO_COLOR off).",
-            click_type=choices("auto", "always", "never"),
+            click_type=choices(*COLOR_CHOICES),
         ),
     ] = "auto",
 ) -> int:
@@ -665,8 +666,6 @@ def scan(
         fmt = "table" if to_stdout and sys.stdout.isatty() else "json"
     if fmt not in FORMAT_CHOICES:
         raise UsageError(f"unknown --format {fmt!r}; allowed: {', '.join(FORMAT_CHOICES)}")
-    from scanctl.terminal import check_color
-
     check_color(color)
     metrics_fmt = _metrics_format(metrics, metrics_format)
     _check_ranges(

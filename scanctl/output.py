@@ -38,7 +38,6 @@ from typing import Any, Literal, Protocol, TextIO
 from scanctl.errors import OutputError, UsageError
 from scanctl.records import CHANGE_FIELDS, RECORD_FIELDS, ScanRecord
 
-FORMATS = ("json", "jsonl", "csv", "table")
 CSV_RECORD_FIELDS = tuple(f for f in RECORD_FIELDS if f != "data")
 
 

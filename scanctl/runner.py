@@ -228,7 +228,8 @@ class ScanRun:
         if job.metrics_path:
             check_writable(job.metrics_path, "--metrics")
         self.metrics = RunMetrics(job.settings.endpoint.name, total=len(job.symbols))
-        if job.cache_policy is not None and job.cache_policy.changes:
+        self._compares = job.cache_policy is not None and job.cache_policy.changes
+        if self._compares:
             self.metrics.changed = 0  # counted, and in the summary
         self.metrics.resume(resumed)
         self.display: Display = choose_display(
@@ -276,8 +277,7 @@ class ScanRun:
         )
 
     def _sink(self, record: ScanRecord) -> None:
-        policy = self.job.cache_policy
-        if record.change is None and policy is not None and policy.changes:
+        if record.change is None and self._compares:
             record = replace(record, change=NOTHING_TO_COMPARE)  # no usable cache
         if not self.job.only_changed or (record.change is not None and record.change.changed):
             self.writer.write(record)

@@ -152,10 +152,8 @@ class CacheFront:
         if self.broken:
             return True
         known = self._known.get(symbol)
-        if self.policy.refresh:
-            newer_than = self.started
-        else:
-            newer_than = known.fetched_at if known is not None else 0.0
+        known_at = known.fetched_at if known is not None else 0.0
+        newer_than = self.started if self.policy.refresh else known_at
         try:
             claim = self.store.claim(
                 self.key(symbol), self.owner, self.policy.lease_seconds, newer_than, self.wall()
