@@ -51,6 +51,10 @@ NOT_TURNED_WAIT = 0.05  # s: the least wait after a turnover found early, doubli
 # freed, and this many 429s while taking the window for a sliding one prove it is not.
 SLIDE_MARGIN = 0.02
 SLIDE_MISSES = 3
+# A refill rate is measured over at least this span (s) of the latest answers (at most this
+# many), while the quota stays short of full.
+REFILL_SPAN = 0.5
+REFILL_MARKS = 100
 
 
 # A Retry-After between these (s) is checked with one request sent this share of it after the
@@ -275,6 +279,10 @@ class _Quota:
         self._pending_boundary: float | None = None  # ...and of this one, until confirmed
         self._periods: deque[float] = deque(maxlen=PERIODS_KEPT)
         self._last_drip = float("-inf")
+        # Answers (sent at, remaining, send number) since the quota last showed itself idle,
+        # and the refill rate they show (see `_measure_refill`).
+        self._marks: deque[tuple[float, int, int]] = deque(maxlen=REFILL_MARKS)
+        self.refill_rate: float | None = None
         self._recent_sends: deque[float] = deque()
         self._lowest: int | None = None  # the lowest remaining this window's answers gave
         self.early_ok = True
@@ -294,13 +302,20 @@ class _Quota:
         self._not_turned_wait = NOT_TURNED_WAIT
 
     def update(
-        self, hint: QuotaHint, sent_at: float, now: float, out: int, admitted: bool = True
+        self,
+        hint: QuotaHint,
+        sent_at: float,
+        now: float,
+        out: int,
+        admitted: bool = True,
+        seq: int | None = None,
     ) -> bool:
         """Take a hint from an answer to a request sent at `sent_at`; True when it was a 429
         this quota accounts for (a check of a reset, or spent with a known refill), which then
         says nothing about the rate.
 
-        `out`: requests still waiting for their answer, which the hint may not count yet.
+        `out`: requests still waiting for their answer, which the hint may not count yet;
+        `seq`: the request's number, in the order sent (None: unknown).
         The lowest remaining any answer of this window gave, minus those, is what may still
         be sent: the upstream admits requests from many connections in an order of its own, so
         "this answer's remaining minus what was sent after it" can count one request twice
@@ -334,6 +349,8 @@ class _Quota:
                 self._turned_at, self._lowest, self._probing = probe_at, None, True
         self.limit = hint.limit if hint.limit is not None else self.limit
         self.window = hint.window if hint.window is not None else self.window
+        if admitted and seq is not None:
+            self._measure_refill(sent_at, hint.remaining, seq)
         first = sent_at == self._first_of_turn  # (the first request since our turnover)
         if not admitted and first and not (self.sliding or self.refills_gradually):
             if self._not_turned_wait >= RESET_GRANULARITY:
@@ -364,6 +381,9 @@ class _Quota:
         if self.remaining is None or self._probing:
             if self._probing:
                 full = self.limit is not None and hint.remaining + 1 >= self.limit
+                # (a bucket seen refilling bit by bit stays one: found full after a wait, it
+                # had merely drained)
+                full = full and not self.refills_gradually
                 self.refills_fully, self.refills_gradually = full, not full
                 self._probing = False
                 began = self._last_window_started
@@ -384,7 +404,11 @@ class _Quota:
             # as when another client shares the quota.
             self.remaining = min(self.remaining, hint.remaining)
         elif self.refills_gradually:
-            self.remaining = min(self.remaining, known)  # slots come back one by one
+            # Slots come back one by one, so the latest answer is the best account: what it
+            # says remains, less what is out (which it may not count yet). The lowest of a
+            # window, as for the other kinds, would let a bucket or a queue drain to idle
+            # before every turnover.
+            self.remaining = max(0, hint.remaining - out)
         else:
             self.remaining = known
         self.reset_at = reset_at if self._fresh else min(self.reset_at, reset_at)
@@ -465,8 +489,10 @@ class _Quota:
             if now - self._early[0] < EARLY_PROBE_WAIT:
                 return QUOTA_POLL  # an early probe is out: its answer decides...
             self._early = None  # ...unless it never comes (no hint on it, a lost request)
-        if now < self.reset_at:
-            drip = self._drip_interval()
+        drip = self._drip_interval()
+        # A reset says when a bucket is full again, not when its next slot comes: with its
+        # pace measured, the drip alone paces it (a turnover's probe would only draw a 429).
+        if now < self.reset_at or (drip is not None and not self.window):
             if drip is None:
                 early = self._early_probe_at()
                 if early is not None and now >= early:
@@ -479,7 +505,9 @@ class _Quota:
                 self._last_drip = now
                 self.remaining = 1
                 return 0.0
-            return min(self.reset_at, next_drip) - now
+            if self.window:
+                return min(self.reset_at, next_drip) - now
+            return next_drip - now
         previous, self._turned_at = self._turned_at, now
         self._lowest = None
         self._first_of_turn = None
@@ -544,10 +572,29 @@ class _Quota:
             return None
         return reset_at - span / 2.0
 
+    def _measure_refill(self, sent_at: float, remaining: int, seq: int) -> None:
+        """The pace at which slots come back, from the answers themselves: between two
+        answers, the slots that came back are the rise in what remained plus what was sent
+        in between (each took one). Only while the quota never showed itself full: a bucket
+        or a queue that sat idle refilled less than it could have, and the count restarts."""
+        if self.limit is not None and remaining + 1 >= self.limit:
+            self._marks.clear()
+            return
+        self._marks.append((sent_at, remaining, seq))
+        first = min(self._marks, key=lambda mark: mark[2])
+        last = max(self._marks, key=lambda mark: mark[2])
+        span = last[0] - first[0]
+        if span >= REFILL_SPAN:
+            self.refill_rate = (last[1] - first[1] + last[2] - first[2]) / span
+
     def _drip_interval(self) -> float | None:
-        if not self.refills_gradually or not self.limit or not self.window:
+        if not self.refills_gradually or not self.limit:
             return None
-        return self.window / self.limit * 1.02  # a hair under the policy rate: no 429 on jitter
+        if self.window:  # a hair under the policy rate: no 429 on jitter
+            return self.window / self.limit * 1.02
+        if self.refill_rate:  # ...or under the rate measured
+            return 1.02 / self.refill_rate
+        return None
 
     def spend(self, now: float) -> None:
         if self.remaining is not None:
@@ -770,7 +817,12 @@ class Pacer:
         about_quota = checking or checked_gate
         if feedback.quota is not None:
             explained = self.quota.update(
-                feedback.quota, ticket.sent_at, now, len(self._in_flight), feedback.admitted
+                feedback.quota,
+                ticket.sent_at,
+                now,
+                len(self._in_flight),
+                feedback.admitted,
+                seq=ticket.seq,
             )
             about_quota = about_quota or (feedback.throttled and explained)
         if self.breaker is not None:
