@@ -271,6 +271,8 @@ class AdaptiveRate:
         return max(0.0, self._probe_at - now)
 
     def _pause(self, now: float) -> None:
+        if self.low is not None and self.rate is not None and self.rate <= self.low * 1.001:
+            self.low = self.rate * MARGIN  # the 429s that led here came at `low`: it did not hold
         self._paused_at = now
         self._pause_gap = min(PAUSE_FIRST, self.pause_cap)
         self._probe_at = now + self._pause_gap
@@ -292,10 +294,10 @@ class AdaptiveRate:
         """A probe was admitted: send again at what the upstream admitted over the run."""
         paused_at, self._paused_at, self._probe_sent = self._paused_at, None, None
         rate = self.long_span_rate(now) or MIN_RATE
-        if not self._probes_refused and self._measured is not None:
+        if not self._probes_refused:
             # The first probe passed: the limiter forgave within a second, a debt rather than a
-            # long window, and a rate measured before the pause still holds.
-            rate = max(rate, self._measured)
+            # long window, and a rate measured, or one that held, before the pause still holds.
+            rate = max(rate, self._measured or 0.0, self.low or 0.0)
         if self.ceiling is not None:
             rate = min(rate, self.ceiling)
         long_pause = self._probes_refused >= LONG_PAUSE_PROBES
