@@ -286,7 +286,6 @@ class _Quota:
         self._recent_sends: deque[float] = deque()
         self._lowest: int | None = None  # the lowest remaining this window's answers gave
         self.early_ok = True
-        self._checked_this_turn = False  # a check of this reset was refused: wait it out
         self._spent_at: float | None = None  # when the quota last ran out
         # How late advertised resets are: seen at least `_late_lo` late, less than `_late_hi`.
         self._late_lo = 0.0
@@ -341,9 +340,7 @@ class _Quota:
             if not admitted:  # no refill yet: the reset is late by less than that...
                 hi = self._late_lo + advertised - probe_at
                 self._late_hi = hi if self._late_hi is None else min(self._late_hi, hi)
-                # ...and the next reset's check goes halfway between what is known (one
-                # 429 per reset at most, and fewer each time: the uncertainty halves)
-                self._checked_this_turn = True
+                self.early_ok = False  # ...and one 429 to learn it is all a hint may cost
                 return True
             refilled = self._lowest is None or hint.remaining > self._lowest
             if refilled:  # (admitted from what the old window still had: that proves nothing)
@@ -513,7 +510,6 @@ class _Quota:
             return next_drip - now
         previous, self._turned_at = self._turned_at, now
         self._lowest = None
-        self._checked_this_turn = False
         self._first_of_turn = None
         if self.refills_fully and self.limit is not None:
             # The reset we waited for is an upper bound, up to a second late: what we sent
@@ -564,7 +560,7 @@ class _Quota:
 
     def _early_probe_at(self) -> float | None:
         """When to check the advertised reset with one request before it (None: don't)."""
-        if not self.early_ok or self._checked_this_turn:
+        if not self.early_ok:
             return None
         reset_at = self.reset_at
         if self._spent_at is None:
