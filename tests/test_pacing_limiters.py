@@ -222,6 +222,20 @@ async def test_a_window_that_slides_is_spent_as_its_slots_free() -> None:
     assert seconds <= 1.1 * (N - 250) / 50  # one slot per advertised reset took 1.46x
 
 
+@pytest.mark.parametrize("kind", ["leaky-bucket", "token-bucket"])
+async def test_a_bucket_s_hints_pace_it_at_the_refill_rate_its_answers_show(kind: str) -> None:
+    """X-RateLimit on a bucket says how many remain and when it is full again, never its rate.
+    Waiting for each reset, or for the lowest count of a window, let the bucket drain to idle
+    between turnovers (1.3x; 4x with resets a second late); the refill rate measured from the
+    answers paces it instead, and its reset no longer does."""
+    hints = HintStyle(frozenset({"x-ratelimit-epoch"}), reset_offset=1.0, fractional_epoch=True)
+    seconds, counts, lost, pacer = await scan_against(kind, 50, hints=hints)
+    assert lost == 0 and counts.throttled <= 0.01 * counts.requests
+    assert pacer.quota.refills_gradually
+    assert pacer.quota.refill_rate == pytest.approx(50, rel=0.1)
+    assert seconds <= 1.12 * (N - 10) / 50
+
+
 async def test_resets_that_come_early_are_waited_out_not_hammered() -> None:
     """A server clock behind ours: every epoch reset half a second early. The first request
     after each such turnover is refused; the turnover is then taken later, not retried."""
