@@ -69,6 +69,10 @@ class QuotaHint:
     reset: float
     limit: int | None = None
     window: float | None = None
+    # The reset was written with a fraction of a second: a server that keeps time that finely
+    # is late, if at all, by a constant, which checks converge on; one in whole seconds is
+    # rounded by a different amount each time.
+    precise: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,14 @@ def _reset(value: str | None, now_wall: float, default: float = DEFAULT_RESET) -
     return number
 
 
+_FRACTION = re.compile(r"\s*[0-9]*\.[0-9]+\s*")
+
+
+def _fractional(value: str | None) -> bool:
+    """Whether a reset header is a decimal with a fraction ("0.5", "1764435600.734")."""
+    return value is not None and _FRACTION.fullmatch(value) is not None
+
+
 def _structured_params(value: str | None) -> dict[str, str]:
     """The parameters of the first item of an IETF structured-field list, as text."""
     if not value:
@@ -165,6 +177,7 @@ def _ietf(headers: Mapping[str, str], now_wall: float) -> QuotaHint | None:
         reset=_reset(state.get("t"), now_wall, window if window is not None else DEFAULT_RESET),
         limit=quota,
         window=window,
+        precise=_fractional(state.get("t")),
     )
 
 
@@ -173,8 +186,9 @@ def _triple(headers: Mapping[str, str], names: QuotaHeaders, now_wall: float) ->
     if remaining is None:
         return None
     limit = _count(headers.get(names.limit)) if names.limit else None
-    reset = _reset(headers.get(names.reset), now_wall) if names.reset else DEFAULT_RESET
-    return QuotaHint(remaining=remaining, reset=reset, limit=limit)
+    raw_reset = headers.get(names.reset) if names.reset else None
+    reset = _reset(raw_reset, now_wall) if names.reset else DEFAULT_RESET
+    return QuotaHint(remaining=remaining, reset=reset, limit=limit, precise=_fractional(raw_reset))
 
 
 def _weight(headers: Mapping[str, str], weight: WeightHeader, now_wall: float) -> QuotaHint | None:

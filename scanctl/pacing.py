@@ -43,6 +43,8 @@ QUOTA_POLL = 0.02
 RESET_GRANULARITY = 1.0
 # Once an advertised reset's lateness is known this closely (s), no more early probes check it.
 LATENESS_KNOWN = 0.05
+# Refused checks of precise resets (one per reset at most) after which no more are made.
+EARLY_REFUSALS = 3
 EARLY_PROBE_WAIT = 1.0  # seconds an early probe's answer is waited for before giving up on it
 PERIODS_KEPT = 5  # spans between window boundaries, whose median is the period
 MISFIT_TURNS = 3  # windows with a 429 the quota's model let happen, before it is dropped
@@ -286,6 +288,8 @@ class _Quota:
         self._recent_sends: deque[float] = deque()
         self._lowest: int | None = None  # the lowest remaining this window's answers gave
         self.early_ok = True
+        self._checks_refused = 0
+        self._checked_this_turn = False  # a check of this reset was refused: wait it out
         self._spent_at: float | None = None  # when the quota last ran out
         # How late advertised resets are: seen at least `_late_lo` late, less than `_late_hi`.
         self._late_lo = 0.0
@@ -340,7 +344,14 @@ class _Quota:
             if not admitted:  # no refill yet: the reset is late by less than that...
                 hi = self._late_lo + advertised - probe_at
                 self._late_hi = hi if self._late_hi is None else min(self._late_hi, hi)
-                self.early_ok = False  # ...and one 429 to learn it is all a hint may cost
+                # ...and one 429 to learn it is all a hint in whole seconds may cost (rounded
+                # by a different amount each time, it never converges; a lateness one window
+                # showed would turn the next over early, into a burst of 429s). A precise one
+                # is late by a constant: the next reset's check goes halfway between what is
+                # known, one 429 per reset at most and `EARLY_REFUSALS` in all.
+                self._checks_refused += 1
+                self._checked_this_turn = True
+                self.early_ok = hint.precise and self._checks_refused < EARLY_REFUSALS
                 return True
             refilled = self._lowest is None or hint.remaining > self._lowest
             if refilled:  # (admitted from what the old window still had: that proves nothing)
@@ -510,6 +521,7 @@ class _Quota:
             return next_drip - now
         previous, self._turned_at = self._turned_at, now
         self._lowest = None
+        self._checked_this_turn = False
         self._first_of_turn = None
         if self.refills_fully and self.limit is not None:
             # The reset we waited for is an upper bound, up to a second late: what we sent
@@ -560,7 +572,7 @@ class _Quota:
 
     def _early_probe_at(self) -> float | None:
         """When to check the advertised reset with one request before it (None: don't)."""
-        if not self.early_ok:
+        if not self.early_ok or self._checked_this_turn:
             return None
         reset_at = self.reset_at
         if self._spent_at is None:

@@ -74,6 +74,21 @@ def test_reset_as_epoch_seconds_integer_or_fractional() -> None:
     assert reset_of("1764435600.734", now) == pytest.approx(600.734)
 
 
+@pytest.mark.parametrize(
+    ("reset", "precise"),
+    [("1800000030.734", True), ("0.5", True), ("30", False), ("1800000030", False), (None, False)],
+)
+def test_a_reset_written_with_a_fraction_is_precise(reset: str | None, precise: bool) -> None:
+    """Whole seconds are rounded by a different amount each time; a fraction is kept to."""
+    headers = {"X-RateLimit-Remaining": "3", "X-RateLimit-Limit": "10"}
+    if reset is not None:
+        headers["X-RateLimit-Reset"] = reset
+    hint = quota(headers)
+    assert hint is not None and hint.precise is precise
+    ietf = quota({"RateLimit": f'"default";r=3;t={reset or 30}'})
+    assert ietf is not None and ietf.precise is precise
+
+
 def test_reset_as_epoch_milliseconds() -> None:
     now = 1_764_435_000.0
     assert reset_of("1764435600734", now) == pytest.approx(600.734)

@@ -90,7 +90,6 @@ async def scan_cell(kind: str, counting: bool, hints: str) -> dict[str, float]:
 MISSES = {
     ("token-bucket", True, "none"),
     ("leaky-bucket", True, "none"),
-    ("sliding-window", False, "overstated"),
     ("sliding-window", True, "none"),
     ("sliding-window", True, "overstated"),
     ("sliding-window", False, "retry-after"),
