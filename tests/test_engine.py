@@ -9,9 +9,9 @@ import pytest
 from scanctl.clock import FakeClock
 from scanctl.config import load_builtin_profile
 from scanctl.engine import ScanSettings
+from scanctl.fetch import make_client
 from scanctl.pacing import Feedback, GcraMeter, Pacer
 from scanctl.ratecontrol import LearnedPace
-from scanctl.runner import make_client
 from tests.engine_helpers import run_engine
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from scanctl.cli import app
 from scanctl.demo.testing import running_demo_process
-from scanctl.runner import chosen_transport
+from scanctl.fetch import chosen_transport
 from scanctl.transport import DirectClient
 
 TRANSPORTS = ("aiohttp", "httpx")
