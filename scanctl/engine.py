@@ -1,4 +1,4 @@
-"""The scan: a fixed set of workers pulling symbols from one stream, over one shared client.
+"""The scan: a fixed set of workers pulling symbols from one stream, through one fetcher.
 
 There are no batches and no barrier. Each of `concurrency` workers takes the next symbol, asks
 the pacer for permission, sends, classifies the answer, retries what can succeed, and emits one
@@ -26,9 +26,7 @@ display), which the engine never reads back.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import random
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -41,10 +39,11 @@ from scanctl.clock import Clock
 from scanctl.config import EndpointType
 from scanctl.failures import FetchFailure, RequestTimeout
 from scanctl.fetch import Fetcher
+from scanctl.hedge import Hedger
 from scanctl.hints import QuotaHeaders, QuotaHint, WeightHeader, parse_quota
-from scanctl.metrics import percentile
+from scanctl.line import Pending, SymbolLine
 from scanctl.outcome import UNFINISHED_KIND, StopReason
-from scanctl.pacing import Feedback, Pacer, Ticket, UpstreamDown, hedge_slots
+from scanctl.pacing import Feedback, Pacer, UpstreamDown, hedge_slots
 from scanctl.ratecontrol import LearnedPace
 from scanctl.records import ScanRecord
 from scanctl.resilience import CircuitBreaker, RetryBudget
@@ -73,7 +72,6 @@ class ScanObserver(Protocol):
         """A second copy of a slow request was sent."""
 
 
-HEDGE_MIN_SAMPLES = 20
 # A 503's Retry-After is heeded up to this many seconds for that symbol's next try.
 MAX_RETRY_AFTER = 60.0
 
@@ -140,37 +138,31 @@ class _Stop(Exception):
         self.record = record
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A symbol that has not finished yet, and how far it got."""
+class _Brake:
+    """Stopping to send: once pulled, idle waits (for the pacer, or for a backoff to pass) end
+    at once, and none starts; a request already sent is left to finish."""
 
-    index: int
-    symbol: str
-    started: float | None = None
-    attempts: int = 0
-    retries: int = 0
-    throttled: int = 0
-    last_error: str | None = None
-    needs_budget: bool = False  # its next try is a retry: it must draw on the budget first
-    claimed: bool = False  # we hold its cache lease (or there is no cache)
+    def __init__(self) -> None:
+        self.pulled = False
+        self._idle: set[anyio.CancelScope] = set()
 
+    def pull(self) -> None:
+        self.pulled = True
+        for scope in list(self._idle):
+            scope.cancel()
 
-class _RecentLatency:
-    """The p95 of recent request latencies, recomputed now and then (for hedging)."""
-
-    def __init__(self, size: int = 512, every: int = 32) -> None:
-        self.samples: deque[float] = deque(maxlen=size)
-        self.every = every
-        self.added = 0  # all samples ever: the deque's length stops growing at `size`
-        self.p95: float | None = None
-
-    def add(self, seconds: float) -> None:
-        self.samples.append(seconds)
-        self.added += 1
-        count = self.added
-        first = self.p95 is None and count == HEDGE_MIN_SAMPLES
-        if first or (count >= HEDGE_MIN_SAMPLES and count % self.every == 0):
-            self.p95 = percentile(sorted(self.samples), 95)
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[anyio.CancelScope]:
+        """A wait that pulling the brake cuts short (nothing has been sent in it)."""
+        scope = anyio.CancelScope()
+        if self.pulled:
+            scope.cancel()
+        self._idle.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._idle.discard(scope)
 
 
 class ScanEngine:
@@ -198,16 +190,21 @@ class ScanEngine:
         self.rng = rng or random.Random()
         self.cache = cache
         self._url_for = RequestUrls(settings.base_url, settings.endpoint)
-        self._unfinished: dict[int, _Pending] = {}
-        # Symbols waiting out a backoff, by when they may go again. Their workers moved on to
-        # other symbols meanwhile: a backoff must not idle a worker.
-        self._later: list[tuple[float, int, _Pending]] = []
-        self._latency = _RecentLatency()
+        self._line = SymbolLine(iter(()), clock)  # `run` gives it the symbols
+        self._hedger: Hedger[tuple[Verdict, QuotaHint | None]] | None = None
+        if settings.hedge:
+            self._hedger = Hedger(
+                self.pacer,
+                self.budget,
+                clock,
+                feedback=lambda answer: _feedback(*answer),
+                stopping=lambda: self._brake.pulled,
+                sent_copy=observer.observe_hedge,
+            )
         self._deadline_hit = False
         self._refusal: Verdict | None = None
-        self._stopping = False
         self._fetcher_ready = False
-        self._idle_scopes: set[anyio.CancelScope] = set()
+        self._brake = _Brake()
 
     async def run(self, symbols: Iterable[str]) -> ScanOutcome:
         """Scan every symbol; return how it ended. Cancellation (Ctrl-C) propagates.
@@ -218,6 +215,7 @@ class ScanEngine:
         stream: Iterator[tuple[int, str]] = enumerate(symbols)
         if self.cache is not None:
             stream = self.cache.screen(stream, self._emit)
+        self._line = SymbolLine(stream, self.clock)
         outcome = ScanOutcome()
         try:
             async with anyio.create_task_group() as outer:
@@ -228,29 +226,25 @@ class ScanEngine:
                     concurrency -= hedge_slots(concurrency)  # room for copies in the ceiling
                 async with anyio.create_task_group() as workers:
                     for _ in range(concurrency):
-                        workers.start_soon(self._worker, stream)
+                        workers.start_soon(self._worker)
                 outer.cancel_scope.cancel()
         except* _Stop as group:
             stops = list(_leaves(group))
             for stop in stops:
                 if stop.record is not None:
-                    self._unfinished.pop(stop.record.index, None)
+                    self._line.finished(stop.record.index)
                     self._emit(stop.record)
             first = stops[0]
             outcome.stop, outcome.message = first.reason, first.message
             if first.reason is StopReason.REFUSED:
                 outcome.refused = self._refusal
             text = f"Not scanned: {first.message}"
-            outcome.unfinished = self._record_unfinished(stream, first.reason, text)
+            outcome.unfinished = self._record_unfinished(first.reason, text)
         if self._deadline_hit:
             text = f"Deadline of {self.settings.deadline:g} s passed"
-            unfinished = self._record_unfinished(stream, StopReason.DEADLINE, text)
+            unfinished = self._record_unfinished(StopReason.DEADLINE, text)
             if outcome.stop is None:
-                outcome.stop, outcome.message, outcome.unfinished = (
-                    StopReason.DEADLINE,
-                    text,
-                    unfinished,
-                )
+                outcome = ScanOutcome(StopReason.DEADLINE, text, unfinished=unfinished)
         return outcome
 
     async def _watch_deadline(self, seconds: float, group: anyio.abc.TaskGroup) -> None:
@@ -265,53 +259,23 @@ class ScanEngine:
         backoff to pass, stop at once; the symbols they held stay unfinished (no record), so
         `--resume` scans them next time.
         """
-        self._stopping = True
-        for scope in list(self._idle_scopes):
-            scope.cancel()
+        self._brake.pull()
 
-    @contextlib.contextmanager
-    def _idle(self) -> Iterator[anyio.CancelScope]:
-        """A wait that `stop_sending` may cut short (nothing has been sent in it)."""
-        scope = anyio.CancelScope()
-        if self._stopping:
-            scope.cancel()
-        self._idle_scopes.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._idle_scopes.discard(scope)
-
-    async def _worker(self, stream: Iterator[tuple[int, str]]) -> None:
-        # Sharing one iterator and one heap is safe: tasks only switch at awaits.
-        while not self._stopping:
-            pending = self._take(stream)
+    async def _worker(self) -> None:
+        line = self._line
+        while not self._brake.pulled:
+            pending = line.take()
             if pending is None:
-                if not self._later:
+                wait = line.waiting_for()
+                if wait is None:
                     return  # nothing left: symbols still out come back to their own workers
-                due = self._later[0][0] - self.clock.monotonic()
-                with self._idle():
-                    await self.clock.sleep(min(max(due, 0.0), 0.25))
+                with self._brake.idle():
+                    await self.clock.sleep(min(wait, 0.25))
                 continue
             record = await self._attempt(pending)
             if record is not None:
-                del self._unfinished[pending.index]
+                line.finished(pending.index)
                 self._emit(record)
-
-    def _take(self, stream: Iterator[tuple[int, str]]) -> _Pending | None:
-        """A symbol whose backoff is over, else the next new one, else None."""
-        if self._later and self._later[0][0] <= self.clock.monotonic():
-            return heapq.heappop(self._later)[2]
-        for index, symbol in stream:
-            pending = _Pending(index, symbol)
-            self._unfinished[index] = pending
-            return pending
-        return None
-
-    def _again(self, pending: _Pending, delay: float) -> None:
-        """Put a symbol back in line, to be taken again after `delay` seconds."""
-        due = self.clock.monotonic() + max(0.0, delay)
-        heapq.heappush(self._later, (due, pending.index, pending))
 
     def _emit(self, record: ScanRecord) -> ScanRecord:
         """Hand a final record on (the cache may answer a failure stale); return what went."""
@@ -320,29 +284,23 @@ class ScanEngine:
         self.observer.observe_record(record)
         return record
 
-    def _record_unfinished(
-        self, stream: Iterator[tuple[int, str]], stop: StopReason, reason: str
-    ) -> int:
+    def _record_unfinished(self, stop: StopReason, reason: str) -> int:
         """Give every symbol not finished a record that says why the scan stopped before it;
         return how many of them the cache did not answer either."""
         kind = UNFINISHED_KIND[stop]
-        unfinished = sorted(self._unfinished.items())
-        self._unfinished.clear()
-        pending = [(i, p.symbol, p.attempts, p.last_error) for i, p in unfinished]
-        pending += [(i, symbol, 0, None) for i, symbol in stream]
         unanswered = 0
-        for index, symbol, attempts, last_error in pending:
-            error = f"{reason} (last answer: {last_error})" if last_error else reason
+        for pending in self._line.drain():
+            last = pending.last_error
             record = ScanRecord(
-                symbol,
+                pending.symbol,
                 self.settings.endpoint.name,
                 False,
                 None,
                 None,
-                error,
-                attempts,
+                f"{reason} (last answer: {last})" if last else reason,
+                pending.attempts,
                 0.0,
-                index=index,
+                index=pending.index,
                 error_kind=kind,
             )
             unanswered += not self._emit(record).ok  # (--stale-if-error may answer it)
@@ -377,47 +335,11 @@ class ScanEngine:
             quota = parse_quota(headers, wall, settings.weight_header, settings.quota_headers)
         elapsed = self.clock.monotonic() - started
         self.observer.observe_request(elapsed * 1000.0)
-        if self.settings.hedge:
-            self._latency.add(elapsed)
+        if self._hedger is not None:
+            self._hedger.latency.add(elapsed)
         return verdict, quota
 
-    async def _send_hedged(self, symbol: str) -> tuple[Verdict, QuotaHint | None]:
-        """Send; with --hedge, race a second copy against a request slower than the p95."""
-        threshold = self._latency.p95
-        if not self.settings.hedge or threshold is None:
-            return await self._send(symbol)
-        answers: list[tuple[Verdict, QuotaHint | None]] = []
-
-        async def attempt(delay: float, group: anyio.abc.TaskGroup) -> None:
-            ticket: Ticket | None = None
-            if delay > 0:
-                await self.clock.sleep(delay)
-                if self._stopping:
-                    return  # no copies once we are winding down
-                ticket = self.pacer.try_acquire_now()
-                if ticket is None:
-                    return
-                if not self.budget.try_spend(self.clock.monotonic(), share_of_allowance=0.25):
-                    self.pacer.abandon(ticket)
-                    return
-                self.observer.observe_hedge()
-            try:
-                answer = await self._send(symbol)
-            except anyio.get_cancelled_exc_class():
-                if ticket is not None:
-                    self.pacer.abandon(ticket)
-                raise
-            if ticket is not None:
-                self.pacer.release(ticket, _feedback(*answer))
-            answers.append(answer)
-            group.cancel_scope.cancel()
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(attempt, 0.0, group)
-            group.start_soon(attempt, threshold, group)
-        return answers[0]
-
-    async def _attempt(self, pending: _Pending) -> ScanRecord | None:
+    async def _attempt(self, pending: Pending) -> ScanRecord | None:
         """One try at a symbol, admit -> send -> decide: its final record, or None when it went
         back in line (or the scan stopped before anything was sent)."""
         if pending.started is None:
@@ -430,7 +352,7 @@ class ScanEngine:
             return None  # stopped while waiting for the pacer: nothing was sent
         return self._decide(pending, verdict)
 
-    def _admit(self, pending: _Pending) -> ScanRecord | bool:
+    def _admit(self, pending: Pending) -> ScanRecord | bool:
         """May this symbol be sent now? True: yes. False: not yet, it went back in line. A
         record: another scan fetched it meanwhile, and this is that answer.
 
@@ -441,7 +363,7 @@ class ScanEngine:
         if cache is not None and not pending.claimed:
             claim = cache.claim(pending.index, pending.symbol)
             if claim is False:
-                self._again(pending, self.rng.uniform(0.1, 0.3))
+                self._line.again(pending, self.rng.uniform(0.1, 0.3))
             if claim is not True:
                 return claim
             pending.claimed = True
@@ -449,13 +371,13 @@ class ScanEngine:
             cache.renew(pending.symbol)  # a retry or a throttled symbol keeps its lease
         if pending.needs_budget:
             if not self.budget.try_spend(self.clock.monotonic()):
-                self._again(pending, self.rng.uniform(0.05, 0.25))
+                self._line.again(pending, self.rng.uniform(0.05, 0.25))
                 return False
             pending.needs_budget = False
             self.observer.observe_retry()
         return True
 
-    async def _send_paced(self, pending: _Pending) -> Verdict | None:
+    async def _send_paced(self, pending: Pending) -> Verdict | None:
         """Wait for the pacer's ticket, send (a hedged pair with --hedge), and give the pacer
         what the answer said. None: the scan stopped sending while this waited."""
         if not self._fetcher_ready:
@@ -465,9 +387,9 @@ class ScanEngine:
             self.fetcher.prepare()
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled scan sends nothing
-            ticket = None if self._stopping else self.pacer.acquire_at_once()
+            ticket = None if self._brake.pulled else self.pacer.acquire_at_once()
             if ticket is None:
-                with self._idle():
+                with self._brake.idle():
                     ticket = await self.pacer.acquire()
         except UpstreamDown as exc:
             raise _Stop(StopReason.UPSTREAM_DOWN, str(exc)) from None
@@ -475,11 +397,14 @@ class ScanEngine:
             return None
         pending.attempts += 1
         self.budget.note_request(ticket.sent_at)
-        verdict, quota = await self._send_hedged(pending.symbol)
+        if self._hedger is None:
+            verdict, quota = await self._send(pending.symbol)
+        else:
+            verdict, quota = await self._hedger.send(lambda: self._send(pending.symbol))
         self.pacer.release(ticket, _feedback(verdict, quota))
         return verdict
 
-    def _decide(self, pending: _Pending, verdict: Verdict) -> ScanRecord | None:
+    def _decide(self, pending: Pending, verdict: Verdict) -> ScanRecord | None:
         """What an answer means for its symbol: back in line (a 429 uses no retry; a retryable
         failure uses one, unless the upstream is down), or its final record. A refusal stops
         the whole scan."""
@@ -490,7 +415,7 @@ class ScanEngine:
             self.observer.observe_throttled()
             pending.throttled += 1
             wait = 0.0 if verdict.retry_after is not None else self._backoff(pending.throttled)
-            self._again(pending, wait)
+            self._line.again(pending, wait)
             return None
         if outcome is Outcome.RETRYABLE and self._retry_later(pending, verdict):
             return None
@@ -501,10 +426,12 @@ class ScanEngine:
             raise _Stop(StopReason.REFUSED, message, record)
         return record
 
-    def _retry_later(self, pending: _Pending, verdict: Verdict) -> bool:
+    def _retry_later(self, pending: Pending, verdict: Verdict) -> bool:
         """Put a failed symbol back in line for another try, if it has one left."""
         if self.breaker is not None and self.breaker.is_open:
-            self._again(pending, 0.0)  # the upstream is down: the pacer holds us, no retry used
+            self._line.again(
+                pending, 0.0
+            )  # the upstream is down: the pacer holds us, no retry used
             return True
         if pending.retries >= self.settings.retries:
             return False
@@ -513,10 +440,10 @@ class ScanEngine:
         wait = self._backoff(pending.retries)
         if verdict.retry_after is not None:  # a 503 may say when to come back
             wait = max(wait, min(verdict.retry_after, MAX_RETRY_AFTER))
-        self._again(pending, wait)
+        self._line.again(pending, wait)
         return True
 
-    def _record(self, pending: _Pending, verdict: Verdict) -> ScanRecord:
+    def _record(self, pending: Pending, verdict: Verdict) -> ScanRecord:
         """The symbol's final record, from its last answer."""
         ok = verdict.outcome is Outcome.OK
         assert pending.started is not None  # set by its first attempt

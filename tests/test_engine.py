@@ -10,6 +10,7 @@ from scanctl.clock import FakeClock
 from scanctl.config import load_builtin_profile
 from scanctl.engine import ScanSettings
 from scanctl.fetch import make_client
+from scanctl.hedge import RecentLatency
 from scanctl.pacing import Feedback, GcraMeter, Pacer
 from scanctl.ratecontrol import LearnedPace
 from tests.engine_helpers import run_engine
@@ -151,10 +152,10 @@ async def test_a_learned_burst_never_passes_the_rate_ceiling() -> None:
 def test_the_hedging_p95_is_recomputed_now_and_then_not_on_every_answer() -> None:
     from unittest import mock
 
-    from scanctl import engine
+    from scanctl import hedge
 
-    recent = engine._RecentLatency(size=64, every=32)
-    with mock.patch.object(engine, "percentile", wraps=engine.percentile) as computed:
+    recent = RecentLatency(size=64, every=32)
+    with mock.patch.object(hedge, "percentile", wraps=hedge.percentile) as computed:
         for i in range(1000):
             recent.add(0.001 * (i % 100))
     # Once the window is full its length stops changing: that must not mean a sort per sample.
