@@ -1,16 +1,18 @@
-"""Typed outcomes: the exit code as a pure function of the stop and the counts, and the
-summary's JSON, byte for byte what the dict-built summary was."""
+"""Typed outcomes: the exit code as a pure function of the stop and the counts, the summary's
+JSON byte for byte what the dict-built summary was, and failures classified by type."""
 
 from __future__ import annotations
 
 import pytest
 
+from scanctl import failures
 from scanctl.changes import Change
 from scanctl.errors import ExitCode
 from scanctl.metrics import RunMetrics
 from scanctl.outcome import CacheFigures, StopReason, Summary, exit_code
 from scanctl.output import dumps
 from scanctl.records import ScanRecord
+from scanctl.retry import Outcome, classify_failure
 
 S = StopReason
 
@@ -118,3 +120,38 @@ def test_the_json_form_is_a_copy() -> None:
     document["errors"]["HTTP 404"] = 99
     document["rate_history"][0]["rate"] = 0
     assert summary.errors == {"HTTP 404": 1} and summary.rate_history[0]["rate"] == 47.55
+
+
+@pytest.mark.parametrize(
+    ("failure", "outcome", "message"),
+    [
+        (failures.RequestTimeout("read timed out"), Outcome.RETRYABLE, "Request timeout"),
+        (failures.ConnectionRefused("[Errno 111]"), Outcome.RETRYABLE, "Connection refused"),
+        (
+            failures.ConnectFailed("Name or service not known"),
+            Outcome.RETRYABLE,
+            "Connection error: Name or service not known",
+        ),
+        (
+            failures.ConnectionDropped("Server disconnected"),
+            Outcome.RETRYABLE,
+            "Connection dropped by upstream",
+        ),
+        (failures.TransportFailure("proxy"), Outcome.RETRYABLE, "Transport error: proxy"),
+        (failures.TlsFailure("bad cert"), Outcome.PERMANENT, "TLS error: bad cert"),
+        (failures.BadRequestUrl("ftp"), Outcome.PERMANENT, "Bad request URL: ftp"),
+        (failures.RedirectLoop("6 redirects"), Outcome.PERMANENT, "Too many redirects"),
+        (failures.Undecodable("bad gzip"), Outcome.PERMANENT, "Undecodable answer: bad gzip"),
+        (
+            failures.TooLarge(200, 1024),
+            Outcome.PERMANENT,
+            "Response too large: over 1024 bytes (--max-body), not read",
+        ),
+    ],
+)
+def test_a_failure_is_classified_by_its_type(
+    failure: failures.FetchFailure, outcome: Outcome, message: str
+) -> None:
+    verdict = classify_failure(failure)
+    assert (verdict.outcome, verdict.error_kind, verdict.error) == (outcome, failure.kind, message)
+    assert verdict.status == (200 if isinstance(failure, failures.TooLarge) else None)
