@@ -429,9 +429,8 @@ class ScanEngine:
     def _retry_later(self, pending: Pending, verdict: Verdict) -> bool:
         """Put a failed symbol back in line for another try, if it has one left."""
         if self.breaker is not None and self.breaker.is_open:
-            self._line.again(
-                pending, 0.0
-            )  # the upstream is down: the pacer holds us, no retry used
+            # The upstream is down: the pacer holds everyone back, and no retry is used.
+            self._line.again(pending, 0.0)
             return True
         if pending.retries >= self.settings.retries:
             return False
