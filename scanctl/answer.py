@@ -1,9 +1,8 @@
 """An HTTP answer as the engine reads it: status, headers, and a body read up to --max-body.
 
-Two paths produce one: httpx's streamed response (any client, any transport, respx in tests)
-and `DirectClient.fetch_answer`, which skips httpx's request and response objects when they
-have nothing to do (see `transport`). Both read the body with `read_capped`, so the limit means
-the same on either.
+Every fetcher (`fetch.Fetcher`) returns one: `fetch.HttpxFetcher` from httpx's streamed
+response, `transport.AiohttpFetcher` straight from aiohttp when httpx has nothing to do for the
+request. Both read the body with `read_capped`, so the limit means the same on either.
 """
 
 from __future__ import annotations
@@ -11,13 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import NamedTuple
 
-
-class TooLarge(Exception):
-    """An answer longer than --max-body."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
+from scanctl.failures import TooLarge
 
 
 class Answer(NamedTuple):
@@ -72,11 +65,11 @@ async def read_capped(
     """
     declared = headers.get("content-length") or ""
     if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(status)
+        raise TooLarge(status, limit)
     parts, size = [], 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            raise TooLarge(status)
+            raise TooLarge(status, limit)
         parts.append(chunk)
     return b"".join(parts)

@@ -1,4 +1,4 @@
-"""The scan: a fixed set of workers pulling symbols from one stream, over one shared client.
+"""The scan: a fixed set of workers pulling symbols from one stream, through one fetcher.
 
 There are no batches and no barrier. Each of `concurrency` workers takes the next symbol, asks
 the pacer for permission, sends, classifies the answer, retries what can succeed, and emits one
@@ -13,49 +13,65 @@ record per symbol the moment it is final; a slow symbol holds up only its own wo
   the pacer allow one at once; the first answer wins.
 
 If the upstream refuses us (401/403/418), stays down past `--max-outage`, or the deadline
-passes, the scan stops; symbols not finished still get a record saying why, so nothing is
-silently lost.
+passes, the scan stops (`outcome.StopReason`); symbols not finished still get a record saying
+why, so nothing is silently lost.
+
+Each try at a symbol is three steps (`_attempt`): admit (its cache lease, and the retry budget
+for a retry), send (the pacer's ticket, one request through the fetcher, hedged with --hedge),
+decide (back in line, or its final record). Requests go through one `fetch.Fetcher`, whatever
+library carries them; what happens is told to one `ScanObserver` (the run's metrics, writer and
+display), which the engine never reads back.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import random
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
 import anyio.lowlevel
-import httpx
 
-from scanctl.answer import Answer, TooLarge, read_capped
 from scanctl.cache.front import CacheFront
 from scanctl.clock import Clock
 from scanctl.config import EndpointType
+from scanctl.failures import FetchFailure, RequestTimeout
+from scanctl.fetch import Fetcher
+from scanctl.hedge import Hedger
 from scanctl.hints import QuotaHeaders, QuotaHint, WeightHeader, parse_quota
-from scanctl.metrics import RunMetrics, percentile
-from scanctl.pacing import Feedback, Pacer, Ticket, UpstreamDown, hedge_slots
+from scanctl.line import Pending, SymbolLine
+from scanctl.outcome import UNFINISHED_KIND, StopReason
+from scanctl.pacing import Feedback, Pacer, UpstreamDown, hedge_slots
 from scanctl.ratecontrol import LearnedPace
 from scanctl.records import ScanRecord
 from scanctl.resilience import CircuitBreaker, RetryBudget
-from scanctl.retry import Outcome, Verdict, backoff_delay, classify_exception, classify_response
+from scanctl.retry import Outcome, Verdict, backoff_delay, classify_failure, classify_response
 from scanctl.urls import RequestUrls
 
-RecordSink = Callable[[ScanRecord], None]
+
+class ScanObserver(Protocol):
+    """What watches a scan: told of every final record and every request, never read back by
+    the engine. The runner's observer hands records to its metrics, writer and display
+    (`runner.RunObserver`); `metrics.RunMetrics` is one on its own."""
+
+    def observe_record(self, record: ScanRecord) -> None:
+        """A symbol is finished: its one record."""
+
+    def observe_request(self, latency_ms: float) -> None:
+        """A request got its answer (or failed) after this long."""
+
+    def observe_throttled(self) -> None:
+        """An answer was a 429: the symbol went back in line."""
+
+    def observe_retry(self) -> None:
+        """The retry budget granted a symbol another try."""
+
+    def observe_hedge(self) -> None:
+        """A second copy of a slow request was sent."""
 
 
-class HttpClient(Protocol):
-    """What the engine needs of its client: a streamed request (httpx.AsyncClient, or lazy)."""
-
-    def stream(
-        self, method: str, url: httpx.URL
-    ) -> contextlib.AbstractAsyncContextManager[httpx.Response]: ...
-
-
-HEDGE_MIN_SAMPLES = 20
 # A 503's Retry-After is heeded up to this many seconds for that symbol's next try.
 MAX_RETRY_AFTER = 60.0
 
@@ -104,66 +120,60 @@ def make_pacer(settings: ScanSettings, clock: Clock, learned: LearnedPace | None
 
 @dataclass(slots=True)
 class ScanOutcome:
-    """How the run ended, for the CLI to turn into an exit code."""
+    """How the scan ended, for the runner to turn into a summary and an exit code."""
 
-    refused: Verdict | None = None
-    down: str | None = None  # the last error, when the upstream stayed down past --max-outage
-    deadline_passed: bool = False
+    stop: StopReason | None = None  # None: every symbol was tried
+    message: str | None = None  # the stop in words ("upstream unavailable for 60 s (...)")
+    refused: Verdict | None = None  # the answer that refused us (a 418's Retry-After is kept)
+    unfinished: int = 0  # symbols the stop left without an answer
 
 
 class _Stop(Exception):
     """Raised inside a worker to stop the whole scan."""
 
-    def __init__(self, kind: str, message: str, record: ScanRecord | None = None) -> None:
+    def __init__(self, reason: StopReason, message: str, record: ScanRecord | None = None) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.reason = reason
         self.message = message
         self.record = record
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A symbol that has not finished yet, and how far it got."""
+class _Brake:
+    """Stopping to send: once pulled, idle waits (for the pacer, or for a backoff to pass) end
+    at once, and none starts; a request already sent is left to finish."""
 
-    index: int
-    symbol: str
-    started: float | None = None
-    attempts: int = 0
-    retries: int = 0
-    throttled: int = 0
-    last_error: str | None = None
-    needs_budget: bool = False  # its next try is a retry: it must draw on the budget first
-    claimed: bool = False  # we hold its cache lease (or there is no cache)
+    def __init__(self) -> None:
+        self.pulled = False
+        self._idle: set[anyio.CancelScope] = set()
 
+    def pull(self) -> None:
+        self.pulled = True
+        for scope in list(self._idle):
+            scope.cancel()
 
-class _RecentLatency:
-    """The p95 of recent request latencies, recomputed now and then (for hedging)."""
-
-    def __init__(self, size: int = 512, every: int = 32) -> None:
-        self.samples: deque[float] = deque(maxlen=size)
-        self.every = every
-        self.added = 0  # all samples ever: the deque's length stops growing at `size`
-        self.p95: float | None = None
-
-    def add(self, seconds: float) -> None:
-        self.samples.append(seconds)
-        self.added += 1
-        count = self.added
-        first = self.p95 is None and count == HEDGE_MIN_SAMPLES
-        if first or (count >= HEDGE_MIN_SAMPLES and count % self.every == 0):
-            self.p95 = percentile(sorted(self.samples), 95)
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[anyio.CancelScope]:
+        """A wait that pulling the brake cuts short (nothing has been sent in it)."""
+        scope = anyio.CancelScope()
+        if self.pulled:
+            scope.cancel()
+        self._idle.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._idle.discard(scope)
 
 
 class ScanEngine:
-    """Runs one scan; records go to `sink` and `metrics` as each symbol finishes."""
+    """Runs one scan through `fetcher`; each finished symbol's record goes to `observer`."""
 
     def __init__(
         self,
         settings: ScanSettings,
-        client: HttpClient,
+        fetcher: Fetcher,
         clock: Clock,
-        sink: RecordSink,
-        metrics: RunMetrics,
+        observer: ScanObserver,
         *,
         pacer: Pacer | None = None,
         rng: random.Random | None = None,
@@ -171,29 +181,30 @@ class ScanEngine:
         cache: CacheFront | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client
+        self.fetcher = fetcher
         self.clock = clock
-        self.sink = sink
-        self.metrics = metrics
+        self.observer = observer
         self.pacer = pacer or make_pacer(settings, clock)
         self.breaker = self.pacer.breaker
         self.budget = budget or RetryBudget(share=settings.retry_budget)
         self.rng = rng or random.Random()
         self.cache = cache
         self._url_for = RequestUrls(settings.base_url, settings.endpoint)
-        # DirectClient (and the lazy client in front of it) can answer a plain GET without
-        # httpx's request and response objects; any other client streams.
-        self._fetch_answer = getattr(client, "fetch_answer", None)
-        self._unfinished: dict[int, _Pending] = {}
-        # Symbols waiting out a backoff, by when they may go again. Their workers moved on to
-        # other symbols meanwhile: a backoff must not idle a worker.
-        self._later: list[tuple[float, int, _Pending]] = []
-        self._latency = _RecentLatency()
+        self._line = SymbolLine(iter(()), clock)  # `run` gives it the symbols
+        self._hedger: Hedger[tuple[Verdict, QuotaHint | None]] | None = None
+        if settings.hedge:
+            self._hedger = Hedger(
+                self.pacer,
+                self.budget,
+                clock,
+                feedback=lambda answer: _feedback(*answer),
+                stopping=lambda: self._brake.pulled,
+                sent_copy=observer.observe_hedge,
+            )
         self._deadline_hit = False
         self._refusal: Verdict | None = None
-        self._stopping = False
-        self._client_ready = False
-        self._idle_scopes: set[anyio.CancelScope] = set()
+        self._fetcher_ready = False
+        self._brake = _Brake()
 
     async def run(self, symbols: Iterable[str]) -> ScanOutcome:
         """Scan every symbol; return how it ended. Cancellation (Ctrl-C) propagates.
@@ -204,6 +215,7 @@ class ScanEngine:
         stream: Iterator[tuple[int, str]] = enumerate(symbols)
         if self.cache is not None:
             stream = self.cache.screen(stream, self._emit)
+        self._line = SymbolLine(stream, self.clock)
         outcome = ScanOutcome()
         try:
             async with anyio.create_task_group() as outer:
@@ -214,24 +226,25 @@ class ScanEngine:
                     concurrency -= hedge_slots(concurrency)  # room for copies in the ceiling
                 async with anyio.create_task_group() as workers:
                     for _ in range(concurrency):
-                        workers.start_soon(self._worker, stream)
+                        workers.start_soon(self._worker)
                 outer.cancel_scope.cancel()
         except* _Stop as group:
             stops = list(_leaves(group))
-            first = stops[0]
             for stop in stops:
                 if stop.record is not None:
-                    self._unfinished.pop(stop.record.index, None)
+                    self._line.finished(stop.record.index)
                     self._emit(stop.record)
-            if first.kind == "Not scanned (refused)":
+            first = stops[0]
+            outcome.stop, outcome.message = first.reason, first.message
+            if first.reason is StopReason.REFUSED:
                 outcome.refused = self._refusal
-            if first.kind == "Not scanned (upstream down)":
-                outcome.down = first.message
-            self._record_unfinished(stream, first.kind, f"Not scanned: {first.message}")
+            text = f"Not scanned: {first.message}"
+            outcome.unfinished = self._record_unfinished(first.reason, text)
         if self._deadline_hit:
-            outcome.deadline_passed = True
-            limit = self.settings.deadline
-            self._record_unfinished(stream, "Deadline passed", f"Deadline of {limit:g} s passed")
+            text = f"Deadline of {self.settings.deadline:g} s passed"
+            unfinished = self._record_unfinished(StopReason.DEADLINE, text)
+            if outcome.stop is None:
+                outcome = ScanOutcome(StopReason.DEADLINE, text, unfinished=unfinished)
         return outcome
 
     async def _watch_deadline(self, seconds: float, group: anyio.abc.TaskGroup) -> None:
@@ -246,110 +259,73 @@ class ScanEngine:
         backoff to pass, stop at once; the symbols they held stay unfinished (no record), so
         `--resume` scans them next time.
         """
-        self._stopping = True
-        for scope in list(self._idle_scopes):
-            scope.cancel()
+        self._brake.pull()
 
-    @contextlib.contextmanager
-    def _idle(self) -> Iterator[anyio.CancelScope]:
-        """A wait that `stop_sending` may cut short (nothing has been sent in it)."""
-        scope = anyio.CancelScope()
-        if self._stopping:
-            scope.cancel()
-        self._idle_scopes.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._idle_scopes.discard(scope)
-
-    async def _worker(self, stream: Iterator[tuple[int, str]]) -> None:
-        # Sharing one iterator and one heap is safe: tasks only switch at awaits.
-        while not self._stopping:
-            pending = self._take(stream)
+    async def _worker(self) -> None:
+        line = self._line
+        while not self._brake.pulled:
+            pending = line.take()
             if pending is None:
-                if not self._later:
+                wait = line.waiting_for()
+                if wait is None:
                     return  # nothing left: symbols still out come back to their own workers
-                due = self._later[0][0] - self.clock.monotonic()
-                with self._idle():
-                    await self.clock.sleep(min(max(due, 0.0), 0.25))
+                with self._brake.idle():
+                    await self.clock.sleep(min(wait, 0.25))
                 continue
             record = await self._attempt(pending)
             if record is not None:
-                del self._unfinished[pending.index]
+                line.finished(pending.index)
                 self._emit(record)
 
-    def _take(self, stream: Iterator[tuple[int, str]]) -> _Pending | None:
-        """A symbol whose backoff is over, else the next new one, else None."""
-        if self._later and self._later[0][0] <= self.clock.monotonic():
-            return heapq.heappop(self._later)[2]
-        for index, symbol in stream:
-            pending = _Pending(index, symbol)
-            self._unfinished[index] = pending
-            return pending
-        return None
-
-    def _again(self, pending: _Pending, delay: float) -> None:
-        """Put a symbol back in line, to be taken again after `delay` seconds."""
-        due = self.clock.monotonic() + max(0.0, delay)
-        heapq.heappush(self._later, (due, pending.index, pending))
-
-    def _emit(self, record: ScanRecord) -> None:
+    def _emit(self, record: ScanRecord) -> ScanRecord:
+        """Hand a final record on (the cache may answer a failure stale); return what went."""
         if self.cache is not None:
             record = self.cache.settle(record)
-        self.metrics.observe_record(record)
-        self.sink(record)
+        self.observer.observe_record(record)
+        return record
 
-    def _record_unfinished(self, stream: Iterator[tuple[int, str]], kind: str, reason: str) -> None:
-        """Give every symbol not finished a record that says why the scan stopped before it."""
-        unfinished = sorted(self._unfinished.items())
-        self._unfinished.clear()
-        pending = [(i, p.symbol, p.attempts, p.last_error) for i, p in unfinished]
-        pending += [(i, symbol, 0, None) for i, symbol in stream]
-        for index, symbol, attempts, last_error in pending:
-            error = f"{reason} (last answer: {last_error})" if last_error else reason
-            self._emit(
-                ScanRecord(
-                    symbol,
-                    self.settings.endpoint.name,
-                    False,
-                    None,
-                    None,
-                    error,
-                    attempts,
-                    0.0,
-                    index=index,
-                    error_kind=kind,
-                )
+    def _record_unfinished(self, stop: StopReason, reason: str) -> int:
+        """Give every symbol not finished a record that says why the scan stopped before it;
+        return how many of them the cache did not answer either."""
+        kind = UNFINISHED_KIND[stop]
+        unanswered = 0
+        for pending in self._line.drain():
+            last = pending.last_error
+            record = ScanRecord(
+                pending.symbol,
+                self.settings.endpoint.name,
+                False,
+                None,
+                None,
+                f"{reason} (last answer: {last})" if last else reason,
+                pending.attempts,
+                0.0,
+                index=pending.index,
+                error_kind=kind,
             )
+            unanswered += not self._emit(record).ok  # (--stale-if-error may answer it)
+        return unanswered
 
     async def _send(self, symbol: str) -> tuple[Verdict, QuotaHint | None]:
-        """One HTTP request, timed; any transport error becomes a verdict."""
+        """One HTTP request, timed; a failure of any kind becomes a verdict."""
         endpoint = self.settings.endpoint
         started = self.clock.monotonic()
         quota = None
-        limit = self.settings.max_body
-        # httpx's timeout bounds each read; this bounds the whole request (slow trickles).
-        # (anyio.fail_after, without its per-call wrapping: this runs for every request.)
+        # This bounds the whole request, reading included (slow trickles); the client has no
+        # timer per read. (anyio.fail_after, without its per-call wrapping: this runs for
+        # every request.)
         whole = anyio.CancelScope(deadline=anyio.current_time() + self.settings.timeout)
         try:
             with whole:
-                url = self._url_for(symbol)
-                status, headers, body = await self._fetch(endpoint.method, url)
+                status, headers, body = await self.fetcher.fetch(
+                    endpoint.method, self._url_for(symbol)
+                )
             if whole.cancelled_caught:
-                raise TimeoutError
-        except TimeoutError:
-            verdict = Verdict(Outcome.RETRYABLE, None, None, "Request timeout", "Request timeout")
-        except TooLarge as exc:
-            message = f"Response too large: over {limit} bytes (--max-body), not read"
-            verdict = Verdict(Outcome.PERMANENT, exc.status, None, "Response too large", message)
-        except httpx.TooManyRedirects:
-            verdict = Verdict(Outcome.PERMANENT, None, None, "Redirect loop", "Too many redirects")
-        except httpx.DecodingError as exc:
-            message = f"Undecodable answer: {str(exc)[:200]}"
-            verdict = Verdict(Outcome.PERMANENT, None, None, "Undecodable answer", message)
-        except httpx.HTTPError as exc:
-            verdict = classify_exception(exc)
+                raise RequestTimeout
+        except FetchFailure as failure:
+            verdict = classify_failure(failure)
+        except TimeoutError:  # a library's own timer, where its fetcher did not map it
+            verdict = classify_failure(RequestTimeout())
         else:
             wall = self.clock.wall()
             verdict = classify_response(status, headers, body, wall)
@@ -358,145 +334,130 @@ class ScanEngine:
             settings = self.settings
             quota = parse_quota(headers, wall, settings.weight_header, settings.quota_headers)
         elapsed = self.clock.monotonic() - started
-        self.metrics.observe_request(elapsed * 1000.0)
-        if self.settings.hedge:
-            self._latency.add(elapsed)
+        self.observer.observe_request(elapsed * 1000.0)
+        if self._hedger is not None:
+            self._hedger.latency.add(elapsed)
         return verdict, quota
 
-    async def _fetch(self, method: str, url: httpx.URL) -> Answer:
-        """Status, headers and body, reading no more than --max-body bytes of it."""
-        limit = self.settings.max_body
-        if self._fetch_answer is not None:
-            answer: Answer | None = await self._fetch_answer(method, url, limit)
-            if answer is not None:
-                return answer
-        async with self.client.stream(method, url) as response:
-            status = response.status_code
-            body = await read_capped(status, response.headers, response.aiter_bytes(), limit)
-            return Answer(status, response.headers, body)
-
-    async def _send_hedged(self, symbol: str) -> tuple[Verdict, QuotaHint | None]:
-        """Send; with --hedge, race a second copy against a request slower than the p95."""
-        threshold = self._latency.p95
-        if not self.settings.hedge or threshold is None:
-            return await self._send(symbol)
-        answers: list[tuple[Verdict, QuotaHint | None]] = []
-
-        async def attempt(delay: float, group: anyio.abc.TaskGroup) -> None:
-            ticket: Ticket | None = None
-            if delay > 0:
-                await self.clock.sleep(delay)
-                if self._stopping:
-                    return  # no copies once we are winding down
-                ticket = self.pacer.try_acquire_now()
-                if ticket is None:
-                    return
-                if not self.budget.try_spend(self.clock.monotonic(), share_of_allowance=0.25):
-                    self.pacer.abandon(ticket)
-                    return
-                self.metrics.hedged += 1
-            try:
-                answer = await self._send(symbol)
-            except anyio.get_cancelled_exc_class():
-                if ticket is not None:
-                    self.pacer.abandon(ticket)
-                raise
-            if ticket is not None:
-                self.pacer.release(ticket, _feedback(*answer))
-            answers.append(answer)
-            group.cancel_scope.cancel()
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(attempt, 0.0, group)
-            group.start_soon(attempt, threshold, group)
-        return answers[0]
-
-    async def _attempt(self, pending: _Pending) -> ScanRecord | None:
-        """One try at a symbol: its final record, or None when it went back in line."""
-        settings = self.settings
+    async def _attempt(self, pending: Pending) -> ScanRecord | None:
+        """One try at a symbol, admit -> send -> decide: its final record, or None when it went
+        back in line (or the scan stopped before anything was sent)."""
         if pending.started is None:
             pending.started = self.clock.monotonic()
-        if self.cache is not None and not pending.claimed:
-            # Single flight: if another scan is fetching this symbol, wait for its answer.
-            claim = self.cache.claim(pending.index, pending.symbol)
+        admitted = self._admit(pending)
+        if admitted is not True:
+            return None if admitted is False else admitted
+        verdict = await self._send_paced(pending)
+        if verdict is None:
+            return None  # stopped while waiting for the pacer: nothing was sent
+        return self._decide(pending, verdict)
+
+    def _admit(self, pending: Pending) -> ScanRecord | bool:
+        """May this symbol be sent now? True: yes. False: not yet, it went back in line. A
+        record: another scan fetched it meanwhile, and this is that answer.
+
+        The cache's single flight decides first (a symbol another scan is fetching waits for
+        that answer), then the retry budget, for a try that is a retry: over budget, the retry
+        waits rather than fails (asking again costs nothing; only granted retries send)."""
+        cache = self.cache
+        if cache is not None and not pending.claimed:
+            claim = cache.claim(pending.index, pending.symbol)
             if claim is False:
-                self._again(pending, self.rng.uniform(0.1, 0.3))
-                return None
+                self._line.again(pending, self.rng.uniform(0.1, 0.3))
             if claim is not True:
                 return claim
             pending.claimed = True
-        elif self.cache is not None and pending.attempts:
-            self.cache.renew(pending.symbol)  # a retry or a throttled symbol keeps its lease
+        elif cache is not None and pending.attempts:
+            cache.renew(pending.symbol)  # a retry or a throttled symbol keeps its lease
         if pending.needs_budget:
-            # Over budget: ask again shortly (asking costs nothing; only granted retries send).
             if not self.budget.try_spend(self.clock.monotonic()):
-                self._again(pending, self.rng.uniform(0.05, 0.25))
-                return None
+                self._line.again(pending, self.rng.uniform(0.05, 0.25))
+                return False
             pending.needs_budget = False
-            self.metrics.retries += 1
-        if not self._client_ready:
-            # A lazy client (runner.LazyClient) is built now, before the first ticket: built on
-            # the first send it would hold up the first answers while the pacer is timing them.
-            self._client_ready = True
-            prepare = getattr(self.client, "prepare", None)
-            if prepare is not None:
-                prepare()
-        ticket: Ticket | None = None
+            self.observer.observe_retry()
+        return True
+
+    async def _send_paced(self, pending: Pending) -> Verdict | None:
+        """Wait for the pacer's ticket, send (a hedged pair with --hedge), and give the pacer
+        what the answer said. None: the scan stopped sending while this waited."""
+        if not self._fetcher_ready:
+            # Built now, before the first ticket: built on the first send it would hold up the
+            # first answers while the pacer is timing them.
+            self._fetcher_ready = True
+            self.fetcher.prepare()
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled scan sends nothing
-            ticket = None if self._stopping else self.pacer.acquire_at_once()
+            ticket = None if self._brake.pulled else self.pacer.acquire_at_once()
             if ticket is None:
-                with self._idle():
+                with self._brake.idle():
                     ticket = await self.pacer.acquire()
         except UpstreamDown as exc:
-            raise _Stop("Not scanned (upstream down)", str(exc)) from None
+            raise _Stop(StopReason.UPSTREAM_DOWN, str(exc)) from None
         if ticket is None:
-            return None  # stopped while waiting: nothing was sent
+            return None
         pending.attempts += 1
         self.budget.note_request(ticket.sent_at)
-        verdict, quota = await self._send_hedged(pending.symbol)
+        if self._hedger is None:
+            verdict, quota = await self._send(pending.symbol)
+        else:
+            verdict, quota = await self._hedger.send(lambda: self._send(pending.symbol))
         self.pacer.release(ticket, _feedback(verdict, quota))
-        self.metrics.pace(self.pacer.rate, self.pacer.in_flight)
+        return verdict
+
+    def _decide(self, pending: Pending, verdict: Verdict) -> ScanRecord | None:
+        """What an answer means for its symbol: back in line (a 429 uses no retry; a retryable
+        failure uses one, unless the upstream is down), or its final record. A refusal stops
+        the whole scan."""
         pending.last_error = verdict.error
         outcome = verdict.outcome
         if outcome is Outcome.THROTTLED:
-            # Not a failure: back in line, no retry used. With Retry-After the gate holds
-            # everyone; without, this symbol backs off on its own.
-            self.metrics.throttled += 1
+            # With Retry-After the gate holds everyone; without, this symbol backs off alone.
+            self.observer.observe_throttled()
             pending.throttled += 1
             wait = 0.0 if verdict.retry_after is not None else self._backoff(pending.throttled)
-            self._again(pending, wait)
+            self._line.again(pending, wait)
             return None
-        if outcome is Outcome.RETRYABLE:
-            if self.breaker is not None and self.breaker.is_open:
-                self._again(pending, 0.0)  # the upstream is down: the pacer holds us
-                return None
-            if pending.retries < settings.retries:
-                pending.retries += 1
-                pending.needs_budget = True
-                wait = self._backoff(pending.retries)
-                if verdict.retry_after is not None:  # a 503 may say when to come back
-                    wait = max(wait, min(verdict.retry_after, MAX_RETRY_AFTER))
-                self._again(pending, wait)
-                return None
-        elapsed_ms = round((self.clock.monotonic() - pending.started) * 1000.0, 1)
-        ok = outcome is Outcome.OK
-        record = ScanRecord(
+        if outcome is Outcome.RETRYABLE and self._retry_later(pending, verdict):
+            return None
+        record = self._record(pending, verdict)
+        if outcome is Outcome.REFUSED:
+            self._refusal = verdict
+            message = f"upstream refused us ({verdict.error})"
+            raise _Stop(StopReason.REFUSED, message, record)
+        return record
+
+    def _retry_later(self, pending: Pending, verdict: Verdict) -> bool:
+        """Put a failed symbol back in line for another try, if it has one left."""
+        if self.breaker is not None and self.breaker.is_open:
+            # The upstream is down: the pacer holds everyone back, and no retry is used.
+            self._line.again(pending, 0.0)
+            return True
+        if pending.retries >= self.settings.retries:
+            return False
+        pending.retries += 1
+        pending.needs_budget = True
+        wait = self._backoff(pending.retries)
+        if verdict.retry_after is not None:  # a 503 may say when to come back
+            wait = max(wait, min(verdict.retry_after, MAX_RETRY_AFTER))
+        self._line.again(pending, wait)
+        return True
+
+    def _record(self, pending: Pending, verdict: Verdict) -> ScanRecord:
+        """The symbol's final record, from its last answer."""
+        ok = verdict.outcome is Outcome.OK
+        assert pending.started is not None  # set by its first attempt
+        return ScanRecord(
             pending.symbol,
-            settings.endpoint.name,
+            self.settings.endpoint.name,
             ok,
             verdict.status,
             verdict.data if ok else None,
             None if ok else verdict.error,
             pending.attempts,
-            elapsed_ms,
+            round((self.clock.monotonic() - pending.started) * 1000.0, 1),
             index=pending.index,
             error_kind=verdict.error_kind,
         )
-        if outcome is Outcome.REFUSED:
-            self._refusal = verdict
-            raise _Stop("Not scanned (refused)", f"upstream refused us ({verdict.error})", record)
-        return record
 
     def _backoff(self, attempt: int) -> float:
         s = self.settings

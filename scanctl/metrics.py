@@ -1,8 +1,9 @@
 """Counting what happened, and the run summary built from it.
 
-`RunMetrics` observes records and request events and never changes them. The summary keeps the
-field names of the original scanner's, which users' scripts read, and adds latency
-percentiles and request counts.
+`RunMetrics` is one of a scan's observers (`engine.ScanObserver`): the engine tells it of records
+and requests and never reads it back; the runner and the progress display read it. Its summary
+(`outcome.Summary`) keeps the field names of the original scanner's, which users' scripts read,
+and adds latency percentiles and request counts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from scanctl.outcome import CacheFigures, LatencyFigures, Performance, Summary
 from scanctl.records import ScanRecord
 
 
@@ -55,7 +57,7 @@ class RunMetrics:
     in_flight: int = 0
     rate_history: list[dict[str, Any]] = field(default_factory=list)
     # What the cache did (location, hits, misses...), when the run used one.
-    cache: dict[str, Any] | None = None
+    cache: CacheFigures | None = None
     # Records whose answer changed (None: the run does not compare answers, --changes).
     changed: int | None = None
 
@@ -67,6 +69,18 @@ class RunMetrics:
         """One HTTP request got an answer or an error after this long."""
         self.requests_sent += 1
         self.latencies_ms.append(latency_ms)
+
+    def observe_throttled(self) -> None:
+        """The upstream answered 429 (the symbol goes back in line)."""
+        self.throttled += 1
+
+    def observe_retry(self) -> None:
+        """A retry was granted from the budget."""
+        self.retries += 1
+
+    def observe_hedge(self) -> None:
+        """A second copy of a slow request went out (--hedge)."""
+        self.hedged += 1
 
     def pace(self, rate: float | None, in_flight: int) -> None:
         """The pacer's current rate and requests in flight."""
@@ -102,7 +116,7 @@ class RunMetrics:
         final_rate_limit: float | None,
         interrupted: bool,
         stopped_reason: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Summary:
         """The run summary (everything of the json output except `results`)."""
         scanned = self.done
         lat = sorted(self.latencies_ms)
@@ -110,46 +124,45 @@ class RunMetrics:
         def ms(value: float | None) -> float | None:
             return None if value is None else round(value, 1)
 
-        summary = {
-            "scan_type": self.scan_type,
-            "total_scanned": scanned,
-            "successful": self.successful,
-            "failed": self.failed,
-            "success_rate": round(100.0 * self.successful / scanned, 2) if scanned else 0.0,
-            "errors": dict(self.errors.most_common()),
-            "failed_symbols": list(self.failed_symbols),
-            "performance": {
-                "total_time_seconds": round(elapsed, 3),
-                "scans_per_second": round(scanned / elapsed, 2) if elapsed > 0 else 0.0,
-                "avg_time_per_coin": round(elapsed / scanned, 4) if scanned else 0.0,
-                # There are no batches any more: the run is one continuous stream.
-                "batches_processed": 1 if scanned else 0,
-                "final_rate_limit": final_rate_limit,
-                "latency_ms": {
-                    "p50": ms(percentile(lat, 50)),
-                    "p90": ms(percentile(lat, 90)),
-                    "p99": ms(percentile(lat, 99)),
-                    "max": ms(lat[-1] if lat else None),
-                    "mean": ms(sum(lat) / len(lat) if lat else None),
-                },
-            },
-            "requests_sent": self.requests_sent,
-            "retries": self.retries,
-            "throttled": self.throttled,
-            "hedged": self.hedged,
-            "breaker_opened": self.breaker_opened,
-            "rate_history": list(self.rate_history),
-            "requested": self.total,
-            "not_scanned": self.total - scanned,
-            "cached": self.cached,
-            "stale": self.stale,
-            "resumed": self.resumed,
-            "cache": self.cache,
-            "interrupted": interrupted,
-            "stopped_reason": stopped_reason,
-            "started_at": iso_time(started_wall),
-            "finished_at": iso_time(finished_wall),
-        }
-        if self.changed is not None:
-            summary["changed"] = self.changed
-        return summary
+        performance = Performance(
+            total_time_seconds=round(elapsed, 3),
+            scans_per_second=round(scanned / elapsed, 2) if elapsed > 0 else 0.0,
+            avg_time_per_coin=round(elapsed / scanned, 4) if scanned else 0.0,
+            # There are no batches any more: the run is one continuous stream.
+            batches_processed=1 if scanned else 0,
+            final_rate_limit=final_rate_limit,
+            latency_ms=LatencyFigures(
+                p50=ms(percentile(lat, 50)),
+                p90=ms(percentile(lat, 90)),
+                p99=ms(percentile(lat, 99)),
+                max=ms(lat[-1] if lat else None),
+                mean=ms(sum(lat) / len(lat) if lat else None),
+            ),
+        )
+        return Summary(
+            scan_type=self.scan_type,
+            total_scanned=scanned,
+            successful=self.successful,
+            failed=self.failed,
+            success_rate=round(100.0 * self.successful / scanned, 2) if scanned else 0.0,
+            errors=dict(self.errors.most_common()),
+            failed_symbols=list(self.failed_symbols),
+            performance=performance,
+            requests_sent=self.requests_sent,
+            retries=self.retries,
+            throttled=self.throttled,
+            hedged=self.hedged,
+            breaker_opened=self.breaker_opened,
+            rate_history=list(self.rate_history),
+            requested=self.total,
+            not_scanned=self.total - scanned,
+            cached=self.cached,
+            stale=self.stale,
+            resumed=self.resumed,
+            cache=self.cache,
+            interrupted=interrupted,
+            stopped_reason=stopped_reason,
+            started_at=iso_time(started_wall),
+            finished_at=iso_time(finished_wall),
+            changed=self.changed,
+        )

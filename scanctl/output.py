@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
 from scanctl.errors import OutputError, UsageError
+from scanctl.outcome import Summary
 from scanctl.records import CHANGE_FIELDS, RECORD_FIELDS, ScanRecord
 
 CSV_RECORD_FIELDS = tuple(f for f in RECORD_FIELDS if f != "data")
@@ -222,7 +223,7 @@ class RecordWriter(Protocol):
 
     def write(self, record: ScanRecord) -> None: ...
 
-    def finish(self, summary: dict[str, Any]) -> None: ...
+    def finish(self, summary: Summary) -> None: ...
 
 
 class TextWriter:
@@ -300,7 +301,7 @@ class _SpillingWriter(TextWriter):
         except OSError as exc:
             self.failure = OutputError(f"cannot keep results in a temporary file: {exc.strerror}")
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, summary: Summary) -> None:
         try:
             if self.failure is not None:
                 self.destination.discard()
@@ -310,7 +311,7 @@ class _SpillingWriter(TextWriter):
         finally:
             self.spill.close()
 
-    def _write_all(self, summary: dict[str, Any]) -> None:
+    def _write_all(self, summary: Summary) -> None:
         raise NotImplementedError
 
 
@@ -320,9 +321,9 @@ _RESULTS = "\u0000results\u0000"  # a placeholder no summary value can hold
 class JsonWriter(_SpillingWriter):
     """The whole run as one object, results in input order, streamed from the spill."""
 
-    def _write_all(self, summary: dict[str, Any]) -> None:
+    def _write_all(self, summary: Summary) -> None:
         document: dict[str, Any] = {}
-        for key, value in summary.items():
+        for key, value in summary.to_dict().items():
             document[key] = value
             if key == "success_rate":  # where the original scanner had it
                 document["results"] = _RESULTS
@@ -363,7 +364,7 @@ class JsonlWriter(TextWriter):
         except OutputError as exc:
             self.failure = exc
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, summary: Summary) -> None:
         if self.failure is not None:
             raise self.failure
         self._commit()
@@ -410,7 +411,7 @@ class CsvWriter(_SpillingWriter):
     """One row per symbol, in input order; the columns are known only once every answer is in,
     so the spill is read twice: once for the columns, once for the rows."""
 
-    def _write_all(self, summary: dict[str, Any]) -> None:
+    def _write_all(self, summary: Summary) -> None:
         data_columns: dict[str, str] = {}  # data key -> column name, in first-seen order
         record_columns = CSV_RECORD_FIELDS
         for row in self.spill.in_order():
@@ -436,7 +437,7 @@ class NullWriter:
     def write(self, record: ScanRecord) -> None:
         pass
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, summary: Summary) -> None:
         pass
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TextIO
 
 from scanctl.clock import Clock
 from scanctl.metrics import RunMetrics
+from scanctl.outcome import Summary
 
 
 class Display(Protocol):
@@ -52,26 +53,26 @@ def status_line(metrics: RunMetrics, elapsed: float) -> str:
     )
 
 
-def summary_line(summary: dict[str, Any]) -> str:
+def summary_line(summary: Summary) -> str:
     """The human summary printed to stderr at the end of a run."""
-    perf = summary["performance"]
-    errors = ", ".join(f"{kind}: {n}" for kind, n in summary["errors"].items())
+    perf = summary.performance
+    errors = ", ".join(f"{kind}: {n}" for kind, n in summary.errors.items())
     text = (
-        f"scanctl: {summary['scan_type']}: {summary['successful']}/{summary['total_scanned']} ok, "
-        f"{summary['failed']} failed{f' ({errors})' if errors else ''} "
-        f"in {perf['total_time_seconds']:.2f} s, {perf['scans_per_second']:.1f} scans/s, "
-        f"{summary['requests_sent']} requests, {summary['throttled']} throttled"
+        f"scanctl: {summary.scan_type}: {summary.successful}/{summary.total_scanned} ok, "
+        f"{summary.failed} failed{f' ({errors})' if errors else ''} "
+        f"in {perf.total_time_seconds:.2f} s, {perf.scans_per_second:.1f} scans/s, "
+        f"{summary.requests_sent} requests, {summary.throttled} throttled"
     )
-    if summary.get("cached"):
-        text += f", {summary['cached']} from cache"
-        if summary.get("stale"):
-            text += f" ({summary['stale']} stale)"
-    if summary.get("changed") is not None:
-        text += f", {summary['changed']} changed"
-    if perf.get("final_rate_limit") is not None:
-        text += f", paced at {perf['final_rate_limit']:.1f} req/s"
-    if summary.get("interrupted"):
-        text += f"; interrupted, {summary['not_scanned']} not scanned"
+    if summary.cached:
+        text += f", {summary.cached} from cache"
+        if summary.stale:
+            text += f" ({summary.stale} stale)"
+    if summary.changed is not None:
+        text += f", {summary.changed} changed"
+    if perf.final_rate_limit is not None:
+        text += f", paced at {perf.final_rate_limit:.1f} req/s"
+    if summary.interrupted:
+        text += f"; interrupted, {summary.not_scanned} not scanned"
     return text
 
 

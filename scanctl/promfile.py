@@ -29,25 +29,31 @@ stays free of a dependency; the tests check the text with prometheus_client's ow
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
+from scanctl.outcome import LatencyFigures, Summary
 from scanctl.output import is_special_file, write_text_file
 
 LAST_SUCCESS = "scanctl_last_success_timestamp_seconds"
 
-# outcome label -> summary key. ok + failed + not_scanned is every symbol asked for; cached and
-# stale count some of the ok and failed ones again (a cached 404 is failed and cached).
-OUTCOMES = (
-    ("ok", "successful"),
-    ("failed", "failed"),
-    ("not_scanned", "not_scanned"),
-    ("cached", "cached"),
-    ("stale", "stale"),
+# outcome label -> the summary's count. ok + failed + not_scanned is every symbol asked for;
+# cached and stale count some of the ok and failed ones again (a cached 404 is failed and cached).
+OUTCOMES: tuple[tuple[str, Callable[[Summary], int]], ...] = (
+    ("ok", lambda s: s.successful),
+    ("failed", lambda s: s.failed),
+    ("not_scanned", lambda s: s.not_scanned),
+    ("cached", lambda s: s.cached),
+    ("stale", lambda s: s.stale),
 )
-# quantile label -> key of the summary's performance.latency_ms (nearest rank; 1 is the max).
-QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max"))
+# quantile label -> the summary's latency figure (nearest rank; 1 is the max).
+QUANTILES: tuple[tuple[str, Callable[[LatencyFigures], float | None]], ...] = (
+    ("0.5", lambda lat: lat.p50),
+    ("0.9", lambda lat: lat.p90),
+    ("0.99", lambda lat: lat.p99),
+    ("1", lambda lat: lat.max),
+)
 
 # Reading back the file this run replaces: ours are a few kilobytes.
 _MAX_READ = 1 << 20
@@ -108,14 +114,12 @@ def epoch_seconds(iso: str) -> float:
     return round(datetime.fromisoformat(iso).timestamp(), 3)
 
 
-def families(
-    summary: dict[str, Any], *, exit_code: int, previous_success: float | None
-) -> list[Family]:
+def families(summary: Summary, *, exit_code: int, previous_success: float | None) -> list[Family]:
     """The run summary as metric families. The last success is this run's end when it exits 0,
     else `previous_success` (what the file being replaced said; None leaves it out)."""
-    kind = {"type": str(summary["scan_type"])}
-    perf = summary["performance"]
-    finished = epoch_seconds(summary["finished_at"])
+    kind = {"type": summary.scan_type}
+    perf = summary.performance
+    finished = epoch_seconds(summary.finished_at)
     last_success = finished if exit_code == 0 else previous_success
 
     def one(value: float | None) -> list[tuple[Labels, float]]:
@@ -128,50 +132,50 @@ def families(
             "Symbols of the last run by outcome (each run counts from 0): ok + failed + "
             "not_scanned is every symbol asked for; cached (answered from the cache) and stale "
             "(served expired after a failed fetch) count some of those again.",
-            [({**kind, "outcome": outcome}, summary[key]) for outcome, key in OUTCOMES],
+            [({**kind, "outcome": outcome}, count(summary)) for outcome, count in OUTCOMES],
         ),
         Family(
             "scanctl_requests_total",
             "counter",
             "HTTP requests the last run sent, 429s and retries included.",
-            one(summary["requests_sent"]),
+            one(summary.requests_sent),
         ),
         Family(
             "scanctl_throttled_requests_total",
             "counter",
             "Requests of the last run the upstream refused with 429 Too Many Requests.",
-            one(summary["throttled"]),
+            one(summary.throttled),
         ),
         Family(
             "scanctl_retries_total",
             "counter",
             "Requests the last run sent again after a timeout, connection error or 5xx.",
-            one(summary["retries"]),
+            one(summary.retries),
         ),
         Family(
             "scanctl_hedged_requests_total",
             "counter",
             "Second copies of slow requests the last run sent (--hedge).",
-            one(summary["hedged"]),
+            one(summary.hedged),
         ),
         Family(
             "scanctl_breaker_openings_total",
             "counter",
             "Times the circuit breaker opened in the last run (the upstream seemed down).",
-            one(summary["breaker_opened"]),
+            one(summary.breaker_opened),
         ),
         Family(
             "scanctl_run_duration_seconds",
             "gauge",
             "How long the last run took.",
-            one(perf["total_time_seconds"]),
+            one(perf.total_time_seconds),
         ),
         Family(
             "scanctl_rate_requests_per_second",
             "gauge",
             "The request rate the last run was paced at when it ended (found from the "
             "upstream's 429s, or --rate); absent when nothing limited it.",
-            one(perf["final_rate_limit"]),
+            one(perf.final_rate_limit),
         ),
         Family(
             "scanctl_request_latency_seconds",
@@ -180,8 +184,8 @@ def families(
             "slowest); absent when it sent none.",
             [
                 ({**kind, "quantile": quantile}, round(ms / 1000, 4))
-                for quantile, key in QUANTILES
-                if (ms := perf["latency_ms"][key]) is not None
+                for quantile, figure in QUANTILES
+                if (ms := figure(perf.latency_ms)) is not None
             ],
         ),
         Family(
@@ -207,7 +211,7 @@ def families(
     ]
 
 
-def render(summary: dict[str, Any], *, exit_code: int, previous_success: float | None) -> str:
+def render(summary: Summary, *, exit_code: int, previous_success: float | None) -> str:
     """The .prom file's text for this run summary (see `families`)."""
     return exposition(families(summary, exit_code=exit_code, previous_success=previous_success))
 
@@ -233,8 +237,8 @@ def previous_last_success(path: str, scan_type: str) -> float | None:
     return None
 
 
-def write_prom_file(path: str, summary: dict[str, Any], *, exit_code: int) -> None:
+def write_prom_file(path: str, summary: Summary, *, exit_code: int) -> None:
     """Write the run's .prom file atomically, keeping the last success of the file it replaces
     when this run did not exit 0."""
-    kept = None if exit_code == 0 else previous_last_success(path, str(summary["scan_type"]))
+    kept = None if exit_code == 0 else previous_last_success(path, summary.scan_type)
     write_text_file(path, render(summary, exit_code=exit_code, previous_success=kept))

@@ -3,7 +3,8 @@
 Every HTTP answer or transport error becomes one `Verdict`:
 
 - OK         2xx with a JSON body
-- PERMANENT  will fail the same way again (400, 404, 422, other 4xx, non-JSON 200, TLS errors):
+- PERMANENT  will fail the same way again (400, 404, 422, other 4xx, non-JSON 200, TLS errors,
+             answers too large):
              fail at once, never retried
 - RETRYABLE  may work next time (timeouts, connection errors, 408, 500, 502, 503, 504)
 - THROTTLED  429: the upstream wants us slower; waiting is the cure, not failing
@@ -33,7 +34,19 @@ from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import Any
 
-import httpx
+from scanctl.failures import (
+    BadRequestUrl,
+    ConnectFailed,
+    ConnectionDropped,
+    ConnectionRefused,
+    FetchFailure,
+    RedirectLoop,
+    RequestTimeout,
+    TlsFailure,
+    TooLarge,
+    TransportFailure,
+    Undecodable,
+)
 
 RETRYABLE_STATUSES = frozenset({408, 500, 502, 503, 504})
 REFUSED_STATUSES = frozenset({401, 403, 418})
@@ -223,48 +236,27 @@ def classify_response(
     return Verdict(Outcome.PERMANENT, status, None, kind, message)
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    """True when `kind` is anywhere in the exception's cause/context chain."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+# What each kind of failed request means (README, "How it paces and retries"): a timeout or a
+# broken connection may work next time; a TLS failure, a bad URL, an answer too large or
+# undecodable, or a redirect loop will fail the same way again.
+_FAILURE_OUTCOMES: dict[type[FetchFailure], Outcome] = {
+    RequestTimeout: Outcome.RETRYABLE,
+    ConnectionRefused: Outcome.RETRYABLE,
+    ConnectFailed: Outcome.RETRYABLE,
+    ConnectionDropped: Outcome.RETRYABLE,
+    TransportFailure: Outcome.RETRYABLE,
+    TlsFailure: Outcome.PERMANENT,
+    BadRequestUrl: Outcome.PERMANENT,
+    RedirectLoop: Outcome.PERMANENT,
+    Undecodable: Outcome.PERMANENT,
+    TooLarge: Outcome.PERMANENT,
+}
 
 
-def classify_exception(exc: Exception) -> Verdict:
-    """Classify a transport error (the request got no HTTP answer)."""
-    text = str(exc).lower()
-    if isinstance(exc, httpx.TimeoutException):
-        return Verdict(Outcome.RETRYABLE, None, None, "Request timeout", "Request timeout")
-    if isinstance(exc, httpx.ConnectError):
-        if "ssl" in text or "certificate" in text or "tls" in text:
-            return Verdict(
-                Outcome.PERMANENT, None, None, "TLS error", f"TLS error: {str(exc)[:200]}"
-            )
-        if _caused_by(exc, ConnectionRefusedError) or "refused" in text:
-            return Verdict(
-                Outcome.RETRYABLE, None, None, "Connection refused", "Connection refused"
-            )
-        return Verdict(
-            Outcome.RETRYABLE, None, None, "Connection error", f"Connection error: {str(exc)[:200]}"
-        )
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return Verdict(
-            Outcome.RETRYABLE, None, None, "Connection dropped", "Connection dropped by upstream"
-        )
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return Verdict(
-            Outcome.PERMANENT, None, None, "Bad request URL", f"Bad request URL: {str(exc)[:200]}"
-        )
-    if isinstance(exc, httpx.TransportError):
-        return Verdict(
-            Outcome.RETRYABLE, None, None, "Transport error", f"Transport error: {str(exc)[:200]}"
-        )
-    raise exc
+def classify_failure(failure: FetchFailure) -> Verdict:
+    """Classify a request that got no usable answer, by the failure's type alone."""
+    outcome = _FAILURE_OUTCOMES.get(type(failure), Outcome.RETRYABLE)
+    return Verdict(outcome, failure.status, None, failure.kind, failure.message)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:

@@ -6,7 +6,6 @@ actually runs (it pulls in httpx, anyio and rich).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -16,18 +15,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
-import httpx
 
-from scanctl import __version__
-from scanctl.answer import Answer
 from scanctl.cache import open_store
 from scanctl.cache.front import CacheFront, CachePolicy
 from scanctl.changes import NOTHING_TO_COMPARE
 from scanctl.clock import Clock, MonotonicClock
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings, make_pacer
 from scanctl.errors import CacheError, ExitCode, OutputError, ScanctlError, UpstreamRefused
+from scanctl.fetch import Fetcher, open_fetcher
 from scanctl.lock import run_locks
 from scanctl.metrics import RunMetrics, iso_time
+from scanctl.outcome import CacheFigures, StopReason, Summary, exit_code
 from scanctl.output import (
     NullWriter,
     RecordWriter,
@@ -82,118 +80,22 @@ class _RunState:
     signals: list[int] = field(default_factory=list)
 
 
-def make_client(
-    settings: ScanSettings, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
-    """The one shared client: a pool as large as the concurrency, redirects not followed
-    unless asked; when followed, our headers (API key, profile and -H headers) go only to the
-    upstream's own origin."""
-    limits = httpx.Limits(
-        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
-    )
-    headers = {"User-Agent": f"scanctl/{__version__}", "Accept": "application/json"}
-    headers.update(settings.headers)
-    verify = settings.follow_redirects or _needs_tls(settings.base_url)
-    client_class: type[httpx.AsyncClient] = httpx.AsyncClient
-    if transport is None and chosen_transport(settings.transport) == "aiohttp":
-        from scanctl.transport import AiohttpTransport, DirectClient
+class RunObserver:
+    """What watches a run's engine (`engine.ScanObserver`): each finished record goes to the
+    metrics first, then to `then` (the writer and the display); request events go to the
+    metrics alone, bound directly, since they come once per request."""
 
-        transport = AiohttpTransport(limits=limits, verify=verify)
-        client_class = DirectClient
-    hooks: dict[str, list[Callable[..., Any]]] = {}
-    if settings.follow_redirects:
-        hooks["request"] = [_only_home_gets_secrets(settings)]
-    return client_class(
-        # The engine bounds every whole request by --timeout (reading included), so a timer
-        # per read would only repeat it: aiohttp re-arms one on every chunk received.
-        timeout=httpx.Timeout(settings.timeout, read=None),
-        limits=limits,
-        headers=headers,
-        follow_redirects=settings.follow_redirects,
-        max_redirects=5,
-        transport=transport,
-        verify=verify,
-        event_hooks=hooks,
-    )
+    def __init__(self, metrics: RunMetrics, then: Callable[[ScanRecord], None]) -> None:
+        self._metrics = metrics
+        self._then = then
+        self.observe_request = metrics.observe_request
+        self.observe_throttled = metrics.observe_throttled
+        self.observe_retry = metrics.observe_retry
+        self.observe_hedge = metrics.observe_hedge
 
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    default = {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host, url.port or default
-
-
-def _only_home_gets_secrets(settings: ScanSettings) -> Callable[[httpx.Request], Any]:
-    """A request hook: a redirect to another origin goes without our own headers."""
-    home = _origin(httpx.URL(settings.base_url))
-    names = list(settings.headers)
-
-    async def strip(request: httpx.Request) -> None:
-        if _origin(request.url) != home:
-            for name in names:
-                request.headers.pop(name, None)
-
-    return strip
-
-
-def chosen_transport(name: str) -> str:
-    """The transport `--transport NAME` means here: auto is aiohttp, unless the environment
-    names a proxy. httpx applies proxy variables as users expect of it (ALL_PROXY, https://
-    and socks proxies, NO_PROXY entries with a port); aiohttp only some of them, and an
-    https:// proxy it cannot use would be skipped, sending requests direct."""
-    if name != "auto":
-        return name
-    from urllib.request import getproxies
-
-    return "httpx" if {"http", "https", "all"} & set(getproxies()) else "aiohttp"
-
-
-def _needs_tls(base_url: str) -> bool:
-    """Whether this client can ever speak TLS: to an https upstream, or through an https proxy.
-
-    Redirects are not followed, so a plain-http upstream never needs certificates, and loading
-    the CA bundle costs ~0.1 s: a fully cached run would spend a quarter of its time on it.
-    """
-    if base_url.startswith("https://"):
-        return True
-    proxies = ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-    return any(os.environ.get(name, "").startswith("https://") for name in proxies)
-
-
-class LazyClient:
-    """The shared client, built on the first request.
-
-    Building it loads httpcore (and the TLS setup): ~0.08 s that a run answered entirely from
-    the cache never needs to pay.
-    """
-
-    def __init__(self, factory: Callable[[], httpx.AsyncClient]) -> None:
-        self._factory = factory
-        self._client: httpx.AsyncClient | None = None
-
-    def prepare(self) -> None:
-        """Build the client now (the engine calls this before its first request)."""
-        if self._client is None:
-            self._client = self._factory()
-
-    def stream(
-        self, method: str, url: httpx.URL
-    ) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
-        self.prepare()
-        assert self._client is not None
-        return self._client.stream(method, url)
-
-    async def fetch_answer(self, method: str, url: httpx.URL, limit: int) -> Answer | None:
-        """The client's own `fetch_answer` (DirectClient), or None: stream it instead."""
-        self.prepare()
-        fetch = getattr(self._client, "fetch_answer", None)
-        return None if fetch is None else await fetch(method, url, limit)
-
-    async def __aenter__(self) -> LazyClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+    def observe_record(self, record: ScanRecord) -> None:
+        self._metrics.observe_record(record)
+        self._then(record)
 
 
 def warn(message: str) -> None:
@@ -277,10 +179,12 @@ class ScanRun:
         )
 
     def _sink(self, record: ScanRecord) -> None:
+        """A finished record, to the writer (and the display): after the metrics counted it."""
         if record.change is None and self._compares:
             record = replace(record, change=NOTHING_TO_COMPARE)  # no usable cache
         if not self.job.only_changed or (record.change is not None and record.change.changed):
             self.writer.write(record)
+        self.metrics.pace(self.pacer.rate, self.pacer.in_flight)
         self.display.update(self.metrics)
 
     async def _watch_signals(self, group: anyio.abc.TaskGroup, engine: ScanEngine) -> None:
@@ -322,14 +226,14 @@ class ScanRun:
         admitted = self.pacer.control.admitted_rate(self.clock.monotonic(), SHARED_SPAN)
         return admitted, self.metrics.requests_sent > 0 or self.pacer.in_flight > 0
 
-    async def _main(self, client: httpx.AsyncClient | None) -> None:
-        async with LazyClient(lambda: client or make_client(self.job.settings)) as http:
+    async def _main(self, fetcher: Fetcher | None) -> None:
+        fetcher = fetcher or open_fetcher(self.job.settings)
+        try:
             engine = ScanEngine(
                 self.job.settings,
-                http,
+                fetcher,
                 self.clock,
-                self._sink,
-                self.metrics,
+                RunObserver(self.metrics, self._sink),
                 pacer=self.pacer,
                 cache=self.cache,
             )
@@ -338,8 +242,10 @@ class ScanRun:
                 tg.start_soon(self._tick)
                 self.state.outcome = await engine.run(self.symbols)
                 tg.cancel_scope.cancel()
+        finally:
+            await fetcher.aclose()
 
-    def run(self, client: httpx.AsyncClient | None = None) -> ExitCode:
+    def run(self, fetcher: Fetcher | None = None) -> ExitCode:
         """Scan, write everything that finished, and return the exit code."""
         started_wall, started = self.clock.wall(), self.clock.monotonic()
         self.display.start(len(self.job.symbols))
@@ -347,7 +253,7 @@ class ScanRun:
         escaped: BaseException | None = None
         try:
             try:
-                anyio.run(self._main, client)
+                anyio.run(self._main, fetcher)
             except BaseException as exc:
                 escaped = exc
                 raise
@@ -374,9 +280,16 @@ class ScanRun:
         self.display.stop(self.metrics)
         self._remember()
         self._cache_figures()
-        summary = self._summary(started_wall, started)
+        stop = self._stop()
+        summary = self._summary(started_wall, started, stop)
         if escaped is None:
-            code, why = self._verdict(summary)
+            code = exit_code(
+                stop,
+                scanned=summary.total_scanned,
+                successful=summary.successful,
+                failed=summary.failed,
+            )
+            why = self._explain(code, stop, summary)
         else:
             code, why = _exit_code_of(escaped), None
         try:
@@ -415,19 +328,19 @@ class ScanRun:
         if front is None:
             return
         counts = front.counts
-        self.metrics.cache = {
-            "backend": front.store.backend,
-            "location": front.store.location,
-            "hits": counts.hits,
-            "misses": counts.misses,
-            "refreshed_early": counts.refreshed_early,
-            "stale_served": counts.stale_served,
-            "waited_for_other_flight": counts.waited,
-            "ttl": front.policy.ttl,
-            "usable": not front.broken,
-        }
+        self.metrics.cache = CacheFigures(
+            backend=front.store.backend,
+            location=front.store.location,
+            hits=counts.hits,
+            misses=counts.misses,
+            refreshed_early=counts.refreshed_early,
+            stale_served=counts.stale_served,
+            waited_for_other_flight=counts.waited,
+            ttl=front.policy.ttl,
+            usable=not front.broken,
+        )
 
-    def _close_cache(self, summary: dict[str, Any]) -> None:
+    def _close_cache(self, summary: Summary) -> None:
         """Write what is still batched, give back leases, log the run (for `scanctl stats`),
         prune, close. After the output: a busy cache must not hold up or lose the results."""
         front = self.cache
@@ -443,20 +356,30 @@ class ScanRun:
         finally:
             front.store.close()
 
-    def _summary(self, started_wall: float, started: float) -> dict[str, Any]:
-        elapsed = self.clock.monotonic() - started
-        outcome = self.state.outcome
-        refused = outcome.refused if outcome else None
-        reason = None
+    def _stop(self) -> StopReason | None:
+        """Why the run ended early, if it did: a signal first (the first one received says
+        which), then whatever stopped the engine."""
         if self.state.interrupted:
+            first = self.state.signals[0] if self.state.signals else signal.SIGINT
+            return StopReason.TERMINATED if first == signal.SIGTERM else StopReason.INTERRUPTED
+        return self.state.outcome.stop if self.state.outcome else None
+
+    def _stop_text(self, stop: StopReason | None) -> str | None:
+        """The summary's `stopped_reason`: the stop in words."""
+        outcome = self.state.outcome
+        if stop in (StopReason.INTERRUPTED, StopReason.TERMINATED):
             names = ", ".join(signal.Signals(s).name for s in self.state.signals)
-            reason = f"interrupted by {names}"
-        elif refused is not None:
-            reason = f"upstream refused us: {refused.error}"
-        elif outcome is not None and outcome.down is not None:
-            reason = outcome.down
-        elif outcome is not None and outcome.deadline_passed:
-            reason = f"deadline of {self.job.settings.deadline:g} s passed"
+            return f"interrupted by {names}"
+        if stop is StopReason.REFUSED and outcome is not None and outcome.refused is not None:
+            return f"upstream refused us: {outcome.refused.error}"
+        if stop is StopReason.UPSTREAM_DOWN and outcome is not None:
+            return outcome.message
+        if stop is StopReason.DEADLINE:
+            return f"deadline of {self.job.settings.deadline:g} s passed"
+        return None
+
+    def _summary(self, started_wall: float, started: float, stop: StopReason | None) -> Summary:
+        elapsed = self.clock.monotonic() - started
         self.metrics.breaker_opened = self.pacer.breaker.times_opened if self.pacer.breaker else 0
         self.metrics.rate_history = [
             {"at": c.at, "rate": c.rate, "reason": c.reason} for c in self.pacer.control.history
@@ -468,10 +391,10 @@ class ScanRun:
             elapsed=elapsed,
             final_rate_limit=None if rate is None else round(rate, 2),
             interrupted=self.state.interrupted,
-            stopped_reason=reason,
+            stopped_reason=self._stop_text(stop),
         )
 
-    def _finish(self, summary: dict[str, Any], code: ExitCode) -> None:
+    def _finish(self, summary: Summary, code: ExitCode) -> None:
         """Complete the output and the metrics file; a failure of one does not skip the other.
 
         `code` is the exit code the run ends with, unless the output fails: then the metrics
@@ -490,64 +413,55 @@ class ScanRun:
         if error is not None:
             raise error
 
-    def _write_metrics(self, path: str, summary: dict[str, Any], code: ExitCode) -> None:
+    def _write_metrics(self, path: str, summary: Summary, code: ExitCode) -> None:
         """The summary as JSON, or the run's figures in Prometheus' text format (--metrics)."""
         if self.job.metrics_format == "prom":
             write_prom_file(path, summary, exit_code=int(code))
         else:
-            write_json_file(path, summary)
+            write_json_file(path, summary.to_dict())
 
-    def _verdict(self, summary: dict[str, Any]) -> tuple[ExitCode, str | None]:
-        """How the run ends: its exit code, and the warning that explains it (None: no warning).
-
-        Prints nothing: the code goes into the metrics file before the warning is shown."""
-        if self.state.interrupted:
-            why = f"{summary['stopped_reason']}: {summary['not_scanned']} symbols not scanned"
-            if self.state.signals and self.state.signals[0] == signal.SIGTERM:
-                return ExitCode.TERMINATED, why
-            return ExitCode.INTERRUPTED, why
-        refused = self.state.outcome.refused if self.state.outcome else None
-        if refused is not None:
-            unsent = summary["errors"].get("Not scanned (refused)", 0)
-            why = f"upstream refused us ({refused.error}); stopped, {unsent} symbols not scanned"
-            return ExitCode.UPSTREAM, why
-        down = self.state.outcome.down if self.state.outcome else None
-        if down is not None:
-            unsent = summary["errors"].get("Not scanned (upstream down)", 0)
-            return ExitCode.UPSTREAM, f"gave up: {down}; {unsent} symbols not scanned"
-        if summary["successful"] == 0 and summary["total_scanned"] > 0:
-            kind, count = next(iter(summary["errors"].items()))
-            why = (
-                f"nothing succeeded ({kind} for {count} of {summary['total_scanned']}); "
+    def _explain(self, code: ExitCode, stop: StopReason | None, summary: Summary) -> str | None:
+        """The warning that explains an exit code (None: none needed). Prints nothing: the code
+        goes into the metrics file before the warning is shown."""
+        outcome = self.state.outcome
+        unfinished = outcome.unfinished if outcome else 0
+        if stop in (StopReason.INTERRUPTED, StopReason.TERMINATED):
+            return f"{summary.stopped_reason}: {summary.not_scanned} symbols not scanned"
+        if stop is StopReason.REFUSED and outcome is not None and outcome.refused is not None:
+            error = outcome.refused.error
+            return f"upstream refused us ({error}); stopped, {unfinished} symbols not scanned"
+        if stop is StopReason.UPSTREAM_DOWN and outcome is not None:
+            return f"gave up: {outcome.message}; {unfinished} symbols not scanned"
+        if code is ExitCode.UPSTREAM:  # nothing succeeded
+            kind, count = next(iter(summary.errors.items()))
+            return (
+                f"nothing succeeded ({kind} for {count} of {summary.total_scanned}); "
                 f"is the upstream at {self.job.settings.base_url} up and right?"
             )
-            return ExitCode.UPSTREAM, why
-        if summary["failed"]:
-            return ExitCode.PARTIAL, None
-        return ExitCode.OK, None
+        return None
 
 
-def run_entry(command: str, summary: dict[str, Any]) -> dict[str, Any]:
+def run_entry(command: str, summary: Summary) -> dict[str, Any]:
     """What the run log keeps of one run (shown by `scanctl stats`)."""
-    perf = summary["performance"]
-    cache = summary.get("cache") or {}
+    perf = summary.performance
+    cache = summary.cache
     return {
-        "at": summary["started_at"],
+        "at": summary.started_at,
         "command": command,
-        "type": summary["scan_type"],
-        "symbols": summary["total_scanned"],
-        "successful": summary["successful"],
-        "failed": summary["failed"],
-        "success_rate": summary["success_rate"],
-        "total_time": perf["total_time_seconds"],
-        "scans_per_second": perf["scans_per_second"],
-        "throttled": summary["throttled"],
-        "final_rate": perf["final_rate_limit"],
-        "requests": summary["requests_sent"],
-        "hits": cache.get("hits", 0),
-        "misses": cache.get("misses", 0),
-        "stale_served": cache.get("stale_served", 0),
-        "interrupted": summary["interrupted"],
+        "type": summary.scan_type,
+        "symbols": summary.total_scanned,
+        "successful": summary.successful,
+        "failed": summary.failed,
+        "success_rate": summary.success_rate,
+        "total_time": perf.total_time_seconds,
+        "scans_per_second": perf.scans_per_second,
+        "throttled": summary.throttled,
+        "final_rate": perf.final_rate_limit,
+        "requests": summary.requests_sent,
+        "hits": cache.hits if cache else 0,
+        "misses": cache.misses if cache else 0,
+        "stale_served": cache.stale_served if cache else 0,
+        "interrupted": summary.interrupted,
     }
 
 

@@ -18,6 +18,7 @@ import io
 import json
 from typing import Any
 
+from scanctl.outcome import Summary
 from scanctl.output import Destination, TextWriter
 from scanctl.records import ScanRecord
 
@@ -69,7 +70,7 @@ class TableWriter(TextWriter):
         if -self._kept[0][0] > record.index:  # earlier in the input than the latest kept
             heapq.heapreplace(self._kept, item)
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, summary: Summary) -> None:
         rows = [record for *_, record in sorted(self._kept, key=lambda item: -item[0])]
         self._put(self.render(rows))
         self._commit()

@@ -4,11 +4,12 @@ httpx stays the interface (requests, responses, timeouts, redirects, decoding, r
 but its default transport, httpcore, gets slower as concurrency grows: its pool re-scans every
 waiting request on every change (encode/httpx#3215), so CPU per request grows with the number
 in flight (README, "Speed"). `AiohttpTransport` hands the connection work to aiohttp's pool
-and parser instead, and maps aiohttp's errors onto httpx's so that the outcome classifier
-(`retry.classify_exception`) reads them the same way:
+and parser instead, and maps aiohttp's errors onto httpx's so that `fetch.failure_of`
+classifies them the same way (by type, and by the exception underneath: an `ssl.SSLError`, a
+`ConnectionRefusedError`):
 
     refused / DNS / unreachable      -> httpx.ConnectError   ("Connection refused", ...)
-    TLS handshake or certificate     -> httpx.ConnectError   (message starts "SSL:": "TLS error")
+    TLS handshake or certificate     -> httpx.ConnectError   (from an ssl.SSLError: "TLS error")
     connect timeout                  -> httpx.ConnectTimeout
     read timeout                     -> httpx.ReadTimeout
     server closed / reset / bad body -> httpx.ReadError      ("Connection dropped")
@@ -18,13 +19,13 @@ aiohttp's own decompression is off: httpx decodes Content-Encoding itself, so a 
 still counted at its inflated size against --max-body.
 
 It is the default (`--transport auto`, unless the environment sets a proxy: see
-`runner.chosen_transport`): at 50 requests in flight against an instant upstream it takes about
+`fetch.chosen_transport`): at 50 requests in flight against an instant upstream it takes about
 a quarter of httpcore's CPU per request, and that share does not grow with concurrency. (An
 earlier version let aiohttp look up netrc and proxies in a thread on every request, which made
 it pace worse against rate limits; see `_proxy_for`.) `--transport httpx` selects httpcore.
 `DirectClient` is the client that goes with it; its `fetch_answer` takes a plain GET from
 aiohttp to the engine as status, headers and body, without httpx's request and response
-objects (`answer.Answer`).
+objects (`answer.Answer`). `AiohttpFetcher` is the engine's side of it (`fetch.Fetcher`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from scanctl.answer import Answer, AnswerHeaders, read_capped
+from scanctl.fetch import HttpxFetcher, failure_of
 
 CHUNK = 64 * 1024
 
@@ -315,4 +317,26 @@ class DirectClient(httpx.AsyncClient):
             response = httpx.Response(answer.status, headers=raw)
             response.request = httpx.Request(method, url)
             self.cookies.extract_cookies(response)
+        return answer
+
+
+class AiohttpFetcher(HttpxFetcher):
+    """The default fetcher: a plain GET answered by aiohttp directly (`DirectClient.fetch_answer`);
+    anything httpx has work to do for (cookies to send, redirects to follow, credentials in the
+    URL, another method) streams through the same client, as `HttpxFetcher` does."""
+
+    def __init__(self, client: DirectClient, max_body: int) -> None:
+        super().__init__(client, max_body)
+        self._direct = client
+
+    async def fetch(self, method: str, url: httpx.URL) -> Answer:
+        try:
+            answer = await self._direct.fetch_answer(method, url, self.max_body)
+        except httpx.HTTPError as exc:
+            failure = failure_of(exc)
+            if failure is None:
+                raise
+            raise failure from exc
+        if answer is None:
+            return await super().fetch(method, url)
         return answer

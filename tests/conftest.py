@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from scanctl.config import EndpointType, load_builtin_profile
+from tests.respx_bridge import respx_over_aiohttp
+
+__all__ = ["respx_over_aiohttp"]  # a fixture: CLI tests' respx routes over the default transport
 
 
 @pytest.fixture(autouse=True)
@@ -116,9 +119,3 @@ def _make_store(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-un
         store = RedisStore(url)
     yield store
     store.close()
-
-
-@pytest.fixture
-def httpx_transport(monkeypatch: pytest.MonkeyPatch) -> None:
-    """respx mocks httpx's own transport: tests that use it run scans with --transport httpx."""
-    monkeypatch.setenv("SCANCTL_TRANSPORT", "httpx")

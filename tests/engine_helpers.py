@@ -1,4 +1,8 @@
-"""Run the engine against an in-process handler with a fake clock (no network, no sleeping)."""
+"""Run the engine against an in-process handler with a fake clock (no network, no sleeping).
+
+The engine sends every request through one `fetch.Fetcher`; here it is an `HttpxFetcher` over
+httpx's MockTransport, so the engine runs the same code as with the default (aiohttp) fetcher,
+which tests/test_transport.py and the CLI tests (tests/respx_bridge.py) run over real sockets."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from scanctl.config import load_builtin_profile
 from scanctl.demo.headers import HintStyle, hint_headers
 from scanctl.demo.limiters import Limiter
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings
+from scanctl.fetch import Fetcher, HttpxFetcher
 from scanctl.metrics import RunMetrics
 from scanctl.pacing import Pacer
 from scanctl.records import ScanRecord
@@ -42,6 +47,7 @@ async def run_engine(
     type_name: str = "signals",
     clock: Clock | None = None,
     client: httpx.AsyncClient | None = None,
+    fetcher: Fetcher | None = None,
     pacer: Pacer | None = None,
     budget: RetryBudget | None = None,
     cache: CacheFront | None = None,
@@ -50,17 +56,18 @@ async def run_engine(
     run = EngineRun(clock=clock or FakeClock())
     endpoint = load_builtin_profile().endpoint(type_name)
     scan_settings = ScanSettings(endpoint=endpoint, base_url="http://upstream.test", **settings)  # type: ignore[arg-type]
-    run.metrics = RunMetrics(type_name, total=0)
-    if client is None:
-        assert handler is not None
-        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    async with client:
+    run.metrics = metrics = RunMetrics(type_name, total=0)
+    if fetcher is None:
+        if client is None:
+            assert handler is not None
+            client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        fetcher = HttpxFetcher(client, scan_settings.max_body)
+    try:
         engine = ScanEngine(
             scan_settings,
-            client,
+            fetcher,
             run.clock,
-            run.records.append,
-            run.metrics,
+            _Collector(metrics, run.records),
             rng=random.Random(7),
             pacer=pacer,
             budget=budget,
@@ -69,7 +76,25 @@ async def run_engine(
         run.outcome = await engine.run(symbols)
         if cache is not None:
             cache.flush()
+    finally:
+        await fetcher.aclose()
     return run
+
+
+class _Collector:
+    """The engine's observer in tests: the run's metrics, and every record kept in a list."""
+
+    def __init__(self, metrics: RunMetrics, records: list[ScanRecord]) -> None:
+        self.metrics = metrics
+        self.records = records
+        self.observe_request = metrics.observe_request
+        self.observe_throttled = metrics.observe_throttled
+        self.observe_retry = metrics.observe_retry
+        self.observe_hedge = metrics.observe_hedge
+
+    def observe_record(self, record: ScanRecord) -> None:
+        self.metrics.observe_record(record)
+        self.records.append(record)
 
 
 @dataclass

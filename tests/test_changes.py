@@ -20,6 +20,7 @@ from scanctl.changes import NOTHING_TO_COMPARE, Change, compare
 from scanctl.clock import FakeClock
 from scanctl.demo.testing import move_answers, running_demo_process
 from tests.engine_helpers import run_engine
+from tests.summaries import summary_of
 
 NS = "cryptosatx http://upstream.test"
 SCANCTL = [sys.executable, "-m", "scanctl"]
@@ -208,7 +209,7 @@ def test_csv_puts_the_change_columns_after_the_record_fields() -> None:
     writer.write(ScanRecord("BTC", "signals", True, 200, {"score": 1}, None, 1, 2.0, change=moved))
     writer.write(ScanRecord("ETH", "signals", True, 200, {"score": 2}, None, 1, 2.0, index=1,
                             change=NOTHING_TO_COMPARE))  # fmt: skip
-    writer.finish({})
+    writer.finish(summary_of())
     header, btc, eth = out.getvalue().splitlines()
     assert header == (
         "symbol,type,ok,status,error,attempts,elapsed_ms,cached,stale,changed,changed_fields,score"

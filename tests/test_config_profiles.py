@@ -17,8 +17,8 @@ from scanctl.configfile import load_config, resolve_profile
 from scanctl.engine import ScanSettings, make_pacer
 from scanctl.hints import QuotaHeaders, parse_quota
 
-# respx mocks httpx's own transport (scans here run with --transport httpx).
-pytestmark = pytest.mark.usefixtures("httpx_transport")
+# respx routes, served over a socket to the default transport (tests/respx_bridge.py).
+pytestmark = pytest.mark.usefixtures("respx_over_aiohttp")
 
 CONFIG = """\
 default_profile = "work"
@@ -135,7 +135,8 @@ def test_a_new_endpoint_type_is_a_config_entry(runner: CliRunner, config: Path) 
         {"rate": 0.0001, "symbol": "BTC"},
         {"rate": 0.0001, "symbol": "ETH"},
     ]
-    request = seen[0]
+    # (Over a socket, BTC's and ETH's requests may arrive in either order.)
+    request = next(r for r in seen if r.url.path.endswith("/BTC"))
     assert request.method == "POST" and request.url.path == "/funding/v2/BTC"
     assert request.url.params["venue"] == "binance"
     assert request.headers["authorization"] == "Bearer tok-123"

@@ -8,11 +8,15 @@ import pytest
 
 from scanctl.clock import FakeClock
 from scanctl.config import load_builtin_profile
-from scanctl.engine import ScanSettings
+from scanctl.engine import ScanEngine, ScanSettings
+from scanctl.fetch import Fetcher, HttpxFetcher, LazyFetcher, make_client
+from scanctl.hedge import RecentLatency
 from scanctl.pacing import Feedback, GcraMeter, Pacer
 from scanctl.ratecontrol import LearnedPace
-from scanctl.runner import make_client
+from scanctl.records import ScanRecord
 from tests.engine_helpers import run_engine
+
+BASE = "http://upstream.test"
 
 
 @pytest.mark.anyio
@@ -151,11 +155,88 @@ async def test_a_learned_burst_never_passes_the_rate_ceiling() -> None:
 def test_the_hedging_p95_is_recomputed_now_and_then_not_on_every_answer() -> None:
     from unittest import mock
 
-    from scanctl import engine
+    from scanctl import hedge
 
-    recent = engine._RecentLatency(size=64, every=32)
-    with mock.patch.object(engine, "percentile", wraps=engine.percentile) as computed:
+    recent = RecentLatency(size=64, every=32)
+    with mock.patch.object(hedge, "percentile", wraps=hedge.percentile) as computed:
         for i in range(1000):
             recent.add(0.001 * (i % 100))
     # Once the window is full its length stops changing: that must not mean a sort per sample.
     assert computed.call_count == 1 + 1000 // 32  # the first at 20 samples, then every 32nd
+
+
+class EventLog:
+    """An observer that is not RunMetrics: what the engine tells, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def observe_record(self, record: ScanRecord) -> None:
+        self.events.append(f"record {record.symbol} ok={record.ok} attempts={record.attempts}")
+
+    def observe_request(self, latency_ms: float) -> None:
+        self.events.append("request")
+
+    def observe_throttled(self) -> None:
+        self.events.append("throttled")
+
+    def observe_retry(self) -> None:
+        self.events.append("retry")
+
+    def observe_hedge(self) -> None:
+        self.events.append("hedge")
+
+
+@pytest.mark.anyio
+async def test_the_engine_tells_its_observer_and_reads_nothing_back() -> None:
+    """One symbol: a 429, a 500, then a 200. The observer hears each request, the throttle,
+    the retry the budget granted, then the one record; nothing else watches the engine."""
+    answers = iter(
+        [
+            httpx.Response(429, headers={"Retry-After": "0"}),
+            httpx.Response(500),
+            httpx.Response(200, json={"score": 1}),
+        ]
+    )
+    log = EventLog()
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: next(answers)))
+    settings = ScanSettings(endpoint=load_builtin_profile().endpoint("signals"), base_url=BASE)
+    clock = FakeClock()
+    engine = ScanEngine(settings, HttpxFetcher(client, settings.max_body), clock, log)
+    async with client:
+        outcome = await engine.run(["BTC"])
+    assert outcome.stop is None
+    assert log.events == [
+        "request",
+        "throttled",
+        "request",
+        "retry",
+        "request",
+        "record BTC ok=True attempts=3",
+    ]
+
+
+class CountingFactory:
+    def __init__(self) -> None:
+        self.built = 0
+
+    def __call__(self) -> Fetcher:
+        self.built += 1
+        client = httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+        )
+        return HttpxFetcher(client, 1024)
+
+
+@pytest.mark.anyio
+async def test_the_fetcher_is_built_once_and_only_when_a_request_is_due() -> None:
+    """A run answered entirely from the cache never pays for building a client."""
+    factory = CountingFactory()
+    lazy = LazyFetcher(factory)
+    await lazy.aclose()
+    assert factory.built == 0
+    lazy.prepare()
+    lazy.prepare()
+    answer = await lazy.fetch("GET", httpx.URL(f"{BASE}/signals/BTC"))
+    await lazy.aclose()
+    assert answer.status == 200 and factory.built == 1

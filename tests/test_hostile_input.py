@@ -47,6 +47,7 @@ from scanctl.retry import (
     parse_retry_after,
 )
 from scanctl.symbols import collect_symbols, tokens_from_text
+from tests.summaries import summary_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SCANCTL = [sys.executable, "-m", "scanctl"]
@@ -532,7 +533,7 @@ def csv_rows(*records: ScanRecord) -> list[dict[str, str]]:
     writer = make_writer("csv", StdoutDestination(out))
     for record in records:
         writer.write(record)
-    writer.finish({})
+    writer.finish(summary_of())
     return list(csv.DictReader(io.StringIO(out.getvalue())))
 
 
@@ -569,7 +570,7 @@ def test_a_carriage_return_cannot_start_a_row_of_its_own() -> None:
     writer = make_writer("csv", StdoutDestination(out))
     data = {"note": "x\r=HYPERLINK(1)", "other": "a\nb", "q": 'say "hi", then go'}
     writer.write(ScanRecord("BTC", "signals", True, 200, data, None, 1, 1.0))
-    writer.finish({})
+    writer.finish(summary_of())
     text = out.getvalue()
     assert ',"x\r=HYPERLINK(1)","a\nb","say ""hi"", then go"\n' in text
     rows = list(csv.reader(io.StringIO(text, newline="")))
@@ -618,7 +619,7 @@ def test_jsonl_on_a_full_disk_fails_once_at_the_end_not_inside_the_scan() -> Non
     writer.write(record)  # not even tried: the output is already known to be lost
     assert stream.flushes == 1
     with pytest.raises(OutputError, match=r"^cannot write standard output: No space left"):
-        writer.finish({})
+        writer.finish(summary_of())
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])
@@ -633,7 +634,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path, fmt: str) -> No
     writer = make_writer(fmt, destination)
     writer.write(ScanRecord("BTC", "signals", True, 200, {}, None, 1, 1.0))
     with pytest.raises(OutputError, match=f"cannot write {re.escape(str(target))}: No space"):
-        writer.finish({"success_rate": 100.0})
+        writer.finish(summary_of(success_rate=100.0))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -649,7 +650,7 @@ def test_a_fifo_is_written_into_and_stays_a_fifo(tmp_path: Path, fmt: str) -> No
     assert isinstance(destination, SpecialFileDestination)
     writer = make_writer(fmt, destination)
     writer.write(ScanRecord("BTC", "signals", True, 200, {"score": 1}, None, 1, 1.0))
-    writer.finish({"success_rate": 100.0})
+    writer.finish(summary_of(success_rate=100.0))
     reader.join(10)
     assert b"BTC" in received[0]
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and sorted(os.listdir(tmp_path)) == ["pipe"]
@@ -659,7 +660,7 @@ def test_jsonl_to_dev_null_is_fine() -> None:
     """InPlaceFileDestination fsynced /dev/null at the end: EINVAL, "cannot write /dev/null"."""
     writer = make_writer("jsonl", open_destination(os.devnull, "jsonl"))
     writer.write(ScanRecord("BTC", "signals", True, 200, {}, None, 1, 1.0))
-    writer.finish({})
+    writer.finish(summary_of())
 
 
 needs_dev_full = pytest.mark.skipif(

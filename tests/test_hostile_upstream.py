@@ -17,8 +17,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from scanctl.answer import AnswerHeaders, TooLarge
+from scanctl.answer import AnswerHeaders
 from scanctl.cli import app
+from scanctl.failures import TooLarge
 from scanctl.transport import AiohttpTransport, DirectClient
 
 OK_BODY = json.dumps({"score": 1}).encode()

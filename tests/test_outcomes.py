@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import ssl
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -17,6 +18,12 @@ from scanctl.retry import Outcome, backoff_delay, classify_response, parse_retry
 from tests.engine_helpers import run_engine
 
 pytestmark = pytest.mark.anyio
+
+
+def raised_from(error: Exception, cause: BaseException) -> Exception:
+    """`error` as a library raises it: `raise error from cause`."""
+    error.__cause__ = cause
+    return error
 
 
 def ok_json(request: httpx.Request) -> httpx.Response:
@@ -95,7 +102,11 @@ async def test_retries_bound_the_attempts_of_one_symbol() -> None:
     [
         (httpx.ReadTimeout("read timed out"), "Request timeout"),
         (httpx.ConnectTimeout("connect timed out"), "Request timeout"),
-        (httpx.ConnectError("[Errno 111] Connection refused"), "Connection refused"),
+        (
+            raised_from(httpx.ConnectError("connect failed"), ConnectionRefusedError(111, "no")),
+            "Connection refused",
+        ),
+        (httpx.ConnectError("[Errno 111] Connection refused"), "Connection error"),  # text alone
         (httpx.ConnectError("Name or service not known"), "Connection error"),
         (httpx.RemoteProtocolError("Server disconnected"), "Connection dropped"),
         (httpx.ReadError("connection reset"), "Connection dropped"),
@@ -115,12 +126,30 @@ async def test_transport_errors_are_retried_and_named(error: Exception, kind: st
     assert record.error_kind == kind and record.error is not None and record.error.startswith(kind)
 
 
-async def test_tls_failure_is_permanent() -> None:
+@pytest.mark.parametrize(
+    "cause",
+    [
+        ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify"),
+        ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"),
+    ],
+)
+async def test_tls_failure_is_permanent(cause: ssl.SSLError) -> None:
+    """Known by the ssl.SSLError underneath (httpcore and aiohttp both raise from one), not by
+    what the message says."""
+
     def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+        raise raised_from(httpx.ConnectError("handshake failed"), cause)
 
     run = await run_engine(handler, ["BTC"], retries=3)
     assert run.records[0].attempts == 1 and run.records[0].error_kind == "TLS error"
+
+
+async def test_a_message_that_mentions_ssl_is_not_a_tls_failure() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("host ssl.example.test: Name or service not known")
+
+    run = await run_engine(handler, ["BTC"], retries=1)
+    assert run.records[0].attempts == 2 and run.records[0].error_kind == "Connection error"
 
 
 async def test_429_with_retry_after_seconds_waits_and_does_not_use_a_retry() -> None:

@@ -22,6 +22,7 @@ from scanctl.output import (
     write_json_file,
 )
 from scanctl.records import RECORD_FIELDS, ScanRecord
+from tests.summaries import summary_of
 
 
 def record(index: int, symbol: str, ok: bool = True, data: Any = None) -> ScanRecord:
@@ -39,14 +40,9 @@ def record(index: int, symbol: str, ok: bool = True, data: Any = None) -> ScanRe
     )
 
 
-SUMMARY = {
-    "scan_type": "mss",
-    "total_scanned": 3,
-    "successful": 2,
-    "failed": 1,
-    "success_rate": 66.67,
-    "errors": {"HTTP 404": 1},
-}
+SUMMARY = summary_of(
+    total_scanned=3, successful=2, failed=1, success_rate=66.67, errors={"HTTP 404": 1}
+)
 
 
 def test_json_keeps_input_order_and_the_original_field_layout() -> None:
@@ -157,8 +153,8 @@ def test_unwritable_outputs_are_usage_errors_before_anything_runs(tmp_path: Path
 
 def test_metrics_file_is_json_written_atomically(tmp_path: Path) -> None:
     path = tmp_path / "m.json"
-    write_json_file(str(path), SUMMARY)
-    assert json.loads(path.read_text()) == SUMMARY
+    write_json_file(str(path), SUMMARY.to_dict())
+    assert json.loads(path.read_text()) == SUMMARY.to_dict()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
@@ -170,7 +166,7 @@ def test_an_atomic_file_gets_the_permissions_of_a_new_file_or_keeps_the_old_ones
     umask = os.umask(0o027)
     try:
         new = tmp_path / "new.json"
-        write_json_file(str(new), SUMMARY)
+        write_json_file(str(new), SUMMARY.to_dict())
         assert stat.S_IMODE(new.stat().st_mode) == 0o640
         old = tmp_path / "old.prom"
         old.write_text("old")
@@ -219,8 +215,9 @@ def test_json_streamed_from_the_spill_is_what_one_dumps_call_would_write(
     for r in reversed(records):  # finished in the opposite order
         writer.write(r)
     writer.finish(SUMMARY)
-    document = {**dict(list(SUMMARY.items())[:5]), "results": [r.to_dict() for r in records]}
-    document.update(dict(list(SUMMARY.items())[5:]))
+    fields = list(SUMMARY.to_dict().items())
+    document = {**dict(fields[:5]), "results": [r.to_dict() for r in records]}
+    document.update(dict(fields[5:]))
     assert out.getvalue() == dumps(document, pretty=destination.is_terminal) + "\n"
 
 

@@ -262,7 +262,7 @@ def test_an_overlapped_run_compares_with_what_is_stored_when_it_saves(tmp_path: 
 # -- through a whole scan ----------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("httpx_transport")
+@pytest.mark.usefixtures("respx_over_aiohttp")
 @pytest.mark.parametrize("others", [False, True])
 def test_a_scan_that_overlapped_another_does_not_lower_the_learned_rate(others: bool) -> None:
     memory = PacingMemory()

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scanctl.demo.testing import fetch_stats, running_demo_process
 from scanctl.errors import OutputError
 from scanctl.metrics import RunMetrics
+from scanctl.outcome import Summary
 from scanctl.output import dumps, write_json_file
 from scanctl.promfile import (
     LAST_SUCCESS,
@@ -58,7 +59,7 @@ def record(
 
 def make_summary(
     scan_type: str = "mss", *, rate: float | None = 38.2, latencies: bool = True
-) -> dict[str, Any]:
+) -> Summary:
     """A summary as a run builds it: 4 ok (one cached, one of those stale too), 1 failed, and
     2 of the 7 asked for not reached."""
     metrics = RunMetrics(scan_type, total=7)
@@ -127,7 +128,7 @@ def test_every_figure_reads_back_through_the_official_parser() -> None:
     ids=["every-figure", "no-rate-no-requests"],
 )
 @pytest.mark.parametrize("exit_code", [0, 3])
-def test_names_follow_the_prometheus_conventions(summary: dict[str, Any], exit_code: int) -> None:
+def test_names_follow_the_prometheus_conventions(summary: Summary, exit_code: int) -> None:
     """Prefix scanctl_, units in names (seconds), _total exactly on counters, one HELP and one
     TYPE per family, no family twice, and the scan type on every sample."""
     text = render(summary, exit_code=exit_code, previous_success=None)
@@ -143,7 +144,7 @@ def test_names_follow_the_prometheus_conventions(summary: dict[str, Any], exit_c
         assert family.type in ("counter", "gauge"), family.name
         assert family.samples, family.name
         for sample in family.samples:
-            assert sample.name in types and sample.labels["type"] == summary["scan_type"]
+            assert sample.name in types and sample.labels["type"] == summary.scan_type
             assert sample.name.endswith("_total") == (types[sample.name] == "counter"), sample
             assert "_milliseconds" not in sample.name and not sample.name.endswith("_ms")
         if "timestamp" in family.name or "duration" in family.name or "latency" in family.name:
@@ -173,7 +174,7 @@ def test_figures_a_run_does_not_have_are_left_out_not_nan() -> None:
 
 def test_the_last_success_is_this_run_when_it_exits_0_else_the_one_kept() -> None:
     summary = make_summary()
-    assert epoch_seconds(summary["finished_at"]) == FINISHED
+    assert epoch_seconds(summary.finished_at) == FINISHED
     for code, previous, expected in [(0, None, FINISHED), (0, 5.0, FINISHED), (4, 5.0, 5.0)]:
         samples = parse(render(summary, exit_code=code, previous_success=previous))
         assert value(samples, LAST_SUCCESS, type="mss") == expected
@@ -226,7 +227,7 @@ def test_a_failed_rename_keeps_the_old_file_whole_and_leaves_no_temp(
 
 def test_json_metrics_are_byte_for_byte_what_they_were(tmp_path: Path) -> None:
     """--metrics as JSON: an indent of 2, non-ASCII kept, one newline at the end."""
-    summary = {**make_summary("é"), "cache": {"location": "/tmp/ü"}}
+    summary = {**make_summary("é").to_dict(), "cache": {"location": "/tmp/ü"}}
     path = tmp_path / "m.json"
     write_json_file(str(path), summary)
     expected = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"

@@ -11,6 +11,7 @@ import pytest
 from trio.testing import MockClock
 
 from scanctl.clock import LoopClock
+from scanctl.outcome import StopReason
 from scanctl.pacing import Pacer
 from scanctl.resilience import CircuitBreaker, RetryBudget
 from tests.engine_helpers import run_engine
@@ -256,8 +257,9 @@ async def test_an_outage_longer_than_max_outage_stops_the_scan_and_marks_the_res
         rate=50.0,
         max_outage=5.0,
     )
-    assert run.outcome is not None and run.outcome.down is not None
-    assert "upstream unavailable for 5 s" in run.outcome.down
+    assert run.outcome is not None and run.outcome.stop is StopReason.UPSTREAM_DOWN
+    assert run.outcome.message is not None
+    assert "upstream unavailable for 5 s" in run.outcome.message
     assert len(run.records) == 400  # every symbol accounted for
     not_scanned = [r for r in run.records if r.error_kind == "Not scanned (upstream down)"]
     assert not_scanned and clock.monotonic() < 1.0 + 5.0 + 5.0
@@ -299,7 +301,7 @@ async def test_deadline_fails_what_is_still_throttled_and_accounts_for_everythin
     run = await run_engine(
         handler, ["BTC", "ETH", "SOL"], clock=clock, concurrency=1, deadline=10.0
     )
-    assert run.outcome is not None and run.outcome.deadline_passed
+    assert run.outcome is not None and run.outcome.stop is StopReason.DEADLINE
     by_symbol = run.by_symbol()
     assert by_symbol["BTC"].ok
     assert by_symbol["ETH"].error_kind == "Deadline passed" and by_symbol["ETH"].attempts > 1

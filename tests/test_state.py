@@ -15,8 +15,8 @@ from scanctl.cli import app
 from scanctl.ratecontrol import LearnedPace
 from scanctl.state import PacingMemory
 
-# respx mocks httpx's own transport (scans here run with --transport httpx).
-pytestmark = pytest.mark.usefixtures("httpx_transport")
+# respx routes, served over a socket to the default transport (tests/respx_bridge.py).
+pytestmark = pytest.mark.usefixtures("respx_over_aiohttp")
 
 BASE = "http://upstream.test"
 

@@ -17,6 +17,7 @@ from scanctl.demo.testing import running_demo_process
 from scanctl.records import ScanRecord
 from scanctl.table import TableWriter
 from scanctl.terminal import wants_color
+from tests.summaries import summary_of
 
 
 class Captured:
@@ -49,7 +50,7 @@ def record(index: int, symbol: str, **kw: object) -> ScanRecord:
 
 
 def lines_of(writer: TableWriter) -> list[str]:
-    writer.finish({})
+    writer.finish(summary_of())
     text: str = writer.destination.stream.getvalue()  # type: ignore[attr-defined]
     return [line.rstrip() for line in text.splitlines()]
 

@@ -11,9 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from scanctl.cli import app
+from scanctl.config import load_builtin_profile
 from scanctl.demo.testing import running_demo_process
-from scanctl.runner import chosen_transport
-from scanctl.transport import DirectClient
+from scanctl.engine import ScanSettings
+from scanctl.failures import ConnectionRefused
+from scanctl.fetch import HttpxFetcher, build_fetcher, chosen_transport
+from scanctl.transport import AiohttpFetcher, DirectClient
 
 TRANSPORTS = ("aiohttp", "httpx")
 
@@ -143,3 +146,53 @@ def test_auto_leaves_proxied_runs_to_httpx(
         monkeypatch.setenv(name, value)
     assert chosen_transport("auto") == chosen
     assert chosen_transport("aiohttp") == "aiohttp" and chosen_transport("httpx") == "httpx"
+
+
+def _settings(base_url: str, transport: str) -> ScanSettings:
+    endpoint = load_builtin_profile().endpoint("signals")
+    return ScanSettings(endpoint=endpoint, base_url=base_url, transport=transport, timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("transport", "kind"),
+    [("auto", AiohttpFetcher), ("aiohttp", AiohttpFetcher), ("httpx", HttpxFetcher)],
+)
+def test_the_fetcher_is_chosen_in_one_place(
+    monkeypatch: pytest.MonkeyPatch, transport: str, kind: type
+) -> None:
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    fetcher = build_fetcher(_settings("http://upstream.test", transport))
+    assert type(fetcher) is kind
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_each_fetcher_answers_or_raises_a_classified_failure(
+    healthy: str, transport: str
+) -> None:
+    """The seam's contract, on both fetchers over a real socket: an Answer with its body read,
+    or a FetchFailure of the right type (never the library's own exception)."""
+    fetcher = build_fetcher(_settings(healthy, transport))
+    try:
+        answer = await fetcher.fetch("GET", httpx.URL(f"{healthy}/signals/BTC"))
+    finally:
+        await fetcher.aclose()
+    assert answer.status == 200 and json.loads(answer.body)["symbol"] == "BTC"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    nowhere = f"http://127.0.0.1:{port}"
+    fetcher = build_fetcher(_settings(nowhere, transport))
+    try:
+        with pytest.raises(ConnectionRefused):
+            await fetcher.fetch("GET", httpx.URL(f"{nowhere}/signals/BTC"))
+    finally:
+        await fetcher.aclose()

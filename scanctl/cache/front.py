@@ -105,7 +105,7 @@ class CacheFront:
     # -- before the request --------------------------------------------------------------------
 
     def screen(
-        self, stream: Iterator[tuple[int, str]], emit: Callable[[ScanRecord], None]
+        self, stream: Iterator[tuple[int, str]], emit: Callable[[ScanRecord], object]
     ) -> Iterator[tuple[int, str]]:
         """Pass on the symbols that need a request; answer the others with `emit`."""
         while True:
