@@ -29,9 +29,11 @@ from scanctl.errors import CacheError, ExitCode, OutputError, ScanctlError, Upst
 from scanctl.lock import run_locks
 from scanctl.metrics import RunMetrics, iso_time
 from scanctl.output import (
+    Destination,
     NullWriter,
     RecordWriter,
     check_writable,
+    is_special_file,
     make_writer,
     open_destination,
     write_json_file,
@@ -204,6 +206,9 @@ class ScanRun:
     """One run of `scanctl scan`."""
 
     def __init__(self, job: ScanJob, clock: Clock | None = None) -> None:
+        """Assemble the run, refusing before anything is opened when it can (a bad --metrics
+        path, a remembered ban); whatever was opened when a later step refuses is undone, so a
+        refused start leaves no file behind (docs/architecture.md, "Assembling a run")."""
         self.job = job
         self.clock = clock or MonotonicClock()
         self.symbols = job.symbols
@@ -218,15 +223,36 @@ class ScanRun:
                     f"{len(self.symbols)} to scan; dropped {state.dropped_failed} failed, "
                     f"{state.dropped_duplicates} duplicate and {state.dropped_broken} broken lines"
                 )
-        # Open outputs before the first request: a bad path is a usage error, not a lost scan.
+        if job.fmt != "none" and job.output not in (None, "-") and not is_special_file(job.output):
+            # Usage errors first, in the order they always came (the output, then --metrics).
+            path = job.output
+            check_writable(os.path.realpath(path) if os.path.islink(path) else path)
+        if job.metrics_path:
+            check_writable(job.metrics_path, "--metrics")
+        settings = job.settings
+        self.memory = PacingMemory()
+        banned = self.memory.banned_until(settings.base_url, self.clock.wall())
+        if banned is not None:
+            raise UpstreamRefused(
+                f"{settings.base_url} banned us until {iso_time(banned)} (HTTP 418); "
+                "not sending anything before then"
+            )
+        with contextlib.ExitStack() as undo:
+            self._assemble(undo, resumed)
+            undo.pop_all()  # assembled: from here on, the run's own end closes what it opened
+
+    def _assemble(self, undo: contextlib.ExitStack, resumed: int) -> None:
+        """Open the output (before the first request: a bad path is a usage error, not a lost
+        scan), then the pacing and the cache; `undo` removes the output should a step fail."""
+        job = self.job
         self.writer: RecordWriter = NullWriter()
         if job.fmt != "none":
+            existed = job.output is not None and os.path.lexists(job.output)
             destination = open_destination(job.output, job.fmt, append=job.resume)
+            undo.callback(_forget_output, destination, None if existed else job.output)
             color = wants_color(job.color, os.environ, is_terminal=destination.is_terminal)
             display = job.settings.endpoint.display
             self.writer = make_writer(job.fmt, destination, display=display, color=color)
-        if job.metrics_path:
-            check_writable(job.metrics_path, "--metrics")
         self.metrics = RunMetrics(job.settings.endpoint.name, total=len(job.symbols))
         self._compares = job.cache_policy is not None and job.cache_policy.changes
         if self._compares:
@@ -240,13 +266,6 @@ class ScanRun:
         )
         self.state = _RunState()
         settings = job.settings
-        self.memory = PacingMemory()
-        banned = self.memory.banned_until(settings.base_url, self.clock.wall())
-        if banned is not None:
-            raise UpstreamRefused(
-                f"{settings.base_url} banned us until {iso_time(banned)} (HTTP 418); "
-                "not sending anything before then"
-            )
         learned = None
         if settings.adaptive and not job.relearn:
             learned = self.memory.learned(settings.base_url, settings.endpoint.name)
@@ -525,6 +544,15 @@ class ScanRun:
         if summary["failed"]:
             return ExitCode.PARTIAL, None
         return ExitCode.OK, None
+
+
+def _forget_output(destination: Destination, created: str | None) -> None:
+    """Undo opening an output: its temporary file goes, and so does a file this run created
+    (`created`; None when the path was there before, or is stdout)."""
+    destination.discard()
+    if created is not None and created != "-" and not is_special_file(created):
+        with contextlib.suppress(OSError):
+            os.unlink(created)
 
 
 def run_entry(command: str, summary: dict[str, Any]) -> dict[str, Any]:
