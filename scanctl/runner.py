@@ -7,6 +7,7 @@ actually runs (it pulls in httpx, anyio and rich).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -20,12 +21,20 @@ import httpx
 
 from scanctl import __version__
 from scanctl.answer import Answer
-from scanctl.cache import open_store
+from scanctl.cache import namespace_for, open_store
 from scanctl.cache.front import CacheFront, CachePolicy
 from scanctl.changes import NOTHING_TO_COMPARE
 from scanctl.clock import Clock, MonotonicClock
+from scanctl.config import EndpointType
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings, make_pacer
-from scanctl.errors import CacheError, ExitCode, OutputError, ScanctlError, UpstreamRefused
+from scanctl.errors import (
+    CacheError,
+    ExitCode,
+    OutputError,
+    ScanctlError,
+    UpstreamRefused,
+    UsageError,
+)
 from scanctl.lock import run_locks
 from scanctl.metrics import RunMetrics, iso_time
 from scanctl.output import (
@@ -43,6 +52,20 @@ from scanctl.progress import Display, choose_display, summary_line
 from scanctl.promfile import write_prom_file
 from scanctl.records import ScanRecord
 from scanctl.resume import prepare_resume
+from scanctl.settings import (
+    AHEAD,
+    BASE_URL,
+    CHANGES,
+    NEGATIVE_TTL,
+    NO_ADAPT,
+    NO_CACHE,
+    ONLY_CHANGED,
+    REFRESH,
+    STALE_IF_ERROR,
+    TIMEOUT,
+    TTL,
+    Resolved,
+)
 from scanctl.state import PacingMemory, pacing_key
 from scanctl.terminal import wants_color
 
@@ -52,29 +75,123 @@ DEFAULT_BAN_SECONDS = 120.0
 
 @dataclass(slots=True)
 class ScanJob:
-    """A validated scan request from the command line."""
+    """One scan to run: its symbols, the engine's settings, and what to do around the scan.
+
+    A field named after a setting (scanctl/settings.py), or marked with one in its metadata,
+    takes that setting's value in `for_scan` / `for_warming`: a new setting the run needs is a
+    declaration and a field here, nothing in between.
+    """
 
     symbols: list[str]
     settings: ScanSettings
     fmt: str = "json"
     output: str | None = None
-    metrics_path: str | None = None
-    metrics_format: str = "json"  # or "prom": Prometheus' text format (scanctl/promfile.py)
+    metrics_path: str | None = field(default=None, metadata={"setting": "metrics"})
+    # "json" or "prom" (Prometheus' text format, scanctl/promfile.py): decided from --metrics
+    # and --metrics-format together, so not taken from the setting of that name.
+    metrics_format: str = field(default="json", metadata={"setting": None})
     quiet: bool = False
     no_progress: bool = False
     skipped_invalid: int = 0
     relearn: bool = False
     # The cache: where it is (None: the default) and what this run may do (None: --no-cache).
-    cache_location: str | None = None
+    cache_location: str | None = field(default=None, metadata={"setting": "cache"})
     cache_policy: CachePolicy | None = None
     namespace: str = ""  # profile and base URL: whose answers these are
     command: str = "scan"  # or "warm-cache" (fmt "none": the cache is the product)
     grace: float = 5.0  # seconds requests in flight get after the first Ctrl-C / SIGTERM
     resume: bool = False  # -F jsonl -o FILE: keep FILE's ok records, scan the rest, append
-    lock_name: str | None = None  # --lock NAME: no two scans with this name at once
+    # --lock NAME: no two scans with this name at once
+    lock_name: str | None = field(default=None, metadata={"setting": "lock"})
     wait_lock: float = 0.0  # seconds to wait for a held lock before giving up (exit 75)
     only_changed: bool = False  # write only records whose answer changed (--only-changed)
     color: str = "auto"  # --color: auto, always or never
+
+    @classmethod
+    def for_scan(
+        cls,
+        options: Resolved,
+        endpoint: EndpointType,
+        symbols: list[str],
+        **fields: Any,
+    ) -> ScanJob:
+        """A `scan` job: the cache as --no-cache, --refresh, --stale-if-error and --changes
+        say (check them first with `check_cache_flags`); `fields` set the rest."""
+        policy = None
+        if not options[NO_CACHE]:
+            policy = cache_policy(
+                options,
+                endpoint,
+                refresh=options[REFRESH],
+                stale_if_error=options[STALE_IF_ERROR],
+                changes=options[CHANGES] or options[ONLY_CHANGED],
+            )
+        return cls._made(options, endpoint, symbols, cache_policy=policy, **fields)
+
+    @classmethod
+    def for_warming(
+        cls, options: Resolved, endpoint: EndpointType, symbols: list[str], **fields: Any
+    ) -> ScanJob:
+        """A `warm-cache` job: no output, the cache refreshed --ahead of expiry."""
+        policy = cache_policy(options, endpoint, refresh_ahead=options[AHEAD])
+        return cls._made(
+            options,
+            endpoint,
+            symbols,
+            fmt="none",
+            command="warm-cache",
+            cache_policy=policy,
+            **fields,
+        )
+
+    @classmethod
+    def _made(
+        cls, options: Resolved, endpoint: EndpointType, symbols: list[str], **fields: Any
+    ) -> ScanJob:
+        named = {f.name: f.metadata.get("setting", f.name) for f in dataclasses.fields(cls)}
+        taken = {name: options.values[key] for name, key in named.items() if key in options.values}
+        return cls(
+            symbols=symbols,
+            settings=scan_settings(options, endpoint),
+            namespace=namespace_for(options.profile.name, options[BASE_URL], endpoint),
+            **{**taken, **fields},
+        )
+
+
+def scan_settings(options: Resolved, endpoint: EndpointType) -> ScanSettings:
+    """The engine's settings: every field named after a setting takes its value."""
+    profile = options.profile
+    return ScanSettings(
+        endpoint=endpoint,
+        headers=options.headers,
+        weight_header=profile.weight_header,
+        quota_headers=profile.quota_headers,
+        upstream_bans=profile.bans,
+        adaptive=not options[NO_ADAPT],
+        **options.fill([f.name for f in dataclasses.fields(ScanSettings)]),
+    )
+
+
+def cache_policy(options: Resolved, endpoint: EndpointType, **more: Any) -> CachePolicy:
+    """How long answers stay fresh (--ttl, else the type's), 404s (--negative-ttl, else the
+    profile's), and how long a lease on a symbol lasts (its request's timeout, and some)."""
+    return CachePolicy(
+        ttl=options[TTL] or endpoint.ttl,
+        negative_ttl=options[NEGATIVE_TTL],
+        lease_seconds=options[TIMEOUT] + 10.0,
+        **more,
+    )
+
+
+def check_cache_flags(options: Resolved) -> None:
+    """Usage errors for cache flags that contradict --no-cache."""
+    if not options[NO_CACHE]:
+        return
+    if options[REFRESH] or options[STALE_IF_ERROR] is not None:
+        raise UsageError("--no-cache cannot be combined with --refresh or --stale-if-error")
+    if options[CHANGES] or options[ONLY_CHANGED]:
+        flag = "--only-changed" if options[ONLY_CHANGED] else "--changes"
+        raise UsageError(f"{flag} compares with the answers kept in the cache: drop --no-cache")
 
 
 @dataclass(slots=True)
