@@ -106,6 +106,10 @@ class ScanJob:
     wait_lock: float = 0.0  # seconds to wait for a held lock before giving up (exit 75)
     only_changed: bool = False  # write only records whose answer changed (--only-changed)
     color: str = "auto"  # --color: auto, always or never
+    # Whether SIGINT and SIGTERM stop the run gracefully (the CLI); a library leaves them be.
+    handle_signals: bool = True
+    # Where records go when there is no output format (fmt "none"): the Python API's own.
+    writer: RecordWriter | None = None
 
     @classmethod
     def for_scan(
@@ -362,7 +366,7 @@ class ScanRun:
         """Open the output (before the first request: a bad path is a usage error, not a lost
         scan), then the pacing and the cache; `undo` removes the output should a step fail."""
         job = self.job
-        self.writer: RecordWriter = NullWriter()
+        self.writer: RecordWriter = job.writer or NullWriter()
         if job.fmt != "none":
             existed = job.output is not None and os.path.lexists(job.output)
             destination = open_destination(job.output, job.fmt, append=job.resume)
@@ -470,7 +474,8 @@ class ScanRun:
                 cache=self.cache,
             )
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_signals, tg, engine)
+                if self.job.handle_signals:
+                    tg.start_soon(self._watch_signals, tg, engine)
                 tg.start_soon(self._tick)
                 self.state.outcome = await engine.run(self.symbols)
                 tg.cancel_scope.cancel()
@@ -498,6 +503,22 @@ class ScanRun:
             return ExitCode.BROKEN_PIPE
         if why is not None:
             warn(why)
+        return code
+
+    async def run_async(self, client: httpx.AsyncClient | None = None) -> ExitCode:
+        """`run` inside an event loop that is already running (the Python API): the same
+        scan and wrap-up; an exception that ends it propagates, after the wrap-up."""
+        started_wall, started = self.clock.wall(), self.clock.monotonic()
+        self.display.start(len(self.job.symbols))
+        self.overlap.start()
+        escaped: BaseException | None = None
+        try:
+            await self._main(client)
+        except BaseException as exc:
+            escaped = exc
+            raise
+        finally:
+            code, _ = self._wrap_up(started_wall, started, escaped)
         return code
 
     def _wrap_up(
