@@ -5,6 +5,7 @@ they need when they run (a test and ruff's TID253 keep it so). Every error a use
 reported as one line on stderr, `scanctl: error: ...`, with the exit code of `ExitCode`; that
 mapping happens here and nowhere else. Shell completion is answered here too: Typer's scripts
 and shell protocols, scanctl's own options to show and install them (see `_install_completion`).
+The scan commands' options come from the settings model (docs/architecture.md, "Settings").
 """
 
 from __future__ import annotations
