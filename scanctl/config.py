@@ -274,82 +274,16 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
     name the key for `config check` to turn into a line number.
     """
     _unknown(doc, PROFILE_KEYS | set(MODEL.in_profile()), where)
-    types: dict[str, EndpointType] = {}
-    for type_name, spec in _table(doc.get("types", {}), (*where, "types")).items():
-        at = (*where, "types", type_name)
-        spec = _table(spec, at)
-        _unknown(spec, TYPE_KEYS, at)
-        path = _string(spec.get("path"), (*at, "path"))
-        if "{symbol}" not in path or not path.startswith("/") or any(c in path for c in "?#"):
-            raise ProfileError(
-                f"[{'.'.join(at)}] path must start with /, hold {{symbol}}, and have no ? or # "
-                f"(query parameters go in params), got {path!r}",
-                (*at, "path"),
-            )
-        params = _table(spec.get("params", {}), (*at, "params"))
-        for key, value in params.items():
-            if isinstance(value, dict | list):
-                raise ProfileError(
-                    f"[{'.'.join(at)}] params.{key} must be a string or number", (*at, "params")
-                )
-            if isinstance(value, bool):
-                params[key] = "true" if value else "false"
-        method = str(spec.get("method", "GET")).upper()
-        if method not in METHODS:
-            raise ProfileError(
-                f"[{'.'.join(at)}] method must be one of {', '.join(METHODS)}, got {method!r}",
-                (*at, "method"),
-            )
-        payload = spec.get("payload")
-        display = spec.get("display", [])
-        if not isinstance(display, list) or not all(isinstance(f, str) and f for f in display):
-            raise ProfileError(
-                f"[{'.'.join(at)}] display must be a list of field names, got {display!r}",
-                (*at, "display"),
-            )
-        types[type_name] = EndpointType(
-            type_name,
-            path,
-            _number(spec.get("ttl", 300), (*at, "ttl")),
-            {str(k): str(v) for k, v in params.items()},
-            method,
-            None if payload is None else _string(payload, (*at, "payload")),
-            tuple(display),
-        )
+    types = {
+        name: _endpoint_type(name, spec, (*where, "types", name))
+        for name, spec in _table(doc.get("types", {}), (*where, "types")).items()
+    }
     if not types:
         raise ProfileError(f"profile {'.'.join(where) or ''} defines no [types]".strip(), where)
     settings = _profile_settings(doc, where)
     rate_limit = _table(doc.get("rate_limit", {}), (*where, "rate_limit"))
     _unknown(rate_limit, RATE_LIMIT_KEYS, (*where, "rate_limit"))
-    weight = None
-    if "weight_header" in rate_limit:
-        at = (*where, "rate_limit")
-        if "weight_budget" not in rate_limit:
-            raise ProfileError(
-                "[rate_limit] weight_header needs weight_budget (and weight_window)",
-                (*at, "weight_header"),
-            )
-        weight = WeightHeader(
-            _string(rate_limit["weight_header"], (*at, "weight_header")),
-            int(_number(rate_limit["weight_budget"], (*at, "weight_budget"), integer=True)),
-            _number(rate_limit.get("weight_window", 60), (*at, "weight_window"), positive=True),
-        )
-    quota = None
-    if any(k in rate_limit for k in ("remaining_header", "limit_header", "reset_header")):
-        at = (*where, "rate_limit")
-        if "remaining_header" not in rate_limit:
-            raise ProfileError(
-                "[rate_limit] limit_header and reset_header need remaining_header", at
-            )
-        optional = {
-            key: _string(rate_limit[key], (*at, key)) if key in rate_limit else None
-            for key in ("limit_header", "reset_header")
-        }
-        quota = QuotaHeaders(
-            _string(rate_limit["remaining_header"], (*at, "remaining_header")),
-            optional["limit_header"],
-            optional["reset_header"],
-        )
+    weight, quota = _rate_limit_headers(rate_limit, (*where, "rate_limit"))
     bans = rate_limit.get("bans", False)
     if not isinstance(bans, bool):
         raise ProfileError(
@@ -374,6 +308,83 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
         quota_headers=quota,
         bans=bans,
     )
+
+
+def _endpoint_type(type_name: str, spec: Any, at: tuple[str, ...]) -> EndpointType:
+    """One [types.NAME] table, checked: a path the symbol can only fill one segment of."""
+    spec = _table(spec, at)
+    _unknown(spec, TYPE_KEYS, at)
+    path = _string(spec.get("path"), (*at, "path"))
+    if "{symbol}" not in path or not path.startswith("/") or any(c in path for c in "?#"):
+        raise ProfileError(
+            f"[{'.'.join(at)}] path must start with /, hold {{symbol}}, and have no ? or # "
+            f"(query parameters go in params), got {path!r}",
+            (*at, "path"),
+        )
+    params = _table(spec.get("params", {}), (*at, "params"))
+    for key, value in params.items():
+        if isinstance(value, dict | list):
+            raise ProfileError(
+                f"[{'.'.join(at)}] params.{key} must be a string or number", (*at, "params")
+            )
+        if isinstance(value, bool):
+            params[key] = "true" if value else "false"
+    method = str(spec.get("method", "GET")).upper()
+    if method not in METHODS:
+        raise ProfileError(
+            f"[{'.'.join(at)}] method must be one of {', '.join(METHODS)}, got {method!r}",
+            (*at, "method"),
+        )
+    payload = spec.get("payload")
+    display = spec.get("display", [])
+    if not isinstance(display, list) or not all(isinstance(f, str) and f for f in display):
+        raise ProfileError(
+            f"[{'.'.join(at)}] display must be a list of field names, got {display!r}",
+            (*at, "display"),
+        )
+    return EndpointType(
+        type_name,
+        path,
+        _number(spec.get("ttl", 300), (*at, "ttl")),
+        {str(k): str(v) for k, v in params.items()},
+        method,
+        None if payload is None else _string(payload, (*at, "payload")),
+        tuple(display),
+    )
+
+
+def _rate_limit_headers(
+    rate_limit: dict[str, Any], at: tuple[str, ...]
+) -> tuple[WeightHeader | None, QuotaHeaders | None]:
+    """The [rate_limit] table's header names: a used-weight counter, and a quota's own names."""
+    weight = None
+    if "weight_header" in rate_limit:
+        if "weight_budget" not in rate_limit:
+            raise ProfileError(
+                "[rate_limit] weight_header needs weight_budget (and weight_window)",
+                (*at, "weight_header"),
+            )
+        weight = WeightHeader(
+            _string(rate_limit["weight_header"], (*at, "weight_header")),
+            int(_number(rate_limit["weight_budget"], (*at, "weight_budget"), integer=True)),
+            _number(rate_limit.get("weight_window", 60), (*at, "weight_window"), positive=True),
+        )
+    quota = None
+    if any(k in rate_limit for k in ("remaining_header", "limit_header", "reset_header")):
+        if "remaining_header" not in rate_limit:
+            raise ProfileError(
+                "[rate_limit] limit_header and reset_header need remaining_header", at
+            )
+        optional = {
+            key: _string(rate_limit[key], (*at, key)) if key in rate_limit else None
+            for key in ("limit_header", "reset_header")
+        }
+        quota = QuotaHeaders(
+            _string(rate_limit["remaining_header"], (*at, "remaining_header")),
+            optional["limit_header"],
+            optional["reset_header"],
+        )
+    return weight, quota
 
 
 def validate_base_url(url: str, name: str = "--base-url") -> str:
