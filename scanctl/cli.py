@@ -43,6 +43,7 @@ from scanctl.settings import (
     WARM,
     Resolved,
     Setting,
+    resolve,
 )
 
 if TYPE_CHECKING:
@@ -321,8 +322,6 @@ def sign_commands() -> None:
 
 
 def _resolve(given: dict[str, Any]) -> Resolved:
-    from scanctl.settings import resolve
-
     return resolve(given, os.environ)
 
 

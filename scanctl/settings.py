@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -618,7 +618,7 @@ class Resolved:
     def __getitem__(self, setting: Setting[T]) -> T:
         return cast(T, self.values[setting.name])
 
-    def fill(self, names: Iterator[str] | list[str]) -> dict[str, Any]:
+    def fill(self, names: Iterable[str]) -> dict[str, Any]:
         """The values of the settings among `names` (a dataclass's field names, say)."""
         return {name: self.values[name] for name in names if name in self.values}
 
