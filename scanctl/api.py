@@ -64,8 +64,10 @@ class _Collector:
         if self.forward is not None:
             self.forward.send_nowait(record)  # the buffer is unbounded: never blocks
 
-    def finish(self, summary: dict[str, Any]) -> None:
-        self.summary = Summary(summary)
+    def finish(self, summary: Any) -> None:
+        # The summary as the run hands it over: its JSON document, or an object that gives it.
+        document = summary.to_dict() if hasattr(summary, "to_dict") else summary
+        self.summary = Summary(document)
         if self.forward is not None:
             self.forward.close()
 

@@ -505,15 +505,16 @@ class ScanRun:
             warn(why)
         return code
 
-    async def run_async(self, client: httpx.AsyncClient | None = None) -> ExitCode:
+    async def run_async(self) -> ExitCode:
         """`run` inside an event loop that is already running (the Python API): the same
-        scan and wrap-up; an exception that ends it propagates, after the wrap-up."""
+        scan and wrap-up, with the client `run` would make; an exception that ends it
+        propagates, after the wrap-up."""
         started_wall, started = self.clock.wall(), self.clock.monotonic()
         self.display.start(len(self.job.symbols))
         self.overlap.start()
         escaped: BaseException | None = None
         try:
-            await self._main(client)
+            await self._main(None)
         except BaseException as exc:
             escaped = exc
             raise
