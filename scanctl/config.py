@@ -15,23 +15,27 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
 from scanctl.errors import UsageError
 from scanctl.hints import QuotaHeaders, WeightHeader
+from scanctl.settings import BASE_URL, MODEL, NEGATIVE_TTL, Setting
+
+T = TypeVar("T")
 
 DEFAULT_PROFILE = "cryptosatx"
 ALLOWED_SCHEMES = ("http", "https")
 
 
 # The keys a profile may hold, per table; anything else is a typo `config check` points at.
+# Besides these, a profile holds the settings that declare a profile key (scanctl/settings.py):
+# `base_url` and `negative_ttl` at the top, the pacing limits under [limits].
 PROFILE_KEYS = frozenset(
-    {"name", "base_url", "api_key_header", "api_key_env", "negative_ttl", "headers"}
-    | {"limits", "rate_limit", "types", "extends"}
+    {"name", "api_key_header", "api_key_env", "headers", "limits", "rate_limit", "types"}
+    | {"extends"}
 )
 TYPE_KEYS = frozenset({"path", "ttl", "params", "method", "payload", "display"})
-LIMIT_KEYS = frozenset({"concurrency", "rate", "timeout", "retries"})
 RATE_LIMIT_KEYS = frozenset(
     {"weight_header", "weight_budget", "weight_window"}
     | {"remaining_header", "limit_header", "reset_header", "bans"}
@@ -74,35 +78,39 @@ class EndpointType:
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
-    """A profile's defaults for the pacing flags (None: scanctl's own default)."""
-
-    concurrency: int | None = None
-    rate: float | None = None
-    timeout: float | None = None
-    retries: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Profile:
-    """An upstream API: its default address, its endpoint types, headers, key and limits."""
+    """An upstream API: its endpoint types, headers and key, and its own values of settings
+    (address, limits, the negative TTL: `settings`, read with `setting()`)."""
 
     name: str
-    base_url: str
     api_key_header: str
     types: dict[str, EndpointType]
+    # Setting name -> the value this profile gives it (only those it sets; checked).
+    settings: dict[str, Any] = field(default_factory=dict)
     # A used-weight counter header (Binance's X-MBX-USED-WEIGHT-1M) and its budget, if any.
     weight_header: WeightHeader | None = None
-    # How long a 404 ("no data for this symbol") is cached; 0: not at all.
-    negative_ttl: float = 30.0
     # Extra request headers; a value may name environment variables as ${NAME}.
     headers: dict[str, str] = field(default_factory=dict)
     api_key_env: str = API_KEY_ENV  # the environment variable holding the API key
-    limits: Limits = field(default_factory=Limits)
     quota_headers: QuotaHeaders | None = None  # rate-limit headers under names of its own
     # The upstream bans clients that draw too many 429s (Binance's 418): no 429 is risked to
     # check what its hints claim.
     bans: bool = False
+
+    def setting(self, setting: Setting[T]) -> T:
+        """This profile's value of a setting, else the setting's built-in default."""
+        if setting.name in self.settings:
+            return cast(T, self.settings[setting.name])
+        return setting.value_of(setting.default, setting.name)
+
+    @property
+    def base_url(self) -> str:
+        return self.setting(BASE_URL)
+
+    @property
+    def negative_ttl(self) -> float:
+        """How long a 404 ("no data for this symbol") is cached; 0: not at all."""
+        return self.setting(NEGATIVE_TTL)
 
     def endpoint(self, type_name: str) -> EndpointType:
         """The endpoint type by name (in any case, see `match_type`), or a usage error that
@@ -221,9 +229,32 @@ def _number(
     return float(value)
 
 
-def _base_url(value: Any, where: tuple[str, ...]) -> str:
+def _profile_settings(doc: dict[str, Any], where: tuple[str, ...]) -> dict[str, Any]:
+    """The values a profile gives to settings that declare a profile key (scanctl/settings.py):
+    numbers checked as a profile's (a whole number for an integer setting, above 0 unless the
+    setting's range takes 0), text through the setting's own parser."""
+    values: dict[str, Any] = {}
+    tables = {key.rpartition(".")[0] for s in MODEL if (key := s.profile_key) is not None}
+    for table in sorted(tables):
+        at = (*where, *table.split(".")) if table else where
+        found = _table(doc.get(table, {}), at) if table else doc
+        keys = MODEL.in_profile(table)
+        if table:
+            _unknown(found, frozenset(keys), at)
+        for key, setting in keys.items():
+            if key in found:
+                values[setting.name] = _setting_value(setting, found[key], (*at, key))
+    return values
+
+
+def _setting_value(setting: Setting[Any], value: Any, where: tuple[str, ...]) -> Any:
+    if setting.kind in (int, float):
+        integer = setting.kind is int
+        positive = setting.check is not None and not setting.check.accepts(0)
+        number = _number(value, where, integer=integer, positive=positive)
+        return int(number) if integer else number
     try:
-        return validate_base_url(_string(value, where), "base_url")
+        return setting.value_of(_string(value, where), where[-1])
     except ProfileError:
         raise
     except UsageError as exc:
@@ -242,100 +273,17 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
     `where` is the table's path in its file (("profiles", "x") in a config file), so errors
     name the key for `config check` to turn into a line number.
     """
-    _unknown(doc, PROFILE_KEYS, where)
-    types: dict[str, EndpointType] = {}
-    for type_name, spec in _table(doc.get("types", {}), (*where, "types")).items():
-        at = (*where, "types", type_name)
-        spec = _table(spec, at)
-        _unknown(spec, TYPE_KEYS, at)
-        path = _string(spec.get("path"), (*at, "path"))
-        if "{symbol}" not in path or not path.startswith("/") or any(c in path for c in "?#"):
-            raise ProfileError(
-                f"[{'.'.join(at)}] path must start with /, hold {{symbol}}, and have no ? or # "
-                f"(query parameters go in params), got {path!r}",
-                (*at, "path"),
-            )
-        params = _table(spec.get("params", {}), (*at, "params"))
-        for key, value in params.items():
-            if isinstance(value, dict | list):
-                raise ProfileError(
-                    f"[{'.'.join(at)}] params.{key} must be a string or number", (*at, "params")
-                )
-            if isinstance(value, bool):
-                params[key] = "true" if value else "false"
-        method = str(spec.get("method", "GET")).upper()
-        if method not in METHODS:
-            raise ProfileError(
-                f"[{'.'.join(at)}] method must be one of {', '.join(METHODS)}, got {method!r}",
-                (*at, "method"),
-            )
-        payload = spec.get("payload")
-        display = spec.get("display", [])
-        if not isinstance(display, list) or not all(isinstance(f, str) and f for f in display):
-            raise ProfileError(
-                f"[{'.'.join(at)}] display must be a list of field names, got {display!r}",
-                (*at, "display"),
-            )
-        types[type_name] = EndpointType(
-            type_name,
-            path,
-            _number(spec.get("ttl", 300), (*at, "ttl")),
-            {str(k): str(v) for k, v in params.items()},
-            method,
-            None if payload is None else _string(payload, (*at, "payload")),
-            tuple(display),
-        )
+    _unknown(doc, PROFILE_KEYS | set(MODEL.in_profile()), where)
+    types = {
+        name: _endpoint_type(name, spec, (*where, "types", name))
+        for name, spec in _table(doc.get("types", {}), (*where, "types")).items()
+    }
     if not types:
         raise ProfileError(f"profile {'.'.join(where) or ''} defines no [types]".strip(), where)
-    limits_doc = _table(doc.get("limits", {}), (*where, "limits"))
-    _unknown(limits_doc, LIMIT_KEYS, (*where, "limits"))
-
-    def limit(key: str, *, integer: bool = False) -> Any:
-        if key not in limits_doc:
-            return None
-        value = _number(limits_doc[key], (*where, "limits", key), integer=integer, positive=True)
-        return int(value) if integer else value
-
-    retries = limits_doc.get("retries")
-    limits = Limits(
-        concurrency=limit("concurrency", integer=True),
-        rate=limit("rate"),
-        timeout=limit("timeout"),
-        retries=None
-        if retries is None
-        else int(_number(retries, (*where, "limits", "retries"), integer=True)),
-    )
+    settings = _profile_settings(doc, where)
     rate_limit = _table(doc.get("rate_limit", {}), (*where, "rate_limit"))
     _unknown(rate_limit, RATE_LIMIT_KEYS, (*where, "rate_limit"))
-    weight = None
-    if "weight_header" in rate_limit:
-        at = (*where, "rate_limit")
-        if "weight_budget" not in rate_limit:
-            raise ProfileError(
-                "[rate_limit] weight_header needs weight_budget (and weight_window)",
-                (*at, "weight_header"),
-            )
-        weight = WeightHeader(
-            _string(rate_limit["weight_header"], (*at, "weight_header")),
-            int(_number(rate_limit["weight_budget"], (*at, "weight_budget"), integer=True)),
-            _number(rate_limit.get("weight_window", 60), (*at, "weight_window"), positive=True),
-        )
-    quota = None
-    if any(k in rate_limit for k in ("remaining_header", "limit_header", "reset_header")):
-        at = (*where, "rate_limit")
-        if "remaining_header" not in rate_limit:
-            raise ProfileError(
-                "[rate_limit] limit_header and reset_header need remaining_header", at
-            )
-        optional = {
-            key: _string(rate_limit[key], (*at, key)) if key in rate_limit else None
-            for key in ("limit_header", "reset_header")
-        }
-        quota = QuotaHeaders(
-            _string(rate_limit["remaining_header"], (*at, "remaining_header")),
-            optional["limit_header"],
-            optional["reset_header"],
-        )
+    weight, quota = _rate_limit_headers(rate_limit, (*where, "rate_limit"))
     bans = rate_limit.get("bans", False)
     if not isinstance(bans, bool):
         raise ProfileError(
@@ -351,17 +299,92 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
             )
     return Profile(
         name=str(doc.get("name", where[-1] if where else DEFAULT_PROFILE)),
-        base_url=_base_url(doc.get("base_url", "http://localhost:8000"), (*where, "base_url")),
         api_key_header=_string(doc.get("api_key_header", "X-API-Key"), (*where, "api_key_header")),
         types=types,
+        settings=settings,
         weight_header=weight,
-        negative_ttl=_number(doc.get("negative_ttl", 30), (*where, "negative_ttl")),
         headers={str(k): str(v) for k, v in headers.items()},
         api_key_env=_string(doc.get("api_key_env", API_KEY_ENV), (*where, "api_key_env")),
-        limits=limits,
         quota_headers=quota,
         bans=bans,
     )
+
+
+def _endpoint_type(type_name: str, spec: Any, at: tuple[str, ...]) -> EndpointType:
+    """One [types.NAME] table, checked: a path the symbol can only fill one segment of."""
+    spec = _table(spec, at)
+    _unknown(spec, TYPE_KEYS, at)
+    path = _string(spec.get("path"), (*at, "path"))
+    if "{symbol}" not in path or not path.startswith("/") or any(c in path for c in "?#"):
+        raise ProfileError(
+            f"[{'.'.join(at)}] path must start with /, hold {{symbol}}, and have no ? or # "
+            f"(query parameters go in params), got {path!r}",
+            (*at, "path"),
+        )
+    params = _table(spec.get("params", {}), (*at, "params"))
+    for key, value in params.items():
+        if isinstance(value, dict | list):
+            raise ProfileError(
+                f"[{'.'.join(at)}] params.{key} must be a string or number", (*at, "params")
+            )
+        if isinstance(value, bool):
+            params[key] = "true" if value else "false"
+    method = str(spec.get("method", "GET")).upper()
+    if method not in METHODS:
+        raise ProfileError(
+            f"[{'.'.join(at)}] method must be one of {', '.join(METHODS)}, got {method!r}",
+            (*at, "method"),
+        )
+    payload = spec.get("payload")
+    display = spec.get("display", [])
+    if not isinstance(display, list) or not all(isinstance(f, str) and f for f in display):
+        raise ProfileError(
+            f"[{'.'.join(at)}] display must be a list of field names, got {display!r}",
+            (*at, "display"),
+        )
+    return EndpointType(
+        type_name,
+        path,
+        _number(spec.get("ttl", 300), (*at, "ttl")),
+        {str(k): str(v) for k, v in params.items()},
+        method,
+        None if payload is None else _string(payload, (*at, "payload")),
+        tuple(display),
+    )
+
+
+def _rate_limit_headers(
+    rate_limit: dict[str, Any], at: tuple[str, ...]
+) -> tuple[WeightHeader | None, QuotaHeaders | None]:
+    """The [rate_limit] table's header names: a used-weight counter, and a quota's own names."""
+    weight = None
+    if "weight_header" in rate_limit:
+        if "weight_budget" not in rate_limit:
+            raise ProfileError(
+                "[rate_limit] weight_header needs weight_budget (and weight_window)",
+                (*at, "weight_header"),
+            )
+        weight = WeightHeader(
+            _string(rate_limit["weight_header"], (*at, "weight_header")),
+            int(_number(rate_limit["weight_budget"], (*at, "weight_budget"), integer=True)),
+            _number(rate_limit.get("weight_window", 60), (*at, "weight_window"), positive=True),
+        )
+    quota = None
+    if any(k in rate_limit for k in ("remaining_header", "limit_header", "reset_header")):
+        if "remaining_header" not in rate_limit:
+            raise ProfileError(
+                "[rate_limit] limit_header and reset_header need remaining_header", at
+            )
+        optional = {
+            key: _string(rate_limit[key], (*at, key)) if key in rate_limit else None
+            for key in ("limit_header", "reset_header")
+        }
+        quota = QuotaHeaders(
+            _string(rate_limit["remaining_header"], (*at, "remaining_header")),
+            optional["limit_header"],
+            optional["reset_header"],
+        )
+    return weight, quota
 
 
 def validate_base_url(url: str, name: str = "--base-url") -> str:

@@ -6,6 +6,8 @@ actually runs (it pulls in httpx, anyio and rich).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -16,20 +18,30 @@ from typing import Any
 
 import anyio
 
-from scanctl.cache import open_store
+from scanctl.cache import namespace_for, open_store
 from scanctl.cache.front import CacheFront, CachePolicy
 from scanctl.changes import NOTHING_TO_COMPARE
 from scanctl.clock import Clock, MonotonicClock
+from scanctl.config import EndpointType
 from scanctl.engine import ScanEngine, ScanOutcome, ScanSettings, make_pacer
-from scanctl.errors import CacheError, ExitCode, OutputError, ScanctlError, UpstreamRefused
+from scanctl.errors import (
+    CacheError,
+    ExitCode,
+    OutputError,
+    ScanctlError,
+    UpstreamRefused,
+    UsageError,
+)
 from scanctl.fetch import Fetcher, open_fetcher
 from scanctl.lock import run_locks
 from scanctl.metrics import RunMetrics, iso_time
 from scanctl.outcome import CacheFigures, StopReason, Summary, exit_code
 from scanctl.output import (
+    Destination,
     NullWriter,
     RecordWriter,
     check_writable,
+    is_special_file,
     make_writer,
     open_destination,
     write_json_file,
@@ -39,6 +51,20 @@ from scanctl.progress import Display, choose_display, summary_line
 from scanctl.promfile import write_prom_file
 from scanctl.records import ScanRecord
 from scanctl.resume import prepare_resume
+from scanctl.settings import (
+    AHEAD,
+    BASE_URL,
+    CHANGES,
+    NEGATIVE_TTL,
+    NO_ADAPT,
+    NO_CACHE,
+    ONLY_CHANGED,
+    REFRESH,
+    STALE_IF_ERROR,
+    TIMEOUT,
+    TTL,
+    Resolved,
+)
 from scanctl.state import PacingMemory, pacing_key
 from scanctl.terminal import wants_color
 
@@ -48,29 +74,127 @@ DEFAULT_BAN_SECONDS = 120.0
 
 @dataclass(slots=True)
 class ScanJob:
-    """A validated scan request from the command line."""
+    """One scan to run: its symbols, the engine's settings, and what to do around the scan.
+
+    A field named after a setting (scanctl/settings.py), or marked with one in its metadata,
+    takes that setting's value in `for_scan` / `for_warming`: a new setting the run needs is a
+    declaration and a field here, nothing in between.
+    """
 
     symbols: list[str]
     settings: ScanSettings
     fmt: str = "json"
     output: str | None = None
-    metrics_path: str | None = None
-    metrics_format: str = "json"  # or "prom": Prometheus' text format (scanctl/promfile.py)
+    metrics_path: str | None = field(default=None, metadata={"setting": "metrics"})
+    # "json" or "prom" (Prometheus' text format, scanctl/promfile.py): decided from --metrics
+    # and --metrics-format together, so not taken from the setting of that name.
+    metrics_format: str = field(default="json", metadata={"setting": None})
     quiet: bool = False
     no_progress: bool = False
     skipped_invalid: int = 0
     relearn: bool = False
     # The cache: where it is (None: the default) and what this run may do (None: --no-cache).
-    cache_location: str | None = None
+    cache_location: str | None = field(default=None, metadata={"setting": "cache"})
     cache_policy: CachePolicy | None = None
     namespace: str = ""  # profile and base URL: whose answers these are
     command: str = "scan"  # or "warm-cache" (fmt "none": the cache is the product)
     grace: float = 5.0  # seconds requests in flight get after the first Ctrl-C / SIGTERM
     resume: bool = False  # -F jsonl -o FILE: keep FILE's ok records, scan the rest, append
-    lock_name: str | None = None  # --lock NAME: no two scans with this name at once
+    # --lock NAME: no two scans with this name at once
+    lock_name: str | None = field(default=None, metadata={"setting": "lock"})
     wait_lock: float = 0.0  # seconds to wait for a held lock before giving up (exit 75)
     only_changed: bool = False  # write only records whose answer changed (--only-changed)
     color: str = "auto"  # --color: auto, always or never
+    # Whether SIGINT and SIGTERM stop the run gracefully (the CLI); a library leaves them be.
+    handle_signals: bool = True
+    # Where records go when there is no output format (fmt "none"): the Python API's own.
+    writer: RecordWriter | None = None
+
+    @classmethod
+    def for_scan(
+        cls,
+        options: Resolved,
+        endpoint: EndpointType,
+        symbols: list[str],
+        **fields: Any,
+    ) -> ScanJob:
+        """A `scan` job: the cache as --no-cache, --refresh, --stale-if-error and --changes
+        say (check them first with `check_cache_flags`); `fields` set the rest."""
+        policy = None
+        if not options[NO_CACHE]:
+            policy = cache_policy(
+                options,
+                endpoint,
+                refresh=options[REFRESH],
+                stale_if_error=options[STALE_IF_ERROR],
+                changes=options[CHANGES] or options[ONLY_CHANGED],
+            )
+        return cls._made(options, endpoint, symbols, cache_policy=policy, **fields)
+
+    @classmethod
+    def for_warming(
+        cls, options: Resolved, endpoint: EndpointType, symbols: list[str], **fields: Any
+    ) -> ScanJob:
+        """A `warm-cache` job: no output, the cache refreshed --ahead of expiry."""
+        policy = cache_policy(options, endpoint, refresh_ahead=options[AHEAD])
+        return cls._made(
+            options,
+            endpoint,
+            symbols,
+            fmt="none",
+            command="warm-cache",
+            cache_policy=policy,
+            **fields,
+        )
+
+    @classmethod
+    def _made(
+        cls, options: Resolved, endpoint: EndpointType, symbols: list[str], **fields: Any
+    ) -> ScanJob:
+        named = {f.name: f.metadata.get("setting", f.name) for f in dataclasses.fields(cls)}
+        taken = {name: options.values[key] for name, key in named.items() if key in options.values}
+        return cls(
+            symbols=symbols,
+            settings=scan_settings(options, endpoint),
+            namespace=namespace_for(options.profile.name, options[BASE_URL], endpoint),
+            **{**taken, **fields},
+        )
+
+
+def scan_settings(options: Resolved, endpoint: EndpointType) -> ScanSettings:
+    """The engine's settings: every field named after a setting takes its value."""
+    profile = options.profile
+    return ScanSettings(
+        endpoint=endpoint,
+        headers=options.headers,
+        weight_header=profile.weight_header,
+        quota_headers=profile.quota_headers,
+        upstream_bans=profile.bans,
+        adaptive=not options[NO_ADAPT],
+        **options.fill([f.name for f in dataclasses.fields(ScanSettings)]),
+    )
+
+
+def cache_policy(options: Resolved, endpoint: EndpointType, **more: Any) -> CachePolicy:
+    """How long answers stay fresh (--ttl, else the type's), 404s (--negative-ttl, else the
+    profile's), and how long a lease on a symbol lasts (its request's timeout, and some)."""
+    return CachePolicy(
+        ttl=options[TTL] or endpoint.ttl,
+        negative_ttl=options[NEGATIVE_TTL],
+        lease_seconds=options[TIMEOUT] + 10.0,
+        **more,
+    )
+
+
+def check_cache_flags(options: Resolved) -> None:
+    """Usage errors for cache flags that contradict --no-cache."""
+    if not options[NO_CACHE]:
+        return
+    if options[REFRESH] or options[STALE_IF_ERROR] is not None:
+        raise UsageError("--no-cache cannot be combined with --refresh or --stale-if-error")
+    if options[CHANGES] or options[ONLY_CHANGED]:
+        flag = "--only-changed" if options[ONLY_CHANGED] else "--changes"
+        raise UsageError(f"{flag} compares with the answers kept in the cache: drop --no-cache")
 
 
 @dataclass(slots=True)
@@ -106,6 +230,9 @@ class ScanRun:
     """One run of `scanctl scan`."""
 
     def __init__(self, job: ScanJob, clock: Clock | None = None) -> None:
+        """Assemble the run, refusing before anything is opened when it can (a bad --metrics
+        path, a remembered ban); whatever was opened when a later step refuses is undone, so a
+        refused start leaves no file behind (docs/architecture.md, "Assembling a run")."""
         self.job = job
         self.clock = clock or MonotonicClock()
         self.symbols = job.symbols
@@ -120,15 +247,36 @@ class ScanRun:
                     f"{len(self.symbols)} to scan; dropped {state.dropped_failed} failed, "
                     f"{state.dropped_duplicates} duplicate and {state.dropped_broken} broken lines"
                 )
-        # Open outputs before the first request: a bad path is a usage error, not a lost scan.
-        self.writer: RecordWriter = NullWriter()
+        if job.fmt != "none" and job.output not in (None, "-") and not is_special_file(job.output):
+            # Usage errors first, in the order they always came (the output, then --metrics).
+            path = job.output
+            check_writable(os.path.realpath(path) if os.path.islink(path) else path)
+        if job.metrics_path:
+            check_writable(job.metrics_path, "--metrics")
+        settings = job.settings
+        self.memory = PacingMemory()
+        banned = self.memory.banned_until(settings.base_url, self.clock.wall())
+        if banned is not None:
+            raise UpstreamRefused(
+                f"{settings.base_url} banned us until {iso_time(banned)} (HTTP 418); "
+                "not sending anything before then"
+            )
+        with contextlib.ExitStack() as undo:
+            self._assemble(undo, resumed)
+            undo.pop_all()  # assembled: from here on, the run's own end closes what it opened
+
+    def _assemble(self, undo: contextlib.ExitStack, resumed: int) -> None:
+        """Open the output (before the first request: a bad path is a usage error, not a lost
+        scan), then the pacing and the cache; `undo` removes the output should a step fail."""
+        job = self.job
+        self.writer: RecordWriter = job.writer or NullWriter()
         if job.fmt != "none":
+            existed = job.output is not None and os.path.lexists(job.output)
             destination = open_destination(job.output, job.fmt, append=job.resume)
+            undo.callback(_forget_output, destination, None if existed else job.output)
             color = wants_color(job.color, os.environ, is_terminal=destination.is_terminal)
             display = job.settings.endpoint.display
             self.writer = make_writer(job.fmt, destination, display=display, color=color)
-        if job.metrics_path:
-            check_writable(job.metrics_path, "--metrics")
         self.metrics = RunMetrics(job.settings.endpoint.name, total=len(job.symbols))
         self._compares = job.cache_policy is not None and job.cache_policy.changes
         if self._compares:
@@ -142,13 +290,6 @@ class ScanRun:
         )
         self.state = _RunState()
         settings = job.settings
-        self.memory = PacingMemory()
-        banned = self.memory.banned_until(settings.base_url, self.clock.wall())
-        if banned is not None:
-            raise UpstreamRefused(
-                f"{settings.base_url} banned us until {iso_time(banned)} (HTTP 418); "
-                "not sending anything before then"
-            )
         learned = None
         if settings.adaptive and not job.relearn:
             learned = self.memory.learned(settings.base_url, settings.endpoint.name)
@@ -238,7 +379,8 @@ class ScanRun:
                 cache=self.cache,
             )
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_signals, tg, engine)
+                if self.job.handle_signals:
+                    tg.start_soon(self._watch_signals, tg, engine)
                 tg.start_soon(self._tick)
                 self.state.outcome = await engine.run(self.symbols)
                 tg.cancel_scope.cancel()
@@ -268,6 +410,23 @@ class ScanRun:
             return ExitCode.BROKEN_PIPE
         if why is not None:
             warn(why)
+        return code
+
+    async def run_async(self) -> ExitCode:
+        """`run` inside an event loop that is already running (the Python API): the same
+        scan and wrap-up, with the client `run` would make; an exception that ends it
+        propagates, after the wrap-up."""
+        started_wall, started = self.clock.wall(), self.clock.monotonic()
+        self.display.start(len(self.job.symbols))
+        self.overlap.start()
+        escaped: BaseException | None = None
+        try:
+            await self._main(None)
+        except BaseException as exc:
+            escaped = exc
+            raise
+        finally:
+            code, _ = self._wrap_up(started_wall, started, escaped)
         return code
 
     def _wrap_up(
@@ -439,6 +598,15 @@ class ScanRun:
                 f"is the upstream at {self.job.settings.base_url} up and right?"
             )
         return None
+
+
+def _forget_output(destination: Destination, created: str | None) -> None:
+    """Undo opening an output: its temporary file goes, and so does a file this run created
+    (`created`; None when the path was there before, or is stdout)."""
+    destination.discard()
+    if created is not None and created != "-" and not is_special_file(created):
+        with contextlib.suppress(OSError):
+            os.unlink(created)
 
 
 def run_entry(command: str, summary: Summary) -> dict[str, Any]:

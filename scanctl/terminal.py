@@ -13,16 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scanctl.errors import UsageError
-
+# `--color`'s values (the settings model checks a flag against them: scanctl/settings.py).
 COLOR_CHOICES = ("auto", "always", "never")
-
-
-def check_color(choice: str) -> str:
-    """The `--color` value, or a usage error naming the allowed ones."""
-    if choice not in COLOR_CHOICES:
-        raise UsageError(f"unknown --color {choice!r}; allowed: {', '.join(COLOR_CHOICES)}")
-    return choice
 
 
 def wants_color(choice: str, env: Mapping[str, str], *, is_terminal: bool) -> bool:
