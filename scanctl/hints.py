@@ -24,7 +24,7 @@ A reset in the past is 0 ("now"), never negative. A reset that is none of these 
 "soon", "", "NaN", "inf", "-5", "1e400", "12abc") keeps the hint's `remaining` with the reset
 *unknown*, which is the same as no reset header at all: `DEFAULT_RESET` seconds (the window,
 when the IETF policy names one). The remaining count is the valuable half of a hint, and the
-pacer (`pacing._Quota`) takes a short reset as "ask again then": once the quota is spent, one
+pacer (`quota.Quota`) takes a short reset as "ask again then": once the quota is spent, one
 request goes after it to learn what the upstream has, which costs at most one 429. Any finite
 reset would do as "unknown" there; infinity or a guess of hours would stall the scan instead.
 

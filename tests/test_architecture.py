@@ -133,7 +133,14 @@ def test_the_cli_and_the_package_load_nothing_heavy(entry: str) -> None:
     assert not heavy, " ; ".join(" -> ".join(chain) for chain in heavy.values())
 
 
-PACING_SIDE = ("scanctl.pacing", "scanctl.retry", "scanctl.ratecontrol", "scanctl.resilience")
+PACING_SIDE = (
+    "scanctl.pacing",
+    "scanctl.gate",
+    "scanctl.quota",
+    "scanctl.retry",
+    "scanctl.ratecontrol",
+    "scanctl.resilience",
+)
 
 
 def test_pacing_retry_ratecontrol_and_resilience_never_import_what_runs_them() -> None:

@@ -15,7 +15,8 @@ from trio.testing import MockClock
 from scanctl.clock import LoopClock
 from scanctl.demo.headers import HintStyle
 from scanctl.demo.limiters import make_limiter
-from scanctl.pacing import EARLY_REFUSALS, Pacer
+from scanctl.pacing import Pacer
+from scanctl.quota import EARLY_REFUSALS
 from scanctl.ratecontrol import LearnedPace
 from scanctl.resilience import CircuitBreaker
 from tests.engine_helpers import UpstreamCounts, limited_handler, run_engine
