@@ -205,6 +205,11 @@ class Quota:
                 self._probing = False
                 began = self._last_window_started
                 exact = self._late_hi is not None and not self._late_lo  # (checked, not late)
+                if hint.precise and self.early_ok and self._late_hi is not None:
+                    # (a precise reset is still being checked: "not late" is proved only once
+                    # that is known closely; a period measured against a reset late by a
+                    # second would be taken for the window's)
+                    exact = self._late_hi - self._late_lo < LATENESS_KNOWN
                 if not full and exact and self.limit and self._span is None and began:
                     # At a reset shown to be exact, slots came back one by one, and nothing
                     # says at what pace: a window that slides (a bucket or a queue would have
