@@ -20,7 +20,7 @@ Each try at a symbol is three steps (`_attempt`): admit (its cache lease, and th
 for a retry), send (the pacer's ticket, one request through the fetcher, hedged with --hedge),
 decide (back in line, or its final record). Requests go through one `fetch.Fetcher`, whatever
 library carries them; what happens is told to one `ScanObserver` (the run's metrics, writer and
-display), which the engine never reads back.
+display), which the engine never reads back (docs/architecture.md, "The flow of one symbol").
 """
 
 from __future__ import annotations
