@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scanctl.api import Summary
     from scanctl.errors import ScanctlError, UpstreamRefused, UsageError
+    from scanctl.outcome import Summary
     from scanctl.records import ScanRecord as Record
 
 __version__ = "0.1.0"
@@ -74,7 +74,7 @@ def run(
 def __getattr__(name: str) -> Any:
     """The exported names that live in other modules, imported on first use."""
     if name == "Summary":
-        from scanctl.api import Summary
+        from scanctl.outcome import Summary
 
         return Summary
     if name == "Record":

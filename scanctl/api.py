@@ -9,7 +9,6 @@ must leave SIGINT to its host): the same settings model checks its keywords, the
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import AsyncIterator, Iterable
@@ -18,39 +17,10 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from scanctl.outcome import Summary
 from scanctl.records import ScanRecord
 from scanctl.runner import ScanJob, ScanRun, check_cache_flags
 from scanctl.settings import API, MODEL, SHARD, SKIP_INVALID, keyword_of, resolve
-
-
-class Summary:
-    """The summary of a run: each key of the JSON summary is an attribute (`.successful`,
-    `.errors`, `.performance`), and `to_dict()` is the JSON summary itself, keys in order."""
-
-    __slots__ = ("_document",)
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        self._document = document
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._document[name]
-        except KeyError:
-            raise AttributeError(f"the summary has no {name!r}") from None
-
-    def __dir__(self) -> list[str]:
-        return [*self._document, "to_dict"]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A copy of the summary as `-F json` writes it (without its `results`)."""
-        return copy.deepcopy(self._document)
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{key}={self._document[key]!r}"
-            for key in ("scan_type", "total_scanned", "successful", "failed", "stopped_reason")
-        )
-        return f"Summary({shown})"
 
 
 class _Collector:
@@ -64,10 +34,8 @@ class _Collector:
         if self.forward is not None:
             self.forward.send_nowait(record)  # the buffer is unbounded: never blocks
 
-    def finish(self, summary: Any) -> None:
-        # The summary as the run hands it over: its JSON document, or an object that gives it.
-        document = summary.to_dict() if hasattr(summary, "to_dict") else summary
-        self.summary = Summary(document)
+    def finish(self, summary: Summary) -> None:
+        self.summary = summary
         if self.forward is not None:
             self.forward.close()
 

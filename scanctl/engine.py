@@ -20,7 +20,7 @@ Each try at a symbol is three steps (`_attempt`): admit (its cache lease, and th
 for a retry), send (the pacer's ticket, one request through the fetcher, hedged with --hedge),
 decide (back in line, or its final record). Requests go through one `fetch.Fetcher`, whatever
 library carries them; what happens is told to one `ScanObserver` (the run's metrics, writer and
-display), which the engine never reads back.
+display), which the engine never reads back (docs/architecture.md, "The flow of one symbol").
 """
 
 from __future__ import annotations
@@ -48,6 +48,19 @@ from scanctl.ratecontrol import LearnedPace
 from scanctl.records import ScanRecord
 from scanctl.resilience import CircuitBreaker, RetryBudget
 from scanctl.retry import Outcome, Verdict, backoff_delay, classify_failure, classify_response
+from scanctl.settings import (
+    CONCURRENCY,
+    DEADLINE,
+    FOLLOW_REDIRECTS,
+    HEDGE,
+    MAX_BODY,
+    MAX_OUTAGE,
+    RATE,
+    RETRIES,
+    RETRY_BUDGET,
+    TIMEOUT,
+    TRANSPORT,
+)
 from scanctl.urls import RequestUrls
 
 
@@ -78,31 +91,35 @@ MAX_RETRY_AFTER = 60.0
 
 @dataclass(frozen=True, slots=True)
 class ScanSettings:
-    """Everything the engine needs to know about one scan."""
+    """Everything the engine needs to know about one scan.
+
+    A field named after a setting takes its value in a run (`runner.scan_settings`); its
+    default here is that setting's built-in one, for code that builds a scan directly (tests,
+    benchmarks), so the settings model is the one place a default is written."""
 
     endpoint: EndpointType
     base_url: str
-    concurrency: int = 50
-    rate: float | None = None
-    timeout: float = 30.0
-    retries: int = 4
+    concurrency: int = CONCURRENCY.built_in
+    rate: float | None = RATE.built_in
+    timeout: float = TIMEOUT.built_in
+    retries: int = RETRIES.built_in
     backoff_base: float = 0.5
     # Full-jitter backoff between a symbol's tries: 0.5, 1, then 2 s at most. The retry budget
     # and the breaker are what protect a struggling upstream; a longer cap only held the last
     # symbols of a run (a fifth try waited up to 0.5+1+2+4 s with a 10 s cap).
     backoff_cap: float = 2.0
     headers: dict[str, str] = field(default_factory=dict)
-    deadline: float | None = None
-    retry_budget: float = 0.1
-    max_outage: float = 60.0
-    hedge: bool = False
+    deadline: float | None = DEADLINE.built_in
+    retry_budget: float = RETRY_BUDGET.built_in
+    max_outage: float = MAX_OUTAGE.built_in
+    hedge: bool = HEDGE.built_in
     adaptive: bool = True
     weight_header: WeightHeader | None = None
     quota_headers: QuotaHeaders | None = None
     upstream_bans: bool = False  # the profile says it bans: no 429 risked to check a hint
-    max_body: int = 5 * 1024 * 1024  # bytes of one answer we are willing to read
-    transport: str = "auto"  # "aiohttp" (scanctl.transport), "httpx" (httpcore) or "auto"
-    follow_redirects: bool = False
+    max_body: int = MAX_BODY.built_in  # bytes of one answer we are willing to read
+    transport: str = TRANSPORT.built_in  # "aiohttp" (scanctl.transport), "httpx" or "auto"
+    follow_redirects: bool = FOLLOW_REDIRECTS.built_in
 
 
 def make_pacer(settings: ScanSettings, clock: Clock, learned: LearnedPace | None = None) -> Pacer:

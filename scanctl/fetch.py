@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import httpx
 
@@ -101,6 +101,15 @@ def failure_of(exc: httpx.HTTPError) -> FetchFailure | None:
     return None
 
 
+def raise_failure(exc: httpx.HTTPError) -> NoReturn:
+    """Raise the failure `exc` means, from it; `exc` itself when it is a bug (`failure_of`).
+    Each fetcher calls this in its `except httpx.HTTPError`, so both map errors alike."""
+    failure = failure_of(exc)
+    if failure is None:
+        raise exc
+    raise failure from exc
+
+
 class HttpxFetcher:
     """Any `httpx.AsyncClient` (any transport: httpcore, a mock, aiohttp's), streamed."""
 
@@ -119,10 +128,7 @@ class HttpxFetcher:
                 body = await read_capped(status, response.headers, chunks, self.max_body)
                 return Answer(status, response.headers, body)
         except httpx.HTTPError as exc:
-            failure = failure_of(exc)
-            if failure is None:
-                raise
-            raise failure from exc
+            raise_failure(exc)
 
     async def aclose(self) -> None:
         await self.client.aclose()

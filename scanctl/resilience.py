@@ -21,11 +21,15 @@ from __future__ import annotations
 
 from collections import deque
 
+from scanctl.settings import MAX_OUTAGE, RETRY_BUDGET
+
 
 class RetryBudget:
     """Retries limited to a share of recent requests."""
 
-    def __init__(self, share: float = 0.1, window: float = 10.0, reserve: float = 10.0) -> None:
+    def __init__(
+        self, share: float = RETRY_BUDGET.built_in, window: float = 10.0, reserve: float = 10.0
+    ) -> None:
         self.share = share
         self.window = window
         self.reserve = reserve  # retries per second allowed whatever the traffic
@@ -97,7 +101,7 @@ class CircuitBreaker:
         failure_run: int = 8,
         probe_interval: float = 1.0,
         max_probe_interval: float = 4.0,
-        max_outage: float = 60.0,
+        max_outage: float = MAX_OUTAGE.built_in,
     ) -> None:
         self.failure_share = failure_share
         self.min_samples = min_samples

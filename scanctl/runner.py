@@ -387,11 +387,17 @@ class ScanRun:
         finally:
             await fetcher.aclose()
 
-    def run(self, fetcher: Fetcher | None = None) -> ExitCode:
-        """Scan, write everything that finished, and return the exit code."""
+    def _start(self) -> tuple[float, float]:
+        """Show the display, register with runs overlapping this one; when it started (wall
+        and monotonic), which the summary reports."""
         started_wall, started = self.clock.wall(), self.clock.monotonic()
         self.display.start(len(self.job.symbols))
         self.overlap.start()
+        return started_wall, started
+
+    def run(self, fetcher: Fetcher | None = None) -> ExitCode:
+        """Scan, write everything that finished, and return the exit code."""
+        started_wall, started = self._start()
         escaped: BaseException | None = None
         try:
             try:
@@ -414,11 +420,9 @@ class ScanRun:
 
     async def run_async(self) -> ExitCode:
         """`run` inside an event loop that is already running (the Python API): the same
-        scan and wrap-up, with the client `run` would make; an exception that ends it
+        scan and wrap-up, through the fetcher `run` would open; an exception that ends it
         propagates, after the wrap-up."""
-        started_wall, started = self.clock.wall(), self.clock.monotonic()
-        self.display.start(len(self.job.symbols))
-        self.overlap.start()
+        started_wall, started = self._start()
         escaped: BaseException | None = None
         try:
             await self._main(None)

@@ -103,6 +103,12 @@ class Setting(Generic[T]):
         then carries the default itself, as `--help` shows it."""
         return self.env is None and self.profile_key is None
 
+    @property
+    def built_in(self) -> T:
+        """The built-in default as a value ("5M" as bytes): the default of the engine's own
+        parts (`ScanSettings`, `CachePolicy`, the breaker), so none keeps a copy of it."""
+        return self.value_of(self.default, self.flag)
+
     def value_of(self, raw: Any, spelled: str) -> T:
         """The value from a flag's, a variable's, a keyword's or the default's raw value,
         checked against the range; None stays None (not set)."""

@@ -41,7 +41,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from scanctl.answer import Answer, AnswerHeaders, read_capped
-from scanctl.fetch import HttpxFetcher, failure_of
+from scanctl.fetch import HttpxFetcher, raise_failure
 
 CHUNK = 64 * 1024
 
@@ -333,10 +333,7 @@ class AiohttpFetcher(HttpxFetcher):
         try:
             answer = await self._direct.fetch_answer(method, url, self.max_body)
         except httpx.HTTPError as exc:
-            failure = failure_of(exc)
-            if failure is None:
-                raise
-            raise failure from exc
+            raise_failure(exc)
         if answer is None:
             return await super().fetch(method, url)
         return answer

@@ -25,6 +25,7 @@ from scanctl.metrics import RunMetrics
 from scanctl.pacing import Pacer
 from scanctl.records import ScanRecord
 from scanctl.resilience import RetryBudget
+from scanctl.runner import RunObserver
 
 Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
@@ -67,7 +68,7 @@ async def run_engine(
             scan_settings,
             fetcher,
             run.clock,
-            _Collector(metrics, run.records),
+            RunObserver(metrics, run.records.append),  # the run's own observer, records kept
             rng=random.Random(7),
             pacer=pacer,
             budget=budget,
@@ -79,22 +80,6 @@ async def run_engine(
     finally:
         await fetcher.aclose()
     return run
-
-
-class _Collector:
-    """The engine's observer in tests: the run's metrics, and every record kept in a list."""
-
-    def __init__(self, metrics: RunMetrics, records: list[ScanRecord]) -> None:
-        self.metrics = metrics
-        self.records = records
-        self.observe_request = metrics.observe_request
-        self.observe_throttled = metrics.observe_throttled
-        self.observe_retry = metrics.observe_retry
-        self.observe_hedge = metrics.observe_hedge
-
-    def observe_record(self, record: ScanRecord) -> None:
-        self.metrics.observe_record(record)
-        self.records.append(record)
 
 
 @dataclass

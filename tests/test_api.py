@@ -41,7 +41,8 @@ def test_all_lists_the_public_names_and_each_is_there() -> None:
 
 
 def test_importing_scanctl_stays_light() -> None:
-    probe = "import sys, scanctl\nprint('\\n'.join(sys.modules))"
+    # The summary's type is exported too, and loading it loads nothing of the scan.
+    probe = "import sys, scanctl\nscanctl.Summary\nprint('\\n'.join(sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
     heavy = {"httpx", "anyio", "aiohttp", "rich.console", "scanctl.api", "scanctl.runner"}
@@ -87,7 +88,9 @@ def test_run_returns_the_summary_the_command_prints(upstream: str) -> None:
         "ZZGONE",
         "ZZNOPE",
     ]
-    assert summary.performance["batches_processed"] == 1 and summary.interrupted is False
+    assert isinstance(summary, scanctl.Summary)
+    assert summary.performance.batches_processed == 1 and summary.interrupted is False
+    assert summary.performance.latency_ms.p50 is not None and summary.cache is None
     cli = CliRunner().invoke(
         app, ["scan", *symbols, "-t", "mss", "--base-url", upstream, "--no-cache", "-F", "json"]
     )
@@ -95,6 +98,11 @@ def test_run_returns_the_summary_the_command_prints(upstream: str) -> None:
     del printed["results"]
     document = summary.to_dict()
     assert list(document) == list(printed)  # the same keys in the same order
+    assert list(document["performance"]) == list(printed["performance"])
+    assert document["performance"]["batches_processed"] == summary.performance.batches_processed
+    document["errors"]["changed by the caller"] = 1
+    assert summary.to_dict()["errors"] == {"HTTP 404": 2}  # a copy each time
+    document = summary.to_dict()
     volatile = {"performance", "started_at", "finished_at", "rate_history", "requests_sent"}
     for either in (printed, document):
         either["failed_symbols"].sort()  # in finishing order

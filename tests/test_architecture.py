@@ -10,6 +10,7 @@ below can see a broken rule at all, so a rule that passes is not passing by blin
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,10 +160,36 @@ def test_output_knows_nothing_of_http() -> None:
     assert broken(writers, ["httpx", "aiohttp", "scanctl.transport", "scanctl.answer"]) == []
 
 
+def test_the_settings_model_stays_a_leaf() -> None:
+    """The engine, the cache and the resilience module take their defaults from settings.py,
+    so it must load none of them (nor anything that does): only the errors and the colour
+    choices, at load; profiles are read inside `resolve`."""
+    loaded = {name for name in loaded_at_startup("scanctl.settings") if name in SOURCES}
+    assert loaded <= {"scanctl.settings", "scanctl.errors", "scanctl.terminal"}, loaded
+
+
 def test_every_rule_names_modules_that_exist() -> None:
     """A renamed module must not leave a rule guarding nothing."""
     for name in (*PACING_SIDE, "scanctl.output", "scanctl.cli", "scanctl.engine", "scanctl.cache"):
         assert name in SOURCES, name
+
+
+def test_the_readme_layout_and_the_parts_name_every_module() -> None:
+    """A module added or removed shows in README's Layout and in docs/architecture.md's parts,
+    so a reader's map of the package stays whole."""
+    root = PACKAGE.parent
+    layout = (root / "README.md").read_text("utf-8").split("## Layout", 1)[1]
+    listed = set(re.findall(r"scanctl/([\w.]+/?)", layout))
+    present = {
+        path.name + ("/" if path.is_dir() else "")
+        for path in PACKAGE.iterdir()
+        if path.name != "__pycache__"
+    }
+    assert listed == present
+    parts = (root / "docs" / "architecture.md").read_text("utf-8").split("## Settings", 1)[0]
+    named = set(re.findall(r"`([\w]+\.py|[\w]+/)`", parts))
+    modules = {name for name in present if name.endswith((".py", "/")) and name != "__main__.py"}
+    assert modules <= named, modules - named
 
 
 # -- the reader can see a broken rule ------------------------------------------------------------

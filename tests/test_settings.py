@@ -20,13 +20,16 @@ from scanctl import cli
 from scanctl.cache.front import CachePolicy
 from scanctl.engine import ScanSettings
 from scanctl.errors import UsageError
-from scanctl.resilience import CircuitBreaker
+from scanctl.resilience import CircuitBreaker, RetryBudget
 from scanctl.settings import (
     BASE_URL,
+    MAX_OUTAGE,
     MODEL,
     NEGATIVE_TTL,
     RETRIES,
+    RETRY_BUDGET,
     SHOW,
+    TIMEOUT,
     UPSTREAM,
     Setting,
     between,
@@ -127,10 +130,10 @@ def test_precedence_flag_over_variable_over_profile_over_default(tmp_path: Path)
     assert flagged[BASE_URL] == "http://flag:3"
 
 
-def test_the_engines_own_defaults_agree_with_the_model() -> None:
-    """ScanSettings, CachePolicy and the breaker keep defaults for code that builds them
-    directly (tests, benchmarks); a run always passes the model's, and they must agree."""
-    built_in = resolve({}, {})
+def test_the_engines_parts_take_their_defaults_from_the_model() -> None:
+    """ScanSettings, CachePolicy, the retry budget and the breaker have defaults for code that
+    builds them directly (tests, benchmarks): each is its setting's built-in value, read from
+    the declaration, so a default changed in settings.py changes there too."""
     engine = {
         f.name: f.default
         for f in dataclasses.fields(ScanSettings)
@@ -139,11 +142,17 @@ def test_the_engines_own_defaults_agree_with_the_model() -> None:
     shared = [name for name in engine if name in MODEL]
     assert len(shared) >= 10, shared
     for name in shared:
-        assert engine[name] == built_in.values[name], name
+        assert engine[name] == MODEL[name].built_in, name
+    assert engine["max_body"] == 5 * 1024 * 1024  # "5M", parsed as the flag's value is
     policy = {f.name: f.default for f in dataclasses.fields(CachePolicy)}
     assert policy["negative_ttl"] == NEGATIVE_TTL.default
+    assert policy["lease_seconds"] == TIMEOUT.default + 10.0  # as runner.cache_policy makes it
     breaker = inspect.signature(CircuitBreaker).parameters["max_outage"].default
-    assert breaker == built_in.values["max_outage"]
+    assert breaker == MAX_OUTAGE.default
+    budget = inspect.signature(RetryBudget).parameters["share"].default
+    assert budget == RETRY_BUDGET.default
+    built_in = resolve({}, {})  # the built-in profile changes none of them
+    assert all(engine[name] == built_in.values[name] for name in shared)
 
 
 def test_every_setting_is_offered_somewhere_under_a_flag_of_its_own() -> None:

@@ -32,6 +32,7 @@ from scanctl.cache.store import CacheKey, CacheStore, Entry, xfetch_due
 from scanctl.changes import NOTHING_TO_COMPARE, compare
 from scanctl.errors import CacheError
 from scanctl.records import ScanRecord
+from scanctl.settings import NEGATIVE_TTL, TIMEOUT
 
 CHUNK = 256  # symbols per bulk read
 FLUSH_EVERY = 0.25  # seconds between batched writes
@@ -46,11 +47,11 @@ class CachePolicy:
 
     ttl: float
     refresh: bool = False  # fetch everything, store the answers
-    negative_ttl: float = 30.0  # how long a 404 is remembered; 0: not at all
+    negative_ttl: float = NEGATIVE_TTL.built_in  # how long a 404 is remembered; 0: not at all
     stale_if_error: float | None = None
     # warm-cache: refresh what has less than this share of its TTL left (None: XFetch only)
     refresh_ahead: float | None = None
-    lease_seconds: float = 40.0
+    lease_seconds: float = TIMEOUT.built_in + 10.0  # a request's timeout, and some
     changes: bool = False  # mark each record changed or not against the answer before it
 
 
