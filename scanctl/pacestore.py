@@ -103,7 +103,7 @@ class PacingStore(Protocol):
     def remember(self, key: str, pace: dict[str, Any]) -> None: ...
 
     def states(self) -> list[ScopeState]:
-        """Every scope with live members or a learned rate (for `scanctl stats`)."""
+        """Every scope with a schedule, live members or a learned rate (`scanctl stats`)."""
         ...
 
     def close(self) -> None: ...
@@ -345,7 +345,7 @@ def _states(
         if pace is not None:
             by_scope.setdefault(scope, {})[type_name] = pace
     found = []
-    for scope in sorted(set(members) | set(by_scope)):
+    for scope in sorted(set(members) | set(by_scope) | set(tats)):
         count, rate = members.get(scope, (0, None))
         ahead = max(0.0, tats.get(scope, now) - now) if count else 0.0
         found.append(ScopeState(scope, count, rate, round(ahead, 3), by_scope.get(scope, {})))

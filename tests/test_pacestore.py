@@ -146,9 +146,7 @@ def test_open_pacing_store(tmp_path: Path) -> None:
         open_pacing_store("redis://127.0.0.1:1/0", tmp_path)
 
 
-def meters(
-    count: int, clock: FakeClock, store: PacingStore | None = None
-) -> list[SharedMeter]:
+def meters(count: int, clock: FakeClock, store: PacingStore | None = None) -> list[SharedMeter]:
     shared = store or LocalPacingStore(now=clock.monotonic)
     warned: list[str] = []
     return [
