@@ -31,10 +31,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scanctl.demo.testing import running_upstream  # noqa: E402
-from scanctl.pacestore import SqlitePacingStore  # noqa: E402
+from scanctl.demo.testing import running_upstream
+from scanctl.pacestore import SqlitePacingStore
 
 RATE = 1_000_000.0  # requests/s: high enough that no reservation waits (the cost is the call)
 
@@ -54,8 +52,17 @@ def redis_server() -> Iterator[str | None]:
     port = free_port()
     with tempfile.TemporaryDirectory() as work:
         server = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-             "no"],  # fmt: skip
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             cwd=work,
             stdout=subprocess.DEVNULL,
         )
@@ -134,7 +141,9 @@ def acquire_rows(calls: int) -> list[dict[str, object]]:
         path = os.path.join(work, "pacing.sqlite3")
         backends = [("sqlite", path)] + ([("redis", url)] if url else [])
         for kind, where in backends:
-            rows.append({"store": kind, "processes": 1, **figures(reserve_times(kind, where, calls, "one"))})
+            rows.append(
+                {"store": kind, "processes": 1, **figures(reserve_times(kind, where, calls, "one"))}
+            )
             with multiprocessing.get_context("spawn").Pool(4) as pool:
                 parts = pool.map(_worker, [(kind, where, calls, f"m{i}") for i in range(4)])
             rows.append({"store": kind, "processes": 4, **figures([t for p in parts for t in p])})
