@@ -314,7 +314,8 @@ class ScanRun:
         `--pacing-store local`, or after one warning when the store cannot be opened."""
         settings = self.job.settings
         try:
-            store = open_pacing_store(self.job.pacing_store, state_dir())
+            # (SQLite reads the run's own wall clock: virtual in tests, time.time() otherwise)
+            store = open_pacing_store(self.job.pacing_store, state_dir(), now=self.clock.wall)
         except PacingStoreError as exc:
             warn(f"{exc}; pacing this process alone")
             return None
