@@ -68,7 +68,14 @@ from scanctl.settings import (
     Resolved,
 )
 from scanctl.sharedpace import SharedMeter
-from scanctl.state import PacingMemory, pace_entry, pacing_key, parse_pace, state_dir
+from scanctl.state import (
+    SHARED_MARGIN,
+    PacingMemory,
+    pace_entry,
+    pacing_key,
+    parse_pace,
+    state_dir,
+)
 from scanctl.terminal import wants_color
 
 # How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
@@ -530,9 +537,15 @@ class ScanRun:
         overlap.finish(*self._overlap_report())
         pace = self.pacer.learned()
         meter = self.meter
-        if pace is not None and meter is not None and meter.shared_rate is not None:
-            # Shared: this run's own rate was its share; the rate for all is what to keep.
-            rate = meter.shared_rate
+        shared = meter is not None and self.metrics.processes_peak > 1
+        if pace is not None and meter is not None and shared:
+            # Its own rate was a share of the schedule, and grew unchecked while the schedule
+            # held it back: not evidence. On this machine, what all the runs were admitted
+            # together is (`overlap`); across machines, the rate the processes shared.
+            if overlap.overlapped and overlap.peak_shared > 0:
+                rate = min(pace.rate, SHARED_MARGIN * overlap.peak_shared)
+            else:
+                rate = meter.shared_rate or pace.rate
             upper = pace.upper if pace.upper is not None and pace.upper > rate else None
             pace = replace(pace, rate=rate, upper=upper)
         if settings.adaptive and pace is not None:
