@@ -30,10 +30,12 @@ def pacing_section(spec: str | None) -> dict[str, Any]:
         store.close()
     upstreams = []
     for state in states:
-        upstream, _, key = state.scope.rpartition(" key:")
+        upstream, found, key = state.scope.rpartition(" key:")
+        if not found:
+            upstream, key = state.scope, ""
         upstreams.append(
             {
-                "upstream": upstream or state.scope,
+                "upstream": upstream,
                 "credential_sha256": key or None,
                 "processes": state.processes,
                 "rate": None if state.rate is None else round(state.rate, 2),

@@ -559,8 +559,10 @@ class ScanRun:
             )
         if meter is not None:
             if settings.adaptive and pace is not None and meter.store is not None:
+                # (what the state file keeps, after `shared_pace` weighed the overlap)
+                kept = self.memory.learned(settings.base_url, settings.endpoint.name) or pace
                 try:
-                    meter.store.remember(self._learned_key(), pace_entry(pace, self.clock.wall()))
+                    meter.store.remember(self._learned_key(), pace_entry(kept, self.clock.wall()))
                 except PacingStoreError as exc:
                     warn(f"{exc}; the rate learned is kept on this machine only")
             meter.close()
