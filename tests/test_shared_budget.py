@@ -141,3 +141,32 @@ def test_stats_shows_the_shared_state(upstream: str, tmp_path: Path) -> None:
     (shared,) = pacing["upstreams"]
     assert shared["upstream"] == upstream and len(shared["credential_sha256"]) == 16
     assert shared["processes"] == 0 and shared["ahead_seconds"] == 0.0
+
+
+def test_a_process_that_joins_starts_at_its_share(upstream: str, tmp_path: Path) -> None:
+    """One process runs at --rate 20; another, with nothing known of this upstream (no rate,
+    no learned one), joins: it starts at its share of the rate in force, not unpaced in slow
+    start, and its summary says two processes shared the budget."""
+    env = {"SCANCTL_STATE_DIR": str(tmp_path)}
+    first = start_scanctl(scan_args(upstream), symbols("F", 400), env)
+    try:
+        before = fetch_stats(upstream)["requests"]
+        deadline = time.monotonic() + 20
+        while fetch_stats(upstream)["requests"] < before + 55:  # (as above: settled)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        args = ["scan", "-f", "-", "-t", "price", "--base-url", upstream, "-F", "json", "-q",
+                "--no-cache"]  # fmt: skip
+        started = time.monotonic()
+        joiner = start_scanctl(args, symbols("J"), env)
+        out, err = joiner.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        first.kill()
+        first.communicate()
+    assert joiner.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["successful"] == PER_PROCESS
+    assert summary["performance"]["processes_sharing"] == 2
+    assert summary["performance"]["final_rate_limit"] == pytest.approx(RATE / 2, rel=0.2)
+    assert elapsed >= 2.5, elapsed  # 40 requests at about half of 20/s; unpaced: well under 1 s
