@@ -25,10 +25,13 @@ and hint headers as widely used server-side libraries really behave:
     fixed-no-headers  fixed window 60/s, bare 429s; (n - 60) / 60
     overlapping-runs  four scanctl processes started together (2n symbols split four ways,
                       disjoint) on one token bucket 50/s burst 10 and ONE state directory, as
-                      overlapping cron jobs on one machine; their wall time together against
-                      (2n - 10) / 50 is informational. Once all four are done, one more run
-                      alone (n fresh symbols, same upstream, same state directory) has the
-                      target, against (n - 10) / 50. No original-scanner run: it keeps no state.
+                      overlapping cron jobs on one machine, nothing configured: they share one
+                      send schedule (the state directory's pacing.sqlite3, issue 14); together
+                      <= 1.10x (2n - 10) / 50. Once all four are done, one more run alone (n
+                      fresh symbols, same upstream, same state directory) has its own target,
+                      against (n - 10) / 50. No original-scanner run: it keeps no state.
+    overlapping-local the same with --pacing-store local: each process paces itself (before
+                      issue 14), for comparison; informational.
 
 scanctl keeps what it learns about an upstream in SCANCTL_STATE_DIR, keyed by base URL: every
 scanctl run gets a fresh empty one, except scenario c, whose second run shares the first run's
@@ -190,6 +193,8 @@ class Scenario:
     with_original: bool = True
     # overlapping-runs: this many scanctl runs at once on one state directory, then one alone
     overlapping: int = 0
+    # ...and the target of those runs together (None: informational)
+    together: tuple[str, Callable[[Run, int], list[str]]] | None = None
 
 
 RATE_LIMITED = [
@@ -339,6 +344,19 @@ ISSUE_13 = [
         rate_ideal(50, 10),
         "alone: <=1.10x, 0 lost",  # the four together: informational, no target
         limits(ratio=1.10, lost=0),
+        with_original=False,
+        overlapping=4,
+        together=("together: <=1.10x, 0 lost", limits(ratio=1.10, lost=0)),
+    ),
+    Scenario(
+        "h",
+        "overlapping-local",
+        "four overlapping runs pacing themselves (--pacing-store local), then one alone",
+        knobs("--rate-limit 50 --burst 10 --hints retry-after"),
+        rate_ideal(50, 10),
+        "alone: <=1.10x, 0 lost",
+        limits(ratio=1.10, lost=0),
+        scanctl_args=["--pacing-store", "local"],
         with_original=False,
         overlapping=4,
     ),
@@ -511,7 +529,7 @@ def overlapping_rows(scenario: Scenario, n: int) -> list[dict[str, Any]]:
     """overlapping-runs: `scenario.overlapping` scanctl runs started together over 2n symbols
     (disjoint shares), all on one upstream and one state directory, as cron jobs that overlap
     on one machine; then, once all have finished, one run alone over n fresh symbols. Two rows:
-    the runs together (no target: their ideal is the one limit shared), and the one alone."""
+    the runs together (against the one limit shared: `scenario.together`), and the one alone."""
     k, total = scenario.overlapping, 2 * n
     names = symbols(total)
     shares = [names[i * total // k : (i + 1) * total // k] for i in range(k)]
@@ -531,7 +549,10 @@ def overlapping_rows(scenario: Scenario, n: int) -> list[dict[str, Any]]:
         for part, share in zip(parts, shares, strict=True):
             part.extra["symbols"] = len(share)
         crowd = together(parts, None if any(p.wall_s is None for p in parts) else wall)
-        crowd.extra["note"] = f"{k} runs of {total // k} at once, one state dir"
+        shared = "local" not in scenario.scanctl_args
+        crowd.extra["note"] = f"{k} runs of {total // k} at once, one state dir" + (
+            ", one schedule" if shared else ", each pacing itself"
+        )
         measure(crowd, scenario, total, before, url)
         progress(f"{scenario.name}: {k} together", crowd)
 
@@ -545,8 +566,8 @@ def overlapping_rows(scenario: Scenario, n: int) -> list[dict[str, Any]]:
             scenario.key,
             f"{k} overlapping runs on one 50 r/s limit, together",
             scenario,
-            "(none: informational)",
-            [judge(crowd, None, total)],
+            scenario.together[0] if scenario.together else "(none: informational)",
+            [judge(crowd, scenario.together[1] if scenario.together else None, total)],
         ),
         row(
             scenario.key,

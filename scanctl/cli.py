@@ -460,14 +460,15 @@ def stats(
     runs: Annotated[int, typer.Option(metavar="N", help="Show the last N runs.")] = 10,
     **given: Any,
 ) -> int:
-    """Cache contents and hit rates, recent runs and their figures."""
+    """Cache contents and hit rates, recent runs and their figures; the shared pacing state."""
     if fmt is not None and fmt not in ("table", "json"):
         raise UsageError(f"unknown --format {fmt!r}; allowed: table, json")
     if runs < 0:
         raise UsageError(f"--runs must be 0 or more, got {runs}")
     from scanctl.cache.report import print_stats
+    from scanctl.pacereport import pacing_section
 
-    print_stats(given["cache"], fmt, runs)
+    print_stats(given["cache"], fmt, runs, pacing_section(given["pacing_store"]))
     return 0
 
 

@@ -43,7 +43,7 @@ from scanctl.hedge import Hedger
 from scanctl.hints import QuotaHeaders, QuotaHint, WeightHeader, parse_quota
 from scanctl.line import Pending, SymbolLine
 from scanctl.outcome import UNFINISHED_KIND, StopReason
-from scanctl.pacing import Feedback, Pacer, UpstreamDown, hedge_slots
+from scanctl.pacing import Feedback, Meter, Pacer, UpstreamDown, hedge_slots
 from scanctl.ratecontrol import LearnedPace
 from scanctl.records import ScanRecord
 from scanctl.resilience import CircuitBreaker, RetryBudget
@@ -122,8 +122,14 @@ class ScanSettings:
     follow_redirects: bool = FOLLOW_REDIRECTS.built_in
 
 
-def make_pacer(settings: ScanSettings, clock: Clock, learned: LearnedPace | None = None) -> Pacer:
-    """The pacer a scan with these settings uses, starting from what an earlier run learned."""
+def make_pacer(
+    settings: ScanSettings,
+    clock: Clock,
+    learned: LearnedPace | None = None,
+    meter: Meter | None = None,
+) -> Pacer:
+    """The pacer a scan with these settings uses, starting from what an earlier run learned;
+    `meter`: a send schedule shared with other processes (`sharedpace`), else its own."""
     return Pacer(
         clock,
         concurrency=settings.concurrency,
@@ -132,6 +138,7 @@ def make_pacer(settings: ScanSettings, clock: Clock, learned: LearnedPace | None
         learned=learned,
         breaker=CircuitBreaker(max_outage=settings.max_outage),
         check_hints=not settings.upstream_bans,
+        meter=meter,
     )
 
 

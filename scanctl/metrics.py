@@ -55,6 +55,9 @@ class RunMetrics:
     # The pacing in force, for the progress display: requests/s (None: no limit) and in flight.
     current_rate: float | None = None
     in_flight: int = 0
+    # Processes sharing the upstream's budget (`pacestore`): now, and the most at once.
+    processes: int = 1
+    processes_peak: int = 1
     rate_history: list[dict[str, Any]] = field(default_factory=list)
     # What the cache did (location, hits, misses...), when the run used one.
     cache: CacheFigures | None = None
@@ -82,10 +85,12 @@ class RunMetrics:
         """A second copy of a slow request went out (--hedge)."""
         self.hedged += 1
 
-    def pace(self, rate: float | None, in_flight: int) -> None:
-        """The pacer's current rate and requests in flight."""
+    def pace(self, rate: float | None, in_flight: int, processes: int = 1) -> None:
+        """The rate in force, requests in flight, and the processes sharing the budget."""
         self.current_rate = rate
         self.in_flight = in_flight
+        self.processes = processes
+        self.processes_peak = max(self.processes_peak, processes)
 
     def resume(self, done: int) -> None:
         """Count `done` ok records an earlier run left in the output (--resume)."""
@@ -138,6 +143,7 @@ class RunMetrics:
                 max=ms(lat[-1] if lat else None),
                 mean=ms(sum(lat) / len(lat) if lat else None),
             ),
+            processes_sharing=self.processes_peak,
         )
         return Summary(
             scan_type=self.scan_type,

@@ -76,6 +76,8 @@ class Performance:
     batches_processed: int
     final_rate_limit: float | None
     latency_ms: LatencyFigures
+    # The most scanctl processes that shared this upstream's budget at once (1: alone).
+    processes_sharing: int = 1
 
 
 @dataclass(frozen=True, slots=True)

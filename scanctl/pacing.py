@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
@@ -67,6 +68,15 @@ class Feedback:
     retry_after: float | None = None
     quota: QuotaHint | None = None
     error: str | None = None
+
+
+class Meter(Protocol):
+    """What `Pacer` asks before each send: `GcraMeter` in this process, or a schedule shared
+    with other processes (`sharedpace.SharedMeter`)."""
+
+    def delay(self, rate: float) -> float: ...
+    def reserve(self, rate: float) -> float: ...
+    def grant(self, sends: int) -> None: ...
 
 
 class GcraMeter:
@@ -117,7 +127,9 @@ class Pacer:
         learned: LearnedPace | None = None,
         breaker: CircuitBreaker | None = None,
         check_hints: bool = True,
+        meter: Meter | None = None,
     ) -> None:
+        """`meter`: where the rate's slots come from (default: this process's own GCRA)."""
         self.clock = clock
         self.ceiling = max(1, concurrency)
         self.adaptive = adaptive
@@ -135,7 +147,8 @@ class Pacer:
         credit = 0
         if learned is not None and adaptive and not learned.gated and rate is None:
             credit = min(learned.burst, INITIAL_WINDOW) // 2
-        self.meter = GcraMeter(clock, credit=credit)
+        self.meter: Meter = meter if meter is not None else GcraMeter(clock)
+        self.meter.grant(credit)
         self.breaker = breaker
         self.quota = Quota()
         self.quota.early_ok = check_hints  # (an upstream that bans: no 429 risked for a hint)

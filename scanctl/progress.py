@@ -49,8 +49,12 @@ def status_line(metrics: RunMetrics, elapsed: float) -> str:
         f"scanctl: {done}/{total} ({pct:.0f}%) ok {metrics.successful}{_cached(metrics)} "
         f"failed {metrics.failed} throttled {metrics.throttled}, {speed:.1f} scans/s, "
         f"ETA {_eta(done, total, elapsed)}, "
-        f"pacing {rate}"
+        f"pacing {rate}{_sharing(metrics)}"
     )
+
+
+def _sharing(metrics: RunMetrics) -> str:
+    return f" shared by {metrics.processes} processes" if metrics.processes > 1 else ""
 
 
 def summary_line(summary: Summary) -> str:
@@ -125,6 +129,8 @@ def pacing_text(metrics: RunMetrics, elapsed: float) -> str:
     """The second line: how fast we are allowed to go, and what the upstream made of it."""
     sent = metrics.requests_sent / elapsed if elapsed > 0 else 0.0
     limit = "no limit" if metrics.current_rate is None else f"{metrics.current_rate:.1f} req/s"
+    if metrics.processes > 1:
+        limit += f" shared by {metrics.processes} processes"
     return (
         f"pacing {limit} | sent {sent:.0f} req/s | {metrics.in_flight} in flight | "
         f"{metrics.throttled} throttled, {metrics.retries} retried"

@@ -47,8 +47,10 @@ from scanctl.output import (
     write_json_file,
 )
 from scanctl.overlap import SHARED_SPAN, RunRegistry
+from scanctl.pacestore import PacingStoreError, open_pacing_store, scope_key
 from scanctl.progress import Display, choose_display, summary_line
 from scanctl.promfile import write_prom_file
+from scanctl.ratecontrol import LearnedPace
 from scanctl.records import ScanRecord
 from scanctl.resume import prepare_resume
 from scanctl.settings import (
@@ -65,7 +67,15 @@ from scanctl.settings import (
     TTL,
     Resolved,
 )
-from scanctl.state import PacingMemory, pacing_key
+from scanctl.sharedpace import SharedMeter
+from scanctl.state import (
+    SHARED_MARGIN,
+    PacingMemory,
+    pace_entry,
+    pacing_key,
+    parse_pace,
+    state_dir,
+)
 from scanctl.terminal import wants_color
 
 # How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
@@ -96,6 +106,8 @@ class ScanJob:
     # The cache: where it is (None: the default) and what this run may do (None: --no-cache).
     cache_location: str | None = field(default=None, metadata={"setting": "cache"})
     cache_policy: CachePolicy | None = None
+    # Where the send schedule is shared with other processes (None: the state dir's file).
+    pacing_store: str | None = None
     namespace: str = ""  # profile and base URL: whose answers these are
     command: str = "scan"  # or "warm-cache" (fmt "none": the cache is the product)
     grace: float = 5.0  # seconds requests in flight get after the first Ctrl-C / SIGTERM
@@ -293,12 +305,57 @@ class ScanRun:
         learned = None
         if settings.adaptive and not job.relearn:
             learned = self.memory.learned(settings.base_url, settings.endpoint.name)
-        self.pacer = make_pacer(settings, self.clock, learned)
+        self.meter = self._shared_meter()
+        if self.meter is not None:
+            undo.callback(self.meter.close)
+            learned = self._joined(self.meter, learned)
+        self.pacer = make_pacer(settings, self.clock, learned, meter=self.meter)
         # Other runs against this upstream at the same time: what this one learns is a share.
         self.overlap = RunRegistry(
             pacing_key(settings.base_url, settings.endpoint.name), wall=self.clock.wall, warn=warn
         )
         self.cache = self._open_cache()
+
+    def _shared_meter(self) -> SharedMeter | None:
+        """The meter over the shared send schedule (`pacestore`), or None to pace alone: with
+        `--pacing-store local`, or after one warning when the store cannot be opened."""
+        settings = self.job.settings
+        try:
+            # (SQLite reads the run's own wall clock: virtual in tests, time.time() otherwise)
+            store = open_pacing_store(self.job.pacing_store, state_dir(), now=self.clock.wall)
+        except PacingStoreError as exc:
+            warn(f"{exc}; pacing this process alone")
+            return None
+        if store is None:
+            return None
+        scope = scope_key(settings.base_url, settings.headers)
+        return SharedMeter(store, scope, self.clock, warn=warn, cap=settings.rate)
+
+    def _learned_key(self) -> str:
+        assert self.meter is not None
+        return f"{self.meter.scope} {self.job.settings.endpoint.name}"
+
+    def _joined(self, meter: SharedMeter, learned: LearnedPace | None) -> LearnedPace | None:
+        """Where this run starts when it shares the budget: its share of the rate in force
+        among the processes already running (no slow start, no burst of its own: the bucket is
+        theirs too); else what it learned (this machine's state file, else what the store
+        keeps from an earlier run, another machine's), which becomes the rate in force."""
+        settings = self.job.settings
+        if not settings.adaptive:
+            meter.join()
+            return learned
+        if learned is None and not self.job.relearn:
+            try:
+                kept = meter.store.learned(self._learned_key()) if meter.store else None
+            except PacingStoreError:
+                kept = None
+            learned = parse_pace(kept) if kept is not None else None
+        rate = meter.join(learned.rate if learned is not None else None)
+        if rate is None or (learned is not None and rate == learned.rate):
+            return learned
+        base = learned or LearnedPace(rate)
+        upper = base.upper if base.upper is not None and base.upper > rate else None
+        return replace(base, rate=rate, upper=upper, burst=1)
 
     def _open_cache(self) -> CacheFront | None:
         """The cache front for this run; a cache that cannot be opened is a warning only."""
@@ -325,7 +382,7 @@ class ScanRun:
             record = replace(record, change=NOTHING_TO_COMPARE)  # no usable cache
         if not self.job.only_changed or (record.change is not None and record.change.changed):
             self.writer.write(record)
-        self.metrics.pace(self.pacer.rate, self.pacer.in_flight)
+        self._pace()
         self.display.update(self.metrics)
 
     async def _watch_signals(self, group: anyio.abc.TaskGroup, engine: ScanEngine) -> None:
@@ -354,11 +411,24 @@ class ScanRun:
     async def _tick(self) -> None:
         while True:
             await self.clock.sleep(0.5)
-            self.metrics.pace(self.pacer.rate, self.pacer.in_flight)
+            if self.meter is not None:
+                self.meter.beat(self.pacer.rate)
+            self._pace()
             self.display.update(self.metrics)
             if self.cache is not None:
                 self.cache.flush_if_due()
             self.overlap.beat(*self._overlap_report())
+
+    def _pace(self) -> None:
+        """The pacing in force, for the display: the rate shared by every process when the
+        budget is shared, else this run's own."""
+        rate, processes = self.pacer.rate, 1
+        meter = self.meter
+        if meter is not None and meter.shared:
+            processes = meter.processes
+            if rate is not None and meter.shared_rate is not None:
+                rate = meter.shared_rate  # (this run's own rate is its share of it)
+        self.metrics.pace(rate, self.pacer.in_flight, processes)
 
     def _overlap_report(self) -> tuple[float, bool]:
         """What this run tells the others: the rate the upstream admitted its requests at over
@@ -470,6 +540,18 @@ class ScanRun:
         overlap = self.overlap
         overlap.finish(*self._overlap_report())
         pace = self.pacer.learned()
+        meter = self.meter
+        shared = meter is not None and self.metrics.processes_peak > 1
+        if pace is not None and meter is not None and shared:
+            # Its own rate was a share of the schedule, and grew unchecked while the schedule
+            # held it back: not evidence. On this machine, what all the runs were admitted
+            # together is (`overlap`); across machines, the rate the processes shared.
+            if overlap.overlapped and overlap.peak_shared > 0:
+                rate = min(pace.rate, SHARED_MARGIN * overlap.peak_shared)
+            else:
+                rate = meter.shared_rate or pace.rate
+            upper = pace.upper if pace.upper is not None and pace.upper > rate else None
+            pace = replace(pace, rate=rate, upper=upper)
         if settings.adaptive and pace is not None:
             self.memory.remember(
                 settings.base_url,
@@ -479,6 +561,15 @@ class ScanRun:
                 overlapped=overlap.overlapped,
                 peak_shared=overlap.peak_shared,
             )
+        if meter is not None:
+            if settings.adaptive and pace is not None and meter.store is not None:
+                # (what the state file keeps, after `shared_pace` weighed the overlap)
+                kept = self.memory.learned(settings.base_url, settings.endpoint.name) or pace
+                try:
+                    meter.store.remember(self._learned_key(), pace_entry(kept, self.clock.wall()))
+                except PacingStoreError as exc:
+                    warn(f"{exc}; the rate learned is kept on this machine only")
+            meter.close()
         refused = self.state.outcome.refused if self.state.outcome else None
         if refused is not None and refused.status == 418:
             wait = refused.retry_after if refused.retry_after is not None else DEFAULT_BAN_SECONDS

@@ -441,6 +441,20 @@ CACHE = MODEL.declare(
         commands=UPSTREAM | CACHE_COMMANDS,
     )
 )
+PACING_STORE = MODEL.declare(
+    Setting[str | None](
+        name="pacing_store",
+        kind=str,
+        metavar="local|PATH|URL",
+        env="SCANCTL_PACING_STORE",
+        help=(
+            "Where the send schedule is shared: a SQLite file (default: pacing.sqlite3 in the "
+            "state dir, all of this user's processes), redis://host:port/db (many machines), "
+            "or local (this process alone)."
+        ),
+        commands=RUN | frozenset({"stats"}),
+    )
+)
 NO_CACHE = MODEL.declare(
     Setting[bool](
         name="no_cache",

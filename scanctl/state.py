@@ -88,6 +88,18 @@ def shared_pace(stored: LearnedPace | None, own: LearnedPace, peak_shared: float
     return LearnedPace(rate, upper, gated, burst, enough)
 
 
+def pace_entry(pace: LearnedPace, now_wall: float) -> dict[str, Any]:
+    """A learned pace in its stored form (the state file's, and the shared pacing store's)."""
+    return {
+        "rate": round(pace.rate, 3),
+        "upper": None if pace.upper is None else round(pace.upper, 3),
+        "gated": pace.gated,
+        "burst": pace.burst,
+        "gate_enough": pace.gate_enough,
+        "updated": round(now_wall),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class _RateChange:
     """A learned rate this run keeps; applied again to the file as it is when saving."""
@@ -98,7 +110,8 @@ class _RateChange:
     peak_shared: float
 
 
-def _parse_pace(entry: Any) -> LearnedPace | None:
+def parse_pace(entry: Any) -> LearnedPace | None:
+    """A learned pace from its stored form (None when it is not one)."""
     try:
         rate = float(entry["rate"])
         upper = entry.get("upper")
@@ -159,7 +172,7 @@ class PacingMemory:
         rates = self.data.get("rates")
         if not isinstance(rates, dict):
             return None
-        return _parse_pace(rates.get(pacing_key(base_url, type_name)))
+        return parse_pace(rates.get(pacing_key(base_url, type_name)))
 
     def remember(
         self,
@@ -183,15 +196,8 @@ class PacingMemory:
         rates = _section(data, "rates")
         pace = change.pace
         if change.overlapped:
-            pace = shared_pace(_parse_pace(rates.get(key)), pace, change.peak_shared)
-        rates[key] = {
-            "rate": round(pace.rate, 3),
-            "upper": None if pace.upper is None else round(pace.upper, 3),
-            "gated": pace.gated,
-            "burst": pace.burst,
-            "gate_enough": pace.gate_enough,
-            "updated": round(change.now_wall),
-        }
+            pace = shared_pace(parse_pace(rates.get(key)), pace, change.peak_shared)
+        rates[key] = pace_entry(pace, change.now_wall)
 
     def banned_until(self, base_url: str, now_wall: float) -> float | None:
         """The end of a ban still running for this upstream (epoch seconds), else None."""

@@ -62,13 +62,18 @@ def stats_document(stats: CacheStats, runs: list[dict[str, Any]], shown: int) ->
     }
 
 
-def print_stats(spec: str | None, fmt: str | None, shown: int) -> None:
-    """Print the stats document: a rich table on a terminal, JSON otherwise (or as asked)."""
+def print_stats(
+    spec: str | None, fmt: str | None, shown: int, pacing: dict[str, Any] | None = None
+) -> None:
+    """Print the stats document: a rich table on a terminal, JSON otherwise (or as asked);
+    `pacing`: the shared pacing state (`pacereport`), shown after the cache's."""
     store = open_store(spec, warn=_warn, repair=False)
     try:
         document = stats_document(store.stats(time.time()), store.runs(RUNS_KEPT), shown)
     finally:
         store.close()
+    if pacing is not None:
+        document["pacing"] = pacing
     if fmt is None:
         fmt = "table" if sys.stdout.isatty() else "json"
     if fmt == "json":
@@ -131,6 +136,31 @@ def _print_tables(document: dict[str, Any]) -> None:
             "-" if rate is None else f"{rate:.1f}",
         )
     console.print(runs)
+    if "pacing" in document:
+        _print_pacing(console, document["pacing"])
+
+
+def _print_pacing(console: Any, pacing: dict[str, Any]) -> None:
+    """The shared budget per upstream: processes sharing it now, its rate, the rates learned."""
+    from rich.table import Table
+
+    title = f"shared pacing ({pacing['store']})"
+    if "error" in pacing:
+        console.print(f"[bold]{title}[/]: {pacing['error']}", highlight=False)
+        return
+    table = Table("upstream", "key", "processes", "rate", "ahead s", "learned", title=title)
+    for up in pacing["upstreams"]:
+        learned = ", ".join(f"{t} {p.get('rate')}" for t, p in up["learned"].items())
+        rate = up["rate"]
+        table.add_row(
+            up["upstream"],
+            (up["credential_sha256"] or "")[:8],
+            str(up["processes"]),
+            "-" if rate is None else f"{rate:.1f}",
+            f"{up['ahead_seconds']:.2f}",
+            learned or "-",
+        )
+    console.print(table)
 
 
 def clear_cache(spec: str | None, type_name: str | None, older_than: float | None) -> int:

@@ -1,0 +1,370 @@
+"""Where the send schedule lives when several processes share one upstream's budget.
+
+An upstream's limit belongs to an API key or an address, not to a process: four cron jobs that
+each pace themselves at the limit send four times it, and four that each find their own share
+never take the capacity one of them frees. So the schedule (GCRA's theoretical arrival time,
+the same algorithm as `pacing.GcraMeter`) and the rate in force live in a store every process
+reserves its sends from:
+
+- `LocalPacingStore`: in this process only (threads, tests; the reference the others match);
+- `SqlitePacingStore`: a file in the state directory, shared by the user's processes on one
+  machine (WAL, one short `BEGIN IMMEDIATE` transaction per reservation);
+- `RedisPacingStore` (`pacestore_redis`): one Redis for many machines, computed in a Lua script
+  from Redis's own clock.
+
+Every process is a *member* of its upstream's scope, with a row that expires `MEMBER_TTL`
+seconds after its last word: a process killed with -9 drops out within about a second, and the
+count of live members is what the display shows.
+
+The rate in force is the scope's, in requests/s for all processes together: the mean of the
+live members' *views* of it (`sharedpace` keeps each process's view: its own estimator sees only
+its own answers, so its rate is its share). A member that leaves or dies takes its view along,
+not the rate: the others take its share of the schedule at once.
+
+A reservation takes `count` slots at once (`Grant`): at thousands of requests a second one
+transaction per request would cost more than the request. Times cross the store as "seconds from
+now", never as a clock reading: a store's clock is its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from scanctl.errors import ScanctlError
+
+# Seconds a member's row outlives its last reservation or heartbeat (heartbeats come every 0.5 s).
+MEMBER_TTL = 1.2
+# A schedule further ahead than this (s) is from another boot or a broken clock: start afresh.
+MAX_AHEAD = 3600.0
+FILE_NAME = "pacing.sqlite3"
+BUSY_TIMEOUT = 5.0
+# Header names whose values identify the caller to the upstream (and so scope its limit).
+_CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "cookie", "session")
+
+
+class PacingStoreError(ScanctlError):
+    """The pacing store cannot be reached or used: the run paces itself instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The answer to a reservation: `count` slots, the first `wait` seconds from now and the
+    rest `interval` apart (count 0: a heartbeat, nothing reserved), at `rate` (the lowest
+    rate a live member reports, None when none reports one), among `processes` live members."""
+
+    wait: float
+    interval: float
+    count: int
+    rate: float | None
+    processes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeState:
+    """What `scanctl stats` shows of one shared upstream."""
+
+    scope: str
+    processes: int
+    rate: float | None
+    ahead: float  # seconds the schedule runs ahead of now (0: idle)
+    learned: dict[str, Any] = field(default_factory=dict)
+
+
+class PacingStore(Protocol):
+    """One shared schedule per scope; see the module docstring."""
+
+    kind: str  # "local", "sqlite" or "redis"
+    location: str  # where, for messages (a password never shows)
+
+    def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
+        """Say this member is alive and what it takes the rate for all to be (`view`; None:
+        no view yet), and reserve `count` slots of the scope's schedule at the rate in force
+        (none while no member has a view)."""
+        ...
+
+    def leave(self, scope: str, member: str) -> None:
+        """This member is done: it is not counted as live any more."""
+        ...
+
+    def learned(self, key: str) -> dict[str, Any] | None:
+        """What the last run against `key` (scope and type) learned, as `remember` kept it."""
+        ...
+
+    def remember(self, key: str, pace: dict[str, Any]) -> None: ...
+
+    def states(self) -> list[ScopeState]:
+        """Every scope with a schedule, live members or a learned rate (`scanctl stats`)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def scope_key(base_url: str, headers: Mapping[str, str]) -> str:
+    """The scope of a limit: the base URL and a SHA-256 of the credentials sent to it (the
+    headers that carry a key, a token, a cookie), so two keys get two budgets and no key is
+    ever written anywhere."""
+    secret = sorted(
+        (name.lower(), value)
+        for name, value in headers.items()
+        if any(word in name.lower() for word in _CREDENTIAL_WORDS)
+    )
+    digest = hashlib.sha256(json.dumps(secret).encode()).hexdigest()[:16]
+    return f"{base_url.rstrip('/')} key:{digest}"
+
+
+def member_id() -> str:
+    """This process, unique across machines and restarts."""
+    return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+@dataclass(slots=True)
+class _Scope:
+    tat: float = 0.0
+    members: dict[str, tuple[float | None, float]] = field(default_factory=dict)  # view, expiry
+
+
+def _mean(views: list[float | None]) -> float | None:
+    known = [v for v in views if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _slots(tat: float, now: float, rate: float | None, count: int) -> tuple[float, float, float]:
+    """GCRA for `count` slots: (seconds to the first, interval, the new arrival time)."""
+    if rate is None or count <= 0:
+        return 0.0, 0.0, tat
+    interval = 1.0 / rate
+    if tat < now or tat > now + MAX_AHEAD:
+        tat = now
+    return tat - now, interval, tat + count * interval
+
+
+class LocalPacingStore:
+    """The schedule in this process's memory: the reference implementation (and the store of
+    tests and of threads sharing one budget). `now` is injectable: tests move it by hand."""
+
+    kind = "local"
+    location = "this process"
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self._now = now
+        self._scopes: dict[str, _Scope] = {}
+        self._learned: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
+        with self._lock:
+            now = self._now()
+            state = self._scopes.setdefault(scope, _Scope())
+            state.members[member] = (view, now + MEMBER_TTL)
+            state.members = {m: v for m, v in state.members.items() if v[1] > now}
+            rate = _mean([v for v, _ in state.members.values()])
+            wait, interval, state.tat = _slots(state.tat, now, rate, count)
+            got = count if rate is not None else 0
+            return Grant(wait, interval, got, rate, len(state.members))
+
+    def leave(self, scope: str, member: str) -> None:
+        with self._lock:
+            state = self._scopes.get(scope)
+            if state is not None:
+                state.members.pop(member, None)
+
+    def learned(self, key: str) -> dict[str, Any] | None:
+        return self._learned.get(key)
+
+    def remember(self, key: str, pace: dict[str, Any]) -> None:
+        self._learned[key] = dict(pace)
+
+    def states(self) -> list[ScopeState]:
+        now = self._now()
+        members = {}
+        for scope, state in self._scopes.items():
+            live = [view for view, until in state.members.values() if until > now]
+            members[scope] = (len(live), _mean(live))
+        tats = {scope: state.tat for scope, state in self._scopes.items()}
+        learned = [(key, json.dumps(pace)) for key, pace in self._learned.items()]
+        return _states(now, members, tats, learned)
+
+    def close(self) -> None:
+        pass
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedule (scope TEXT PRIMARY KEY, tat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    scope TEXT NOT NULL, member TEXT NOT NULL, view REAL, expires REAL NOT NULL,
+    PRIMARY KEY (scope, member)
+);
+CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, pace TEXT NOT NULL, updated REAL);
+"""
+
+
+class SqlitePacingStore:
+    """The schedule in a SQLite file every process of this user on this machine opens.
+
+    WAL (readers never wait; a process killed mid-transaction leaves the last committed
+    state), `synchronous=NORMAL` (no fsync per commit: a schedule lost to a power cut costs
+    nothing), and one `BEGIN IMMEDIATE` per reservation, taking the write lock at once so two
+    processes never deadlock upgrading a read. Time is the wall clock (`time.time`), the one
+    clock every process on the machine reads alike; `now` is injectable for tests.
+    """
+
+    kind = "sqlite"
+
+    def __init__(
+        self,
+        path: Path,
+        now: Callable[[], float] = time.time,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> None:
+        self.path = path
+        self.location = str(path)
+        self._now = now
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise PacingStoreError(f"cannot open the pacing store {path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise PacingStoreError(f"pacing store {self.path}: {exc}") from exc
+
+    def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
+        with self._write() as db:
+            now = self._now()
+            db.execute(
+                "INSERT INTO members VALUES (?, ?, ?, ?) ON CONFLICT (scope, member) "
+                "DO UPDATE SET view = excluded.view, expires = excluded.expires",
+                (scope, member, view, now + MEMBER_TTL),
+            )
+            rate, live = db.execute(
+                "SELECT avg(view), count(*) FROM members WHERE scope = ? AND expires > ?",
+                (scope, now),
+            ).fetchone()
+            if rate is None or count <= 0:
+                return Grant(0.0, 0.0, 0, rate, live)
+            row = db.execute("SELECT tat FROM schedule WHERE scope = ?", (scope,)).fetchone()
+            wait, interval, tat = _slots(row[0] if row else now, now, rate, count)
+            db.execute(
+                "INSERT INTO schedule VALUES (?, ?) "
+                "ON CONFLICT (scope) DO UPDATE SET tat = excluded.tat",
+                (scope, tat),
+            )
+            return Grant(wait, interval, count, rate, live)
+
+    def leave(self, scope: str, member: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM members WHERE scope = ? AND member = ?", (scope, member))
+            # (rows of processes killed long ago go with the next one to leave)
+            db.execute("DELETE FROM members WHERE expires < ?", (self._now() - 60,))
+
+    def learned(self, key: str) -> dict[str, Any] | None:
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT pace FROM learned WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise PacingStoreError(f"pacing store {self.path}: {exc}") from exc
+        return _decode(row[0]) if row else None
+
+    def remember(self, key: str, pace: dict[str, Any]) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO learned VALUES (?, ?, ?) ON CONFLICT (key) "
+                "DO UPDATE SET pace = excluded.pace, updated = excluded.updated",
+                (key, json.dumps(pace), self._now()),
+            )
+
+    def states(self) -> list[ScopeState]:
+        now = self._now()
+        try:
+            with self._lock:
+                db = self._db
+                members = db.execute(
+                    "SELECT scope, count(*), avg(view) FROM members WHERE expires > ? "
+                    "GROUP BY scope",
+                    (now,),
+                ).fetchall()
+                tats = dict(db.execute("SELECT scope, tat FROM schedule").fetchall())
+                learned = db.execute("SELECT key, pace FROM learned").fetchall()
+        except sqlite3.Error as exc:
+            raise PacingStoreError(f"pacing store {self.path}: {exc}") from exc
+        return _states(now, {s: (n, r) for s, n, r in members}, tats, learned)
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+
+def _decode(text: str | bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _states(
+    now: float,
+    members: dict[str, tuple[int, float | None]],
+    tats: dict[str, float],
+    learned: list[tuple[str, str]],
+) -> list[ScopeState]:
+    """Scope states from a store's rows: live members and schedules, and learned rates (kept
+    under "scope type": the scope is the key up to the last space)."""
+    by_scope: dict[str, dict[str, Any]] = {}
+    for key, text in learned:
+        scope, _, type_name = key.rpartition(" ")
+        pace = _decode(text)
+        if pace is not None:
+            by_scope.setdefault(scope, {})[type_name] = pace
+    found = []
+    for scope in sorted(set(members) | set(by_scope) | set(tats)):
+        count, rate = members.get(scope, (0, None))
+        ahead = max(0.0, tats.get(scope, now) - now) if count else 0.0
+        found.append(ScopeState(scope, count, rate, round(ahead, 3), by_scope.get(scope, {})))
+    return found
+
+
+def open_pacing_store(
+    spec: str | None, state_directory: Path, *, now: Callable[[], float] | None = None
+) -> PacingStore | None:
+    """The store `--pacing-store` names: None for "local" (this process paces itself, as
+    before), a Redis URL, else the SQLite file (in the state directory by default).
+    Raises PacingStoreError when it cannot be opened."""
+    if spec == "local":
+        return None
+    if spec is not None and spec.startswith(("redis://", "rediss://", "unix://")):
+        from scanctl.pacestore_redis import RedisPacingStore
+
+        return RedisPacingStore(spec)
+    path = state_directory / FILE_NAME if not spec else Path(spec)
+    if path.is_dir():
+        path = path / FILE_NAME
+    return SqlitePacingStore(path) if now is None else SqlitePacingStore(path, now=now)

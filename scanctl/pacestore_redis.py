@@ -1,0 +1,179 @@
+"""The shared send schedule in Redis: one budget for every machine that points at it.
+
+Machines' clocks differ (by seconds, on hosts without NTP), so no client clock ever enters the
+schedule: one Lua script reads Redis's own `TIME`, refreshes this member's row, drops members
+whose rows expired, takes the lowest rate a live member reports, and reserves `count` slots of
+GCRA at that rate. It answers with how long from now the first slot is: a caller waits for its
+slot rather than being refused and retrying (a refusing limiter's callers poll, and polling
+callers arrive in bursts). One round trip per reservation; the script is cached by its SHA.
+
+Keys (per scope; `scope_key` hashes the credential, so no key appears in Redis):
+`scanctl:pace:<scope>:tat` (the theoretical arrival time, µs of Redis time), `...:members`
+(a hash: member -> "expiry_µs view"), and `scanctl:pace:learned:<scope type>`. All expire on
+their own when no process uses them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from scanctl.cache import mask_url
+from scanctl.pacestore import (
+    MAX_AHEAD,
+    MEMBER_TTL,
+    Grant,
+    PacingStoreError,
+    ScopeState,
+    _states,
+)
+
+PREFIX = "scanctl:pace:"
+LEARNED_TTL = 30 * 86400  # seconds a learned rate is kept without a run refreshing it
+SOCKET_TIMEOUT = 1.0  # a store slower than this is down: the run paces itself
+
+# KEYS: tat, members. ARGV: member, count, ttl (µs), max_ahead (µs), view ('' for none).
+# Returns {wait µs, interval µs, count, rate ('' for none), live} as strings (a Lua number
+# becomes a Redis integer, losing its fraction). Members: member -> "expiry_µs view".
+RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local expiry = string.format('%.0f', now + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[2], ARGV[1], expiry .. ' ' .. ARGV[5])
+local all = redis.call('HGETALL', KEYS[2])
+local live, views, sum = 0, 0, 0
+for i = 1, #all, 2 do
+  local exp, view = string.match(all[i + 1], '^(%S+) ?(%S*)$')
+  if tonumber(exp) <= now then
+    redis.call('HDEL', KEYS[2], all[i])
+  else
+    live = live + 1
+    if view ~= '' then views = views + 1; sum = sum + tonumber(view) end
+  end
+end
+redis.call('PEXPIRE', KEYS[2], 60000)
+local count = tonumber(ARGV[2])
+if views == 0 then
+  return {'0', '0', '0', '', tostring(live)}
+end
+local rate = sum / views
+if count <= 0 then
+  return {'0', '0', '0', string.format('%.17g', rate), tostring(live)}
+end
+local interval = 1000000 / rate
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now or tat > now + tonumber(ARGV[4]) then tat = now end
+local after = tat + count * interval
+redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX',
+  math.floor((after - now) / 1000) + 60000)
+return {string.format('%.3f', tat - now), string.format('%.3f', interval), tostring(count),
+  string.format('%.17g', rate), tostring(live)}
+"""
+
+
+class RedisPacingStore:
+    """`PacingStore` on a Redis server (`redis://host:port/db`); see the module docstring."""
+
+    kind = "redis"
+
+    def __init__(self, url: str) -> None:
+        self.location = mask_url(url)
+        try:
+            import redis
+        except ImportError as exc:
+            raise PacingStoreError(
+                "--pacing-store redis:// needs the redis extra: pip install 'scanctl[redis]'"
+            ) from exc
+        self._errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
+        try:
+            self._redis = redis.Redis.from_url(
+                url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
+            )
+            self._script = self._redis.register_script(RESERVE)
+            self._redis.ping()
+        except (*self._errors, ValueError) as exc:
+            raise PacingStoreError(f"cannot reach the pacing store {self.location}: {exc}") from exc
+
+    def _fail(self, exc: Exception) -> PacingStoreError:
+        return PacingStoreError(f"pacing store {self.location}: {exc}")
+
+    def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
+        keys = [f"{PREFIX}{scope}:tat", f"{PREFIX}{scope}:members"]
+        args: list[str | int] = [
+            member,
+            count,
+            int(MEMBER_TTL * 1e6),
+            int(MAX_AHEAD * 1e6),
+            "" if view is None else repr(view),
+        ]
+        try:
+            wait, interval, got, rate, live = self._script(keys=keys, args=args)
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+        return Grant(
+            float(wait) / 1e6,
+            float(interval) / 1e6,
+            int(got),
+            float(rate) if rate else None,
+            int(live),
+        )
+
+    def leave(self, scope: str, member: str) -> None:
+        try:
+            self._redis.hdel(f"{PREFIX}{scope}:members", member)
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    def learned(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = self._redis.get(f"{PREFIX}learned:{key}")
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def remember(self, key: str, pace: dict[str, Any]) -> None:
+        try:
+            self._redis.set(f"{PREFIX}learned:{key}", json.dumps(pace), ex=LEARNED_TTL)
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    def states(self) -> list[ScopeState]:
+        """Live members, schedules and learned rates, read with Redis's clock."""
+        try:
+            seconds, micros = self._redis.time()
+            now = seconds * 1_000_000 + micros
+            members: dict[str, tuple[int, float | None]] = {}
+            tats: dict[str, float] = {}
+            learned: list[tuple[str, str]] = []
+            for name in self._redis.scan_iter(match=f"{PREFIX}*", count=500):
+                key = _text(name)[len(PREFIX) :]
+                if key.startswith("learned:"):
+                    raw = self._redis.get(name)
+                    if raw is not None:
+                        learned.append((key[len("learned:") :], _text(raw)))
+                elif key.endswith(":members"):
+                    rows = [_text(v).split() for v in self._redis.hgetall(name).values()]
+                    live = [row for row in rows if row and float(row[0]) > now]
+                    views = [float(row[1]) for row in live if len(row) == 2]
+                    rate = sum(views) / len(views) if views else None
+                    members[key[: -len(":members")]] = (len(live), rate)
+                elif key.endswith(":tat"):
+                    raw = self._redis.get(name)
+                    if raw is not None:
+                        tats[key[: -len(":tat")]] = float(raw) / 1e6
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+        return _states(now / 1e6, members, tats, learned)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

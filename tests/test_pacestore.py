@@ -1,0 +1,261 @@
+"""The shared send schedule (issue 14): the stores' contract, and the meter the pacer uses.
+
+Local and SQLite stores take their clock from the test (moved by hand); Redis reads its own
+(`TIME`), so its checks use only what one reservation says about the next.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scanctl.clock import FakeClock
+from scanctl.pacestore import (
+    MEMBER_TTL,
+    Grant,
+    LocalPacingStore,
+    PacingStore,
+    PacingStoreError,
+    SqlitePacingStore,
+    open_pacing_store,
+    scope_key,
+)
+from scanctl.pacing import Pacer
+from scanctl.sharedpace import SharedMeter
+
+
+class HandClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["local", "sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """(store, clock or None): each backend, empty; Redis keeps its own clock."""
+    clock = HandClock()
+    if request.param == "local":
+        yield LocalPacingStore(now=clock), clock
+    elif request.param == "sqlite":
+        opened = SqlitePacingStore(tmp_path / "pacing.sqlite3", now=clock)
+        yield opened, clock
+        opened.close()
+    else:
+        url = request.getfixturevalue("redis_url")
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+        from scanctl.pacestore_redis import RedisPacingStore
+
+        opened = RedisPacingStore(url)
+        yield opened, None
+        opened.close()
+
+
+def test_slots_follow_one_schedule_whoever_reserves(store: Any) -> None:
+    """Two members reserving from one scope get consecutive slots at the rate in force."""
+    shared, _ = store
+    first = shared.reserve("s", "a", 3, 50.0)
+    assert (first.count, first.interval, first.rate, first.processes) == (3, 0.02, 50.0, 1)
+    assert first.wait == pytest.approx(0.0, abs=0.002)
+    second = shared.reserve("s", "b", 2, 50.0)
+    assert second.processes == 2
+    # b's first slot is after a's three: 3 x 20 ms (less what passed in between, for Redis).
+    assert second.wait == pytest.approx(0.06, abs=0.003)
+    other = shared.reserve("t", "a", 1, 10.0)  # another scope has its own schedule
+    assert other.wait == pytest.approx(0.0, abs=0.002) and other.processes == 1
+
+
+def test_the_rate_in_force_is_the_mean_of_the_views(store: Any) -> None:
+    shared, _ = store
+    assert shared.reserve("s", "a", 0, None) == Grant(0.0, 0.0, 0, None, 1)
+    assert shared.reserve("s", "a", 1, None).count == 0  # no view: nothing to pace at
+    shared.reserve("s", "a", 0, 40.0)
+    grant = shared.reserve("s", "b", 1, 60.0)
+    assert grant.rate == pytest.approx(50.0) and grant.interval == pytest.approx(0.02)
+
+
+def test_a_member_that_leaves_takes_its_view_not_the_schedule(store: Any) -> None:
+    shared, _ = store
+    shared.reserve("s", "a", 5, 50.0)
+    shared.reserve("s", "b", 0, 30.0)
+    shared.leave("s", "b")
+    grant = shared.reserve("s", "a", 1, 50.0)
+    assert grant.processes == 1 and grant.rate == pytest.approx(50.0)
+    assert grant.wait == pytest.approx(0.1, abs=0.003)  # after a's five slots
+
+
+def test_a_silent_member_expires(store: Any) -> None:
+    """A process killed with -9 says nothing more: its row is gone after MEMBER_TTL."""
+    shared, clock = store
+    if clock is None:
+        pytest.skip("Redis keeps its own clock (the process tests kill one for real)")
+    shared.reserve("s", "dead", 0, 10.0)
+    shared.reserve("s", "alive", 0, 50.0)
+    clock.now += MEMBER_TTL + 0.01
+    grant = shared.reserve("s", "alive", 1, 50.0)
+    assert grant.processes == 1 and grant.rate == pytest.approx(50.0)
+    assert [(s.scope, s.processes) for s in shared.states()] == [("s", 1)]
+
+
+def test_an_idle_schedule_does_not_bank_slots(store: Any) -> None:
+    shared, clock = store
+    if clock is None:
+        pytest.skip("needs a clock moved by hand")
+    shared.reserve("s", "a", 10, 50.0)
+    clock.now += 60.0
+    grant = shared.reserve("s", "a", 2, 50.0)
+    assert grant.wait == 0.0  # (not a burst of the slots missed: the schedule starts now)
+    assert shared.reserve("s", "a", 1, 50.0).wait == pytest.approx(0.04)
+
+
+def test_learned_rates_and_states(store: Any) -> None:
+    shared, _ = store
+    assert shared.learned("s mss") is None
+    shared.remember("s mss", {"rate": 47.5, "burst": 1})
+    assert shared.learned("s mss") == {"rate": 47.5, "burst": 1}
+    shared.reserve("s", "a", 2, 50.0)
+    (state,) = shared.states()
+    assert (state.scope, state.processes, state.rate) == ("s", 1, pytest.approx(50.0))
+    assert state.learned == {"mss": {"rate": 47.5, "burst": 1}}
+    assert state.ahead == pytest.approx(0.04, abs=0.003)
+
+
+def test_the_scope_names_the_credential_by_a_hash_only() -> None:
+    one = scope_key("https://api.example/v1/", {"X-API-Key": "s3cret", "Accept": "json"})
+    assert "s3cret" not in one and one.startswith("https://api.example/v1 key:")
+    assert one == scope_key("https://api.example/v1", {"x-api-key": "s3cret"})
+    assert one != scope_key("https://api.example/v1", {"X-API-Key": "other"})
+    assert one != scope_key("https://other.example/v1", {"X-API-Key": "s3cret"})
+
+
+def test_open_pacing_store(tmp_path: Path) -> None:
+    assert open_pacing_store("local", tmp_path) is None
+    default = open_pacing_store(None, tmp_path)
+    assert isinstance(default, SqlitePacingStore)
+    assert default.path == tmp_path / "pacing.sqlite3"
+    default.close()
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(PacingStoreError):
+        open_pacing_store(str(tmp_path / "file" / "x.sqlite3"), tmp_path / "file")
+    with pytest.raises(PacingStoreError, match="cannot reach"):
+        open_pacing_store("redis://127.0.0.1:1/0", tmp_path)
+
+
+def meters(count: int, clock: FakeClock, store: PacingStore | None = None) -> list[SharedMeter]:
+    shared = store or LocalPacingStore(now=clock.monotonic)
+    warned: list[str] = []
+    return [
+        SharedMeter(shared, "s", clock, warn=warned.append, member=f"m{i}") for i in range(count)
+    ]
+
+
+def test_two_meters_share_one_rate() -> None:
+    """Two processes each asking for slots at 50/s get them 20 ms apart *together*."""
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(), b.join()
+    a.beat(None)  # (a learns of b, as its heartbeat would)
+    waits = [m.reserve(50.0) for m in (a, b, a, b)]
+    # a's first view is 50 x 2 processes (its rate is its share); b's the same: 100 together.
+    assert waits == pytest.approx([0.0, 0.01, 0.02, 0.03])
+    assert a.processes == b.processes == 2 and a.shared_rate == pytest.approx(100.0)
+
+
+def test_a_joining_meter_starts_at_its_share() -> None:
+    clock = FakeClock()
+    a, b, c = meters(3, clock)
+    assert a.join(48.0) == 48.0  # no rate in force: the learned one becomes it
+    assert a.reserve(48.0) == 0.0
+    assert b.join(10.0) == pytest.approx(24.0)  # its share of 48 between two
+    assert b.shared_rate == pytest.approx(48.0)
+    assert c.join() == pytest.approx(16.0)
+
+
+def test_views_move_with_each_process_rate() -> None:
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(40.0)
+    b.join()  # b's share: 20, its view 40
+    b.beat(22.0)  # up 10 %: its view too
+    assert b.view == pytest.approx(44.0) and b.shared_rate == pytest.approx(42.0)
+    b.beat(15.0)  # a cut (or a measurement) on its share: 15 x 2 processes
+    assert b.view == pytest.approx(30.0) and b.shared_rate == pytest.approx(35.0)
+
+
+def test_a_leaving_meter_leaves_the_rate_to_the_others() -> None:
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(40.0)
+    b.join()
+    b.close()
+    a.beat(40.0)
+    assert a.processes == 1 and a.shared_rate == pytest.approx(40.0)
+
+
+def test_slots_come_in_batches_at_high_rates() -> None:
+    clock = FakeClock()
+    (a,) = meters(1, clock)
+    a.join()
+    for _ in range(200):
+        a.reserve(2000.0)
+        clock.now += 0.0005
+    assert a.reservations == 10  # 20 slots (10 ms) per round trip to the store
+
+
+def test_stale_slots_are_dropped() -> None:
+    clock = FakeClock()
+    (a,) = meters(1, clock)
+    a.join()
+    a.reserve(1000.0)  # takes 10 slots, uses one
+    clock.now += 1.0
+    assert a.delay(1000.0) == 0.0 and a.reservations == 2  # the old nine were not a burst
+
+
+class Failing(LocalPacingStore):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(now=clock.monotonic)
+        self.fail = False
+        self.closed = False
+
+    def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
+        if self.fail:
+            raise PacingStoreError("pacing store redis://x: connection refused")
+        return super().reserve(scope, member, count, view)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_store_that_fails_costs_one_warning_and_pacing_goes_on_alone() -> None:
+    clock = FakeClock()
+    store = Failing(clock)
+    warned: list[str] = []
+    meter = SharedMeter(store, "s", clock, warn=warned.append)
+    meter.join()
+    assert meter.reserve(10.0) == 0.0
+    store.fail = True
+    assert meter.reserve(10.0) == 0.0  # (this process's own schedule starts afresh)
+    assert meter.reserve(10.0) == pytest.approx(0.1)
+    meter.beat(10.0)
+    assert warned == ["pacing store redis://x: connection refused; pacing this process alone"]
+    assert not meter.shared and store.closed and meter.processes == 1
+
+
+@pytest.mark.anyio
+async def test_the_pacer_takes_a_shared_meter() -> None:
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(), b.join()
+    a.beat(None)
+    pacer_a = Pacer(clock, rate=10.0, adaptive=False, meter=a)
+    pacer_b = Pacer(clock, rate=10.0, adaptive=False, meter=b)
+    assert pacer_a.meter is a
+    assert pacer_a.acquire_at_once() is not None
+    assert pacer_b.acquire_at_once() is None  # a took the slot; b's is 1/20 s away
+    clock.now += 0.05
+    assert pacer_b.acquire_at_once() is not None

@@ -1,0 +1,172 @@
+"""Several scanctl processes, one upstream budget (issue 14), with real processes.
+
+Each scan runs at `--rate 20` against the simulated upstream: paced alone, two processes would
+send 40 requests/s together; sharing the schedule, they send 20. Wall times say which, with
+margins of whole seconds (process start is ~0.3 s each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scanctl.demo.testing import fetch_stats, running_demo_process
+from tests.processes import start_scanctl
+
+RATE = 20
+PER_PROCESS = 40  # symbols: 2 s alone at RATE, 4 s for two sharing it
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    with running_demo_process(["--latency-median", "0.002", "--seed", "7"]) as url:
+        yield url
+
+
+def scan_args(url: str, *more: str) -> list[str]:
+    return ["scan", "-f", "-", "-t", "price", "--base-url", url, "-F", "jsonl", "--no-cache", "-q",
+            "--rate", str(RATE), *more]  # fmt: skip
+
+
+def symbols(prefix: str, count: int = PER_PROCESS) -> str:
+    return "".join(f"{prefix}{i}\n" for i in range(count))
+
+
+def run_together(url: str, envs: list[dict[str, str]], *more: str) -> tuple[float, list[str]]:
+    """Start one scan per env at once; (seconds until the last ended, their stderr)."""
+    started = time.monotonic()
+    procs = [
+        start_scanctl(scan_args(url, *more), symbols(f"P{i}X"), env) for i, env in enumerate(envs)
+    ]
+    errors = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert len(out.splitlines()) == PER_PROCESS
+        assert all(json.loads(line)["ok"] for line in out.splitlines())
+        errors.append(err)
+    return time.monotonic() - started, errors
+
+
+def test_processes_on_one_machine_share_the_rate(upstream: str, tmp_path: Path) -> None:
+    """Nothing configured: two processes with one state directory send RATE together."""
+    env = {"SCANCTL_STATE_DIR": str(tmp_path)}
+    elapsed, errors = run_together(upstream, [env, env])
+    assert errors == ["", ""]
+    # 80 requests at 20/s: 3.95 s at least; paced alone each, both would end in about 2 s.
+    assert elapsed >= 3.6, elapsed
+    assert elapsed < 8.0, elapsed
+    assert (tmp_path / "pacing.sqlite3").exists()
+
+
+def test_local_keeps_each_process_to_itself(upstream: str, tmp_path: Path) -> None:
+    env = {"SCANCTL_STATE_DIR": str(tmp_path), "SCANCTL_PACING_STORE": "local"}
+    elapsed, errors = run_together(upstream, [env, env])
+    assert errors == ["", ""]
+    assert elapsed < 3.4, elapsed  # each alone at 20/s: about 2 s, process start included
+    assert not (tmp_path / "pacing.sqlite3").exists()
+
+
+def test_machines_share_the_rate_through_redis(
+    upstream: str, tmp_path: Path, redis_url: str
+) -> None:
+    """Separate state directories (two machines), one Redis: still RATE together."""
+    envs = [
+        {"SCANCTL_STATE_DIR": str(tmp_path / name), "SCANCTL_PACING_STORE": redis_url}
+        for name in ("one", "two")
+    ]
+    elapsed, errors = run_together(upstream, envs)
+    assert errors == ["", ""]
+    assert elapsed >= 3.6, elapsed
+    assert not (tmp_path / "one" / "pacing.sqlite3").exists()
+
+
+def test_an_unreachable_store_costs_one_warning(upstream: str, tmp_path: Path) -> None:
+    env = {"SCANCTL_STATE_DIR": str(tmp_path)}
+    proc = start_scanctl(
+        [*scan_args(upstream, "--pacing-store", "redis://127.0.0.1:1/0")], symbols("U", 5), env
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert len(out.splitlines()) == 5
+    (line,) = err.splitlines()
+    assert line.startswith("scanctl: cannot reach the pacing store redis://127.0.0.1:1/0")
+    assert line.endswith("; pacing this process alone")
+
+
+def test_a_process_killed_holds_nothing_for_long(upstream: str, tmp_path: Path) -> None:
+    """kill -9 one of two: the other is back at the whole rate at once (what the dead one had
+    reserved ahead is a few slots; its row expires within MEMBER_TTL)."""
+    env = {"SCANCTL_STATE_DIR": str(tmp_path)}
+    victim = start_scanctl(scan_args(upstream), symbols("V", 1000), env)
+    try:
+        before = fetch_stats(upstream)["requests"]
+        deadline = time.monotonic() + 20
+        # The victim is sending, past its first --concurrency reservations (a learned rate
+        # opens the window at once; Little's law narrows it after the first answers).
+        while fetch_stats(upstream)["requests"] < before + 55:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        survivor = start_scanctl(scan_args(upstream), symbols("S"), env)
+        time.sleep(1.0)  # both sending: the survivor gets half the rate
+        os.kill(victim.pid, signal.SIGKILL)
+        out, err = survivor.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        victim.kill()
+        victim.communicate()
+    assert survivor.returncode == 0, err
+    assert len(out.splitlines()) == PER_PROCESS
+    # Alone it takes 2 s (+ start); sharing for ~0.7 s of it costs ~0.35 s more. A dead
+    # member that held the schedule (or its rate) for seconds would cost that much more.
+    assert elapsed < 3.6, elapsed
+
+
+def test_stats_shows_the_shared_state(upstream: str, tmp_path: Path) -> None:
+    env = {"SCANCTL_STATE_DIR": str(tmp_path)}
+    proc = start_scanctl(scan_args(upstream), symbols("T", 3), env)
+    assert proc.communicate(timeout=60)[0].count("\n") == 3
+    stats = start_scanctl(["stats", "--format", "json"], "", env)
+    out, err = stats.communicate(timeout=60)
+    assert stats.returncode == 0, err
+    pacing = json.loads(out)["pacing"]
+    assert pacing["store"] == f"sqlite {tmp_path / 'pacing.sqlite3'}"
+    (shared,) = pacing["upstreams"]
+    assert shared["upstream"] == upstream and len(shared["credential_sha256"]) == 16
+    assert shared["processes"] == 0 and shared["ahead_seconds"] == 0.0
+
+
+def test_a_process_that_joins_starts_at_its_share(upstream: str, tmp_path: Path) -> None:
+    """One process runs at --rate 20; another, with nothing known of this upstream (no rate,
+    no learned one), joins: it starts at its share of the rate in force, not unpaced in slow
+    start, and its summary says two processes shared the budget."""
+    env = {"SCANCTL_STATE_DIR": str(tmp_path)}
+    first = start_scanctl(scan_args(upstream), symbols("F", 400), env)
+    try:
+        before = fetch_stats(upstream)["requests"]
+        deadline = time.monotonic() + 20
+        while fetch_stats(upstream)["requests"] < before + 55:  # (as above: settled)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        args = ["scan", "-f", "-", "-t", "price", "--base-url", upstream, "-F", "json", "-q",
+                "--no-cache"]  # fmt: skip
+        started = time.monotonic()
+        joiner = start_scanctl(args, symbols("J"), env)
+        out, err = joiner.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        first.kill()
+        first.communicate()
+    assert joiner.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["successful"] == PER_PROCESS
+    assert summary["performance"]["processes_sharing"] == 2
+    assert summary["performance"]["final_rate_limit"] == pytest.approx(RATE / 2, rel=0.2)
+    assert elapsed >= 2.5, elapsed  # 40 requests at about half of 20/s; unpaced: well under 1 s
