@@ -518,4 +518,5 @@ def _feedback(verdict: Verdict, quota: QuotaHint | None) -> Feedback:
         retry_after=verdict.retry_after,
         quota=quota,
         error=verdict.error_kind,
+        banned=verdict.status == 418,
     )

@@ -21,6 +21,11 @@ live members' *views* of it (`sharedpace` keeps each process's view: its own est
 its own answers, so its rate is its share). A member that leaves or dies takes its view along,
 not the rate: the others take its share of the schedule at once.
 
+A scope can also be *held*: nothing is sent until an instant (`hold`), when one process got a 418
+ban; the upstream bans the key or the address, not the process, so every process sharing the scope
+waits it out. The instant is the store's (Redis's `TIME`; the machine's wall clock for SQLite),
+every reservation answers how far off it is, and the slots it hands out start after it.
+
 A reservation takes `count` slots at once (`Grant`): at thousands of requests a second one
 transaction per request would cost more than the request. Times cross the store as "seconds from
 now", never as a clock reading: a store's clock is its own.
@@ -60,13 +65,15 @@ class PacingStoreError(ScanctlError):
 class Grant:
     """The answer to a reservation: `count` slots, the first `wait` seconds from now and the
     rest `interval` apart (count 0: a heartbeat, nothing reserved), at `rate` (the lowest
-    rate a live member reports, None when none reports one), among `processes` live members."""
+    rate a live member reports, None when none reports one), among `processes` live members;
+    `hold`: seconds until the scope's hold ends (0: not held)."""
 
     wait: float
     interval: float
     count: int
     rate: float | None
     processes: int
+    hold: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,11 @@ class PacingStore(Protocol):
         """Say this member is alive and what it takes the rate for all to be (`view`; None:
         no view yet), and reserve `count` slots of the scope's schedule at the rate in force
         (none while no member has a view)."""
+        ...
+
+    def hold(self, scope: str, seconds: float) -> None:
+        """Send nothing in this scope for `seconds` from now, by the store's clock (extending a
+        hold, never shortening it): a ban is the upstream's word to all."""
         ...
 
     def leave(self, scope: str, member: str) -> None:
@@ -130,6 +142,7 @@ def member_id() -> str:
 @dataclass(slots=True)
 class _Scope:
     tat: float = 0.0
+    opens: float = 0.0  # the end of the hold
     members: dict[str, tuple[float | None, float]] = field(default_factory=dict)  # view, expiry
 
 
@@ -138,13 +151,17 @@ def _mean(views: list[float | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def _slots(tat: float, now: float, rate: float | None, count: int) -> tuple[float, float, float]:
-    """GCRA for `count` slots: (seconds to the first, interval, the new arrival time)."""
+def _slots(
+    tat: float, now: float, rate: float | None, count: int, opens: float = 0.0
+) -> tuple[float, float, float]:
+    """GCRA for `count` slots, none before `opens` (the end of a hold): (seconds to the first,
+    interval, the new arrival time)."""
     if rate is None or count <= 0:
         return 0.0, 0.0, tat
     interval = 1.0 / rate
     if tat < now or tat > now + MAX_AHEAD:
         tat = now
+    tat = max(tat, min(opens, now + MAX_AHEAD))
     return tat - now, interval, tat + count * interval
 
 
@@ -168,9 +185,15 @@ class LocalPacingStore:
             state.members[member] = (view, now + MEMBER_TTL)
             state.members = {m: v for m, v in state.members.items() if v[1] > now}
             rate = _mean([v for v, _ in state.members.values()])
-            wait, interval, state.tat = _slots(state.tat, now, rate, count)
+            wait, interval, state.tat = _slots(state.tat, now, rate, count, state.opens)
             got = count if rate is not None else 0
-            return Grant(wait, interval, got, rate, len(state.members))
+            hold = max(0.0, state.opens - now)
+            return Grant(wait, interval, got, rate, len(state.members), hold)
+
+    def hold(self, scope: str, seconds: float) -> None:
+        with self._lock:
+            state = self._scopes.setdefault(scope, _Scope())
+            state.opens = max(state.opens, self._now() + seconds)
 
     def leave(self, scope: str, member: str) -> None:
         with self._lock:
@@ -204,6 +227,7 @@ CREATE TABLE IF NOT EXISTS members (
     scope TEXT NOT NULL, member TEXT NOT NULL, view REAL, expires REAL NOT NULL,
     PRIMARY KEY (scope, member)
 );
+CREATE TABLE IF NOT EXISTS holds (scope TEXT PRIMARY KEY, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, pace TEXT NOT NULL, updated REAL);
 """
 
@@ -268,16 +292,27 @@ class SqlitePacingStore:
                 "SELECT avg(view), count(*) FROM members WHERE scope = ? AND expires > ?",
                 (scope, now),
             ).fetchone()
+            held = db.execute("SELECT until FROM holds WHERE scope = ?", (scope,)).fetchone()
+            opens = held[0] if held else 0.0
+            hold = max(0.0, opens - now)
             if rate is None or count <= 0:
-                return Grant(0.0, 0.0, 0, rate, live)
+                return Grant(0.0, 0.0, 0, rate, live, hold)
             row = db.execute("SELECT tat FROM schedule WHERE scope = ?", (scope,)).fetchone()
-            wait, interval, tat = _slots(row[0] if row else now, now, rate, count)
+            wait, interval, tat = _slots(row[0] if row else now, now, rate, count, opens)
             db.execute(
                 "INSERT INTO schedule VALUES (?, ?) "
                 "ON CONFLICT (scope) DO UPDATE SET tat = excluded.tat",
                 (scope, tat),
             )
-            return Grant(wait, interval, count, rate, live)
+            return Grant(wait, interval, count, rate, live, hold)
+
+    def hold(self, scope: str, seconds: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO holds VALUES (?, ?) ON CONFLICT (scope) "
+                "DO UPDATE SET until = max(until, excluded.until)",
+                (scope, self._now() + seconds),
+            )
 
     def leave(self, scope: str, member: str) -> None:
         with self._write() as db:

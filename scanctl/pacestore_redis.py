@@ -8,10 +8,9 @@ slot rather than being refused and retrying (a refusing limiter's callers poll, 
 callers arrive in bursts). One round trip per reservation; the script is cached by its SHA.
 
 Keys (per scope; `scope_key` hashes the credential, so no key appears in Redis):
-`scanctl:pace:<scope>:tat` (the theoretical arrival time, µs of Redis time), `...:members`
-(a hash: member -> "expiry_µs view"), and `scanctl:pace:learned:<scope type>`. All expire on
-their own when no process uses them.
-"""
+`scanctl:pace:<scope>:tat` (the theoretical arrival time, µs of Redis time), `...:members` (a hash:
+member -> "expiry_µs view"), `...:hold` (the end of a hold, µs of Redis time), and
+`scanctl:pace:learned:<scope type>`. All expire on their own when no process uses them."""
 
 from __future__ import annotations
 
@@ -32,8 +31,8 @@ PREFIX = "scanctl:pace:"
 LEARNED_TTL = 30 * 86400  # seconds a learned rate is kept without a run refreshing it
 SOCKET_TIMEOUT = 1.0  # a store slower than this is down: the run paces itself
 
-# KEYS: tat, members. ARGV: member, count, ttl (µs), max_ahead (µs), view ('' for none).
-# Returns {wait µs, interval µs, count, rate ('' for none), live} as strings (a Lua number
+# KEYS: tat, members, hold. ARGV: member, count, ttl (µs), max_ahead (µs), view ('' for none).
+# Returns {wait µs, interval µs, count, rate ('' for none), live, hold µs} as strings (a Lua number
 # becomes a Redis integer, losing its fraction). Members: member -> "expiry_µs view".
 RESERVE = """
 local t = redis.call('TIME')
@@ -52,22 +51,37 @@ for i = 1, #all, 2 do
   end
 end
 redis.call('PEXPIRE', KEYS[2], 60000)
+local opens = tonumber(redis.call('GET', KEYS[3]) or '0')
+local hold = string.format('%.0f', math.max(0, opens - now))
 local count = tonumber(ARGV[2])
 if views == 0 then
-  return {'0', '0', '0', '', tostring(live)}
+  return {'0', '0', '0', '', tostring(live), hold}
 end
 local rate = sum / views
 if count <= 0 then
-  return {'0', '0', '0', string.format('%.17g', rate), tostring(live)}
+  return {'0', '0', '0', string.format('%.17g', rate), tostring(live), hold}
 end
 local interval = 1000000 / rate
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now or tat > now + tonumber(ARGV[4]) then tat = now end
+if tat < opens then tat = math.min(opens, now + tonumber(ARGV[4])) end
 local after = tat + count * interval
 redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX',
   math.floor((after - now) / 1000) + 60000)
 return {string.format('%.3f', tat - now), string.format('%.3f', interval), tostring(count),
-  string.format('%.17g', rate), tostring(live)}
+  string.format('%.17g', rate), tostring(live), hold}
+"""
+
+# KEYS: hold. ARGV: seconds (µs). Extends the hold to Redis's now + seconds, never shortens it.
+HOLD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local opens = now + tonumber(ARGV[1])
+if opens > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], string.format('%.0f', opens), 'PX',
+    math.floor(tonumber(ARGV[1]) / 1000) + 60000)
+end
+return 1
 """
 
 
@@ -90,6 +104,7 @@ class RedisPacingStore:
                 url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
             )
             self._script = self._redis.register_script(RESERVE)
+            self._hold = self._redis.register_script(HOLD)
             self._redis.ping()
         except (*self._errors, ValueError) as exc:
             raise PacingStoreError(f"cannot reach the pacing store {self.location}: {exc}") from exc
@@ -98,7 +113,7 @@ class RedisPacingStore:
         return PacingStoreError(f"pacing store {self.location}: {exc}")
 
     def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
-        keys = [f"{PREFIX}{scope}:tat", f"{PREFIX}{scope}:members"]
+        keys = [f"{PREFIX}{scope}:tat", f"{PREFIX}{scope}:members", f"{PREFIX}{scope}:hold"]
         args: list[str | int] = [
             member,
             count,
@@ -107,7 +122,7 @@ class RedisPacingStore:
             "" if view is None else repr(view),
         ]
         try:
-            wait, interval, got, rate, live = self._script(keys=keys, args=args)
+            wait, interval, got, rate, live, hold = self._script(keys=keys, args=args)
         except self._errors as exc:
             raise self._fail(exc) from exc
         return Grant(
@@ -116,7 +131,14 @@ class RedisPacingStore:
             int(got),
             float(rate) if rate else None,
             int(live),
+            float(hold) / 1e6,
         )
+
+    def hold(self, scope: str, seconds: float) -> None:
+        try:
+            self._hold(keys=[f"{PREFIX}{scope}:hold"], args=[int(seconds * 1e6)])
+        except self._errors as exc:
+            raise self._fail(exc) from exc
 
     def leave(self, scope: str, member: str) -> None:
         try:

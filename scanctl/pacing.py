@@ -40,6 +40,10 @@ from scanctl.resilience import CircuitBreaker
 INITIAL_WINDOW = 10
 
 
+# How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
+DEFAULT_BAN_SECONDS = 120.0
+
+
 def hedge_slots(concurrency: int) -> int:
     """How many of `concurrency` in-flight places hedged copies may use (a tenth, none of 1)."""
     return 0 if concurrency < 2 else max(1, concurrency // 10)
@@ -68,6 +72,7 @@ class Feedback:
     retry_after: float | None = None
     quota: QuotaHint | None = None
     error: str | None = None
+    banned: bool = False  # a 418: the upstream bans us (the scan stops; others must hold)
 
 
 class Meter(Protocol):
@@ -77,6 +82,13 @@ class Meter(Protocol):
     def delay(self, rate: float) -> float: ...
     def reserve(self, rate: float) -> float: ...
     def grant(self, sends: int) -> None: ...
+    def shut(self, seconds: float) -> None:
+        """A ban: hold whoever else shares this meter's schedule too."""
+        ...
+
+    def wait(self, now: float) -> float:
+        """Seconds until a hold set by `shut` (here or in another process) ends."""
+        ...
 
 
 class GcraMeter:
@@ -104,6 +116,12 @@ class GcraMeter:
     def delay(self, rate: float) -> float:
         """How long the next slot at `rate` is from now (reserving nothing)."""
         return 0.0 if self._credit else self._next_slot(rate)[0]
+
+    def shut(self, seconds: float) -> None:
+        """Nothing to do: this process's own gate holds it, and no one shares this schedule."""
+
+    def wait(self, now: float) -> float:
+        return 0.0
 
     def reserve(self, rate: float) -> float:
         """Reserve the next slot at `rate`; return how long to wait before using it."""
@@ -205,6 +223,7 @@ class Pacer:
             raise UpstreamDown(reason)
         self._measure_if_due(now)  # (senders held for a measurement must not wait in vain)
         waits = [self.gate.wait(now), self.quota.wait(now), self.control.pause_wait(now)]
+        waits.append(self.meter.wait(now))
         if self.breaker is not None:
             waits.append(self.breaker.wait_time(now))
         return max(0.0, *waits)
@@ -310,6 +329,10 @@ class Pacer:
         checked_gate = self.gate.on_answer(
             ticket.seq, now, admitted=feedback.admitted, throttled=feedback.throttled
         )
+        if feedback.banned:
+            self.meter.shut(
+                feedback.retry_after if feedback.retry_after is not None else DEFAULT_BAN_SECONDS
+            )
         gated = feedback.throttled or feedback.unavailable
         if feedback.retry_after is not None and gated and not checking:
             # (a gate the quota's own hints explain is the quota's to check; a refused check's

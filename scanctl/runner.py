@@ -48,6 +48,7 @@ from scanctl.output import (
 )
 from scanctl.overlap import SHARED_SPAN, RunRegistry
 from scanctl.pacestore import PacingStoreError, open_pacing_store, scope_key
+from scanctl.pacing import DEFAULT_BAN_SECONDS
 from scanctl.progress import Display, choose_display, summary_line
 from scanctl.promfile import write_prom_file
 from scanctl.ratecontrol import LearnedPace
@@ -77,9 +78,6 @@ from scanctl.state import (
     state_dir,
 )
 from scanctl.terminal import wants_color
-
-# How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
-DEFAULT_BAN_SECONDS = 120.0
 
 
 @dataclass(slots=True)

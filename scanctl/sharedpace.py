@@ -17,6 +17,12 @@ rate for all (`_view`), and the rate in force is the mean of the live processes'
 - a process that leaves takes its view along, and the rate in force stays: the others take
   its share of the schedule at once, without waiting for their estimators to find it.
 
+A 418 ban seen by any process holds the whole scope (`shut`, the store's `hold`): the upstream bans
+the key or the address, so every process sharing it sends nothing until the ban ends. (A 429's
+`Retry-After` still closes only its own process's gate.) A process learns of a hold with every round
+trip, and looks again before a send when its last word from the store is older than `HOLD_FRESH` (a
+process that slept towards a slot reserved before the hold must not send in it).
+
 A store that fails (unreachable from the start, or gone mid-run) costs one warning: from then on
 this process paces itself with a `GcraMeter`, as `--pacing-store local` does.
 """
@@ -35,6 +41,7 @@ BATCH_SPAN = 0.01  # seconds of the schedule one reservation takes at most
 MAX_BATCH = 64
 MIN_VIEW = 0.1  # requests/s: the slowest a view goes (as `ratecontrol.MIN_RATE`)
 STALE_SLOT = 0.05  # seconds past its time after which a reserved slot is dropped
+HOLD_FRESH = 0.01  # seconds a store's word on a hold is taken as current before a send
 
 
 class SharedMeter:
@@ -65,6 +72,8 @@ class SharedMeter:
         self.cap = cap
         self._told: float | None = None  # this process's rate when its view was last set
         self.view: float | None = None  # its view of the rate for all processes together
+        self._heard = float("-inf")  # (local monotonic) the store's last answer
+        self._held_until = float("-inf")  # (local monotonic) the end of the scope's hold
 
     @property
     def shared(self) -> bool:
@@ -99,7 +108,28 @@ class SharedMeter:
             self._give_up(exc)
             return None
         self.processes, self.shared_rate = max(1, grant.processes), grant.rate
+        self._heard = now = self.clock.monotonic()
+        self._held_until = max(self._held_until, now + grant.hold) if grant.hold else now
         return grant
+
+    def shut(self, seconds: float) -> None:
+        """Hold every process in the scope `seconds` from now (a ban)."""
+        now = self.clock.monotonic()
+        self._held_until = max(self._held_until, now + seconds)
+        store = self.store
+        if store is None:
+            return
+        try:
+            store.hold(self.scope, seconds)
+        except PacingStoreError as exc:
+            self._give_up(exc)
+
+    def wait(self, now: float) -> float:
+        """Seconds until the scope's hold ends (0: not held), asking the store again when its
+        last word is older than `HOLD_FRESH`."""
+        if self.store is not None and now - self._heard > HOLD_FRESH:
+            self._call(None, 0)
+        return max(0.0, self._held_until - self.clock.monotonic())
 
     def _give_up(self, exc: Exception) -> None:
         self._warn(f"{exc}; pacing this process alone")

@@ -22,7 +22,7 @@ from scanctl.pacestore import (
     open_pacing_store,
     scope_key,
 )
-from scanctl.pacing import Pacer
+from scanctl.pacing import Feedback, Pacer
 from scanctl.sharedpace import SharedMeter
 
 
@@ -111,6 +111,23 @@ def test_an_idle_schedule_does_not_bank_slots(store: Any) -> None:
     grant = shared.reserve("s", "a", 2, 50.0)
     assert grant.wait == 0.0  # (not a burst of the slots missed: the schedule starts now)
     assert shared.reserve("s", "a", 1, 50.0).wait == pytest.approx(0.04)
+
+
+def test_a_hold_stops_every_member_until_it_ends(store: Any) -> None:
+    """A ban one member reports holds the scope by the store's clock: every reservation says
+    how long it has left, and slots start after it; a shorter hold does not shorten it."""
+    shared, clock = store
+    shared.reserve("s", "a", 1, 50.0)
+    shared.hold("s", 2.0)
+    shared.hold("s", 0.5)
+    grant = shared.reserve("s", "b", 1, 50.0)
+    assert grant.hold == pytest.approx(2.0, abs=0.01)
+    assert grant.wait == pytest.approx(2.0, abs=0.01)  # its slot comes after the hold
+    assert shared.reserve("t", "b", 1, 50.0).hold == 0.0  # another scope is not held
+    if clock is not None:
+        clock.now += 2.5
+        grant = shared.reserve("s", "a", 1, 50.0)
+        assert grant.hold == 0.0 and grant.wait == pytest.approx(0.0)
 
 
 def test_learned_rates_and_states(store: Any) -> None:
@@ -214,6 +231,37 @@ def test_stale_slots_are_dropped() -> None:
     a.reserve(1000.0)  # takes 10 slots, uses one
     clock.now += 1.0
     assert a.delay(1000.0) == 0.0 and a.reservations == 2  # the old nine were not a burst
+
+
+def test_a_ban_in_one_meter_holds_the_others_before_their_next_send() -> None:
+    """b reserved a slot before a's ban: once it has slept to it, it asks again (its word
+    from the store is older than HOLD_FRESH) and finds the hold, with no heartbeat needed."""
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(10.0), b.join()
+    assert b.reserve(5.0) == pytest.approx(0.0)
+    clock.now += 0.05
+    a.shut(3.0)
+    assert a.wait(clock.monotonic()) == pytest.approx(3.0)
+    assert b.wait(clock.monotonic()) == pytest.approx(3.0)
+    clock.now += 3.0
+    assert b.wait(clock.monotonic()) == 0.0
+
+
+@pytest.mark.anyio
+async def test_a_418_holds_every_pacer_sharing_the_schedule() -> None:
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(), b.join()
+    pacer_a = Pacer(clock, rate=10.0, adaptive=False, meter=a)
+    pacer_b = Pacer(clock, rate=10.0, adaptive=False, meter=b)
+    ticket = pacer_a.acquire_at_once()
+    assert ticket is not None
+    pacer_a.release(ticket, Feedback(admitted=True, banned=True, retry_after=60.0))
+    clock.now += 1.0
+    assert pacer_b.acquire_at_once() is None
+    clock.now += 59.0
+    assert pacer_b.acquire_at_once() is not None
 
 
 class Failing(LocalPacingStore):
