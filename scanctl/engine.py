@@ -43,7 +43,7 @@ from scanctl.hedge import Hedger
 from scanctl.hints import QuotaHeaders, QuotaHint, WeightHeader, parse_quota
 from scanctl.line import Pending, SymbolLine
 from scanctl.outcome import UNFINISHED_KIND, StopReason
-from scanctl.pacing import Feedback, Meter, Pacer, UpstreamDown, hedge_slots
+from scanctl.pacing import Feedback, Meter, Pacer, UpstreamBanned, UpstreamDown, hedge_slots
 from scanctl.ratecontrol import LearnedPace
 from scanctl.records import ScanRecord
 from scanctl.resilience import CircuitBreaker, RetryBudget
@@ -417,6 +417,13 @@ class ScanEngine:
                     ticket = await self.pacer.acquire()
         except UpstreamDown as exc:
             raise _Stop(StopReason.UPSTREAM_DOWN, str(exc)) from None
+        except UpstreamBanned as exc:
+            # Another process sharing the budget was told (or this one, and another worker
+            # stops first): the same stop as a 418 of our own, and the ban is remembered alike.
+            error = f"HTTP 418 told to a process sharing this budget; {exc}"
+            if self._refusal is None:
+                self._refusal = Verdict(Outcome.REFUSED, 418, None, "HTTP 418", error, exc.seconds)
+            raise _Stop(StopReason.REFUSED, f"upstream refused us ({error})") from None
         if ticket is None:
             return None
         pending.attempts += 1

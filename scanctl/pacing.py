@@ -17,6 +17,10 @@ agree, checked in this order:
    so a first contact does not open with a 50-request burst); once a rate is known it follows
    Little's law, rate x latency with headroom.
 
+Before all of these, a 418 ban: one this process or, through a shared schedule (`sharedpace`),
+another process sharing the budget was told of raises `UpstreamBanned`, and the scan stops as
+it does on a 418 of its own.
+
 `acquire` returns a `Ticket`; `release` takes it back with what the answer said.
 """
 
@@ -53,6 +57,15 @@ class UpstreamDown(Exception):
     """The circuit breaker gave up: down past --max-outage, or never reachable at all."""
 
 
+class UpstreamBanned(Exception):
+    """The upstream banned us (418), as a process sharing the budget was told: this one stops
+    too, rather than send into the ban (or wait it out and earn a longer one)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"banned for {seconds:.0f} s more")
+        self.seconds = seconds
+
+
 @dataclass(frozen=True, slots=True)
 class Ticket:
     """Permission for one request: its sequence number and when it left."""
@@ -83,11 +96,11 @@ class Meter(Protocol):
     def reserve(self, rate: float) -> float: ...
     def grant(self, sends: int) -> None: ...
     def shut(self, seconds: float) -> None:
-        """A ban: hold whoever else shares this meter's schedule too."""
+        """A 418 ban for `seconds`: whoever shares this meter's schedule stops too."""
         ...
 
     def wait(self, now: float) -> float:
-        """Seconds until a hold set by `shut` (here or in another process) ends."""
+        """Seconds until a ban `shut` set (here or in another process) ends; 0: none."""
         ...
 
 
@@ -118,7 +131,7 @@ class GcraMeter:
         return 0.0 if self._credit else self._next_slot(rate)[0]
 
     def shut(self, seconds: float) -> None:
-        """Nothing to do: this process's own gate holds it, and no one shares this schedule."""
+        """Nothing to do: this process stops on its 418, and no one shares this schedule."""
 
     def wait(self, now: float) -> float:
         return 0.0
@@ -217,13 +230,16 @@ class Pacer:
         return max(0.0, self.gate.until - self.clock.monotonic())
 
     def _hold(self, now: float) -> float:
-        """Seconds to wait before trying again, 0 when gate, breaker and quota allow."""
+        """Seconds to wait before trying again, 0 when gate, breaker and quota allow; raises
+        `UpstreamDown` when the breaker gave up, `UpstreamBanned` during a shared ban."""
         reason = self.breaker.give_up_reason(now) if self.breaker is not None else None
         if reason is not None:
             raise UpstreamDown(reason)
         self._measure_if_due(now)  # (senders held for a measurement must not wait in vain)
+        banned = self.meter.wait(now)
+        if banned > 0:
+            raise UpstreamBanned(banned)
         waits = [self.gate.wait(now), self.quota.wait(now), self.control.pause_wait(now)]
-        waits.append(self.meter.wait(now))
         if self.breaker is not None:
             waits.append(self.breaker.wait_time(now))
         return max(0.0, *waits)
@@ -430,8 +446,9 @@ class Pacer:
         """
         if self.breaker is not None and self.breaker.is_open:
             return None  # (checked first: a breaker that gave up is the primary's to report)
-        if self._hold(self.clock.monotonic()) > 0:
-            return None
+        now = self.clock.monotonic()
+        if self.meter.wait(now) > 0 or self._hold(now) > 0:
+            return None  # (a ban, too, is the primary's to report)
         if self._hedges_out >= hedge_slots(self.ceiling) or self.quota.remaining == 0:
             return None
         rate = self.rate

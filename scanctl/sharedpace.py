@@ -17,11 +17,12 @@ rate for all (`_view`), and the rate in force is the mean of the live processes'
 - a process that leaves takes its view along, and the rate in force stays: the others take
   its share of the schedule at once, without waiting for their estimators to find it.
 
-A 418 ban seen by any process holds the whole scope (`shut`, the store's `hold`): the upstream bans
-the key or the address, so every process sharing it sends nothing until the ban ends. (A 429's
-`Retry-After` still closes only its own process's gate.) A process learns of a hold with every round
-trip, and looks again before a send when its last word from the store is older than `HOLD_FRESH` (a
-process that slept towards a slot reserved before the hold must not send in it).
+A 418 ban told to any process holds the whole scope (`shut`, the store's `hold`): the upstream
+bans the key or the address, not the process, so every process sharing it stops as if told
+itself (`pacing.UpstreamBanned`), rather than send into the ban. A process hears of a ban with
+every round trip to the store, and asks again before a send when its last word from the store
+is older than `HOLD_FRESH` (a process that slept towards a slot reserved before the ban must not
+send in it). A 429's `Retry-After` still closes only its own process's gate.
 
 A store that fails (unreachable from the start, or gone mid-run) costs one warning: from then on
 this process paces itself with a `GcraMeter`, as `--pacing-store local` does.
@@ -113,7 +114,7 @@ class SharedMeter:
         return grant
 
     def shut(self, seconds: float) -> None:
-        """Hold every process in the scope `seconds` from now (a ban)."""
+        """Stop every process in the scope for `seconds` from now (a ban): see `pacing.Pacer`."""
         now = self.clock.monotonic()
         self._held_until = max(self._held_until, now + seconds)
         store = self.store

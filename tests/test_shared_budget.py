@@ -170,3 +170,49 @@ def test_a_process_that_joins_starts_at_its_share(upstream: str, tmp_path: Path)
     assert summary["performance"]["processes_sharing"] == 2
     assert summary["performance"]["final_rate_limit"] == pytest.approx(RATE / 2, rel=0.2)
     assert elapsed >= 2.5, elapsed  # 40 requests at about half of 20/s; unpaced: well under 1 s
+
+
+BAN_SECONDS = 2.0
+# 418s this close to a ban's first, and no more of them, were on their way before it was told
+# (the shared schedule spaces sends 25 ms apart; each answer takes about 2 ms).
+IN_FLIGHT = 0.1
+MOST_PER_BAN = 3
+
+
+def ban_waves(banned_at: list[float]) -> list[list[float]]:
+    """The 418s grouped by ban: a wave starts with a 418 after the last wave's ban ended."""
+    waves: list[list[float]] = []
+    for moment in banned_at:
+        if waves and moment < waves[-1][0] + BAN_SECONDS:
+            waves[-1].append(moment)
+        else:
+            waves.append([moment])
+    return waves
+
+
+def test_a_ban_stops_every_process_sharing_the_store(tmp_path: Path) -> None:
+    """Eight processes share --rate 40 against an upstream allowing 20/s that bans (418) after
+    three 429s: once the first 418 is answered, no process sends until the ban ends (the
+    upstream's own log of 418s: one per ban, bar one already on its way; pacing each process
+    alone, all eight are told, over a quarter of a second). Every process stops as a single
+    one does on a 418 (exit 4); those told through the store say so. (A process that starts
+    after the ban ended may earn a ban of its own: another wave.)"""
+    upstream_args = ["--latency-median", "0.002", "--rate-limit", "20", "--burst", "2",
+                     "--ban-after", "3", "--ban-seconds", str(BAN_SECONDS)]  # fmt: skip
+    env = {"SCANCTL_STATE_DIR": str(tmp_path)}
+    args = ["scan", "-f", "-", "-t", "price", "-F", "jsonl", "--no-cache", "-q", "--rate", "40"]
+    with running_demo_process(upstream_args) as url:
+        procs = [
+            start_scanctl([*args, "--base-url", url], symbols(f"B{i}X", 15), env) for i in range(8)
+        ]
+        results = [(*proc.communicate(timeout=60), proc.returncode) for proc in procs]
+        stats = fetch_stats(url)
+    codes = sorted(code for _, _, code in results)
+    assert 4 in codes and set(codes) <= {0, 4}, codes
+    told = [err for _, err, code in results if code == 4 and "sharing this budget" in err]
+    assert told, results
+    assert "upstream refused us (HTTP 418 told to a process sharing this budget; " in told[0]
+    waves = ban_waves(stats["banned_at"])
+    assert waves and len(stats["banned_at"]) == stats["banned"]
+    for wave in waves:
+        assert len(wave) <= MOST_PER_BAN and wave[-1] - wave[0] <= IN_FLIGHT, waves

@@ -55,6 +55,9 @@ class DemoStats:
     throttled: int = 0
     ok: int = 0
     banned: int = 0
+    # When each 418 was answered (seconds since `started`; the first thousand): tests check
+    # that clients sharing a ban stop sending once the first of them was told.
+    banned_at: list[float] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
     by_status: Counter[int] = field(default_factory=Counter)
     latency_sum: float = 0.0
@@ -71,6 +74,7 @@ class DemoStats:
             "throttled": self.throttled,
             "ok": self.ok,
             "banned": self.banned,
+            "banned_at": [round(t, 4) for t in self.banned_at],
             "faults": dict(self.faults),
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "latency_sum": self.latency_sum,
@@ -198,6 +202,8 @@ class DemoUpstream:
             return self._outage_answer()
         if now < self.banned_until:
             stats.banned += 1
+            if len(stats.banned_at) < 1000:
+                stats.banned_at.append(now - stats.started)
             wait = str(math.ceil(self.banned_until - now))
             return self._answer(
                 418, {"detail": "IP banned for too many requests"}, {"Retry-After": wait}
