@@ -26,6 +26,11 @@ ban; the upstream bans the key or the address, not the process, so every process
 waits it out. The instant is the store's (Redis's `TIME`; the machine's wall clock for SQLite),
 every reservation answers how far off it is, and the slots it hands out start after it.
 
+A 429's `Retry-After` closes the scope's *gate* the same way (`close_gate`), as the gate of the
+member it was told to: the others wait until it opens, while that member's own `RetryAfterGate`
+goes on deciding for it (it may check the hint with one request before then, see `gate`), so a
+reservation says how long the gate has left only to the others (`Grant.gate`).
+
 A reservation takes `count` slots at once (`Grant`): at thousands of requests a second one
 transaction per request would cost more than the request. Times cross the store as "seconds from
 now", never as a clock reading: a store's clock is its own.
@@ -66,7 +71,8 @@ class Grant:
     """The answer to a reservation: `count` slots, the first `wait` seconds from now and the
     rest `interval` apart (count 0: a heartbeat, nothing reserved), at `rate` (the lowest
     rate a live member reports, None when none reports one), among `processes` live members;
-    `hold`: seconds until the scope's hold ends (0: not held)."""
+    `hold`: seconds until the scope's hold ends (0: not held); `gate`: until its gate opens,
+    when another member closed it (0: open, or this member's own)."""
 
     wait: float
     interval: float
@@ -74,6 +80,7 @@ class Grant:
     rate: float | None
     processes: int
     hold: float = 0.0
+    gate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,11 @@ class PacingStore(Protocol):
     def hold(self, scope: str, seconds: float) -> None:
         """Send nothing in this scope for `seconds` from now, by the store's clock (extending a
         hold, never shortening it): a ban is the upstream's word to all."""
+        ...
+
+    def close_gate(self, scope: str, member: str, seconds: float) -> None:
+        """A `Retry-After` told to `member`: the scope's gate stays closed `seconds` from now by
+        the store's clock (extending it, never shortening it; the gate becomes `member`'s)."""
         ...
 
     def leave(self, scope: str, member: str) -> None:
@@ -143,7 +155,13 @@ def member_id() -> str:
 class _Scope:
     tat: float = 0.0
     opens: float = 0.0  # the end of the hold
+    gate: tuple[float, str] = (0.0, "")  # when the gate opens, and whose it is
     members: dict[str, tuple[float | None, float]] = field(default_factory=dict)  # view, expiry
+
+
+def _gate_wait(until: float, closed_by: str, member: str, now: float) -> float:
+    """Seconds until the scope's gate opens, for `member` (0 when the gate is its own)."""
+    return 0.0 if closed_by == member else max(0.0, until - now)
 
 
 def _mean(views: list[float | None]) -> float | None:
@@ -188,7 +206,15 @@ class LocalPacingStore:
             wait, interval, state.tat = _slots(state.tat, now, rate, count, state.opens)
             got = count if rate is not None else 0
             hold = max(0.0, state.opens - now)
-            return Grant(wait, interval, got, rate, len(state.members), hold)
+            gate = _gate_wait(*state.gate, member, now)
+            return Grant(wait, interval, got, rate, len(state.members), hold, gate)
+
+    def close_gate(self, scope: str, member: str, seconds: float) -> None:
+        with self._lock:
+            state = self._scopes.setdefault(scope, _Scope())
+            until = self._now() + seconds
+            if until > state.gate[0]:
+                state.gate = (until, member)
 
     def hold(self, scope: str, seconds: float) -> None:
         with self._lock:
@@ -228,6 +254,7 @@ CREATE TABLE IF NOT EXISTS members (
     PRIMARY KEY (scope, member)
 );
 CREATE TABLE IF NOT EXISTS holds (scope TEXT PRIMARY KEY, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS gates (scope TEXT PRIMARY KEY, until REAL NOT NULL, member TEXT);
 CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, pace TEXT NOT NULL, updated REAL);
 """
 
@@ -295,8 +322,12 @@ class SqlitePacingStore:
             held = db.execute("SELECT until FROM holds WHERE scope = ?", (scope,)).fetchone()
             opens = held[0] if held else 0.0
             hold = max(0.0, opens - now)
+            closed = db.execute(
+                "SELECT until, member FROM gates WHERE scope = ?", (scope,)
+            ).fetchone()
+            gate = _gate_wait(closed[0], closed[1], member, now) if closed else 0.0
             if rate is None or count <= 0:
-                return Grant(0.0, 0.0, 0, rate, live, hold)
+                return Grant(0.0, 0.0, 0, rate, live, hold, gate)
             row = db.execute("SELECT tat FROM schedule WHERE scope = ?", (scope,)).fetchone()
             wait, interval, tat = _slots(row[0] if row else now, now, rate, count, opens)
             db.execute(
@@ -304,7 +335,7 @@ class SqlitePacingStore:
                 "ON CONFLICT (scope) DO UPDATE SET tat = excluded.tat",
                 (scope, tat),
             )
-            return Grant(wait, interval, count, rate, live, hold)
+            return Grant(wait, interval, count, rate, live, hold, gate)
 
     def hold(self, scope: str, seconds: float) -> None:
         with self._write() as db:
@@ -312,6 +343,14 @@ class SqlitePacingStore:
                 "INSERT INTO holds VALUES (?, ?) ON CONFLICT (scope) "
                 "DO UPDATE SET until = max(until, excluded.until)",
                 (scope, self._now() + seconds),
+            )
+
+    def close_gate(self, scope: str, member: str, seconds: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO gates VALUES (?, ?, ?) ON CONFLICT (scope) DO UPDATE SET "
+                "until = excluded.until, member = excluded.member WHERE excluded.until > until",
+                (scope, self._now() + seconds, member),
             )
 
     def leave(self, scope: str, member: str) -> None:

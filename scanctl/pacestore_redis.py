@@ -9,8 +9,9 @@ callers arrive in bursts). One round trip per reservation; the script is cached 
 
 Keys (per scope; `scope_key` hashes the credential, so no key appears in Redis):
 `scanctl:pace:<scope>:tat` (the theoretical arrival time, µs of Redis time), `...:members` (a hash:
-member -> "expiry_µs view"), `...:hold` (the end of a hold, µs of Redis time), and
-`scanctl:pace:learned:<scope type>`. All expire on their own when no process uses them."""
+member -> "expiry_µs view"), `...:gate` ("µs member": when the gate opens, and whose it is),
+`...:hold` (the end of a hold, µs of Redis time), and `scanctl:pace:learned:<scope type>`. All
+expire on their own when no process uses them."""
 
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ PREFIX = "scanctl:pace:"
 LEARNED_TTL = 30 * 86400  # seconds a learned rate is kept without a run refreshing it
 SOCKET_TIMEOUT = 1.0  # a store slower than this is down: the run paces itself
 
-# KEYS: tat, members, hold. ARGV: member, count, ttl (µs), max_ahead (µs), view ('' for none).
-# Returns {wait µs, interval µs, count, rate ('' for none), live, hold µs} as strings (a Lua number
+# KEYS: tat, members, hold, gate. ARGV: member, count, ttl (µs), max_ahead (µs), view ('' for
+# none). Returns {wait µs, interval µs, count, rate ('' for none), live, hold µs, gate µs (0 when
+# the gate is the member's own)} as strings (a Lua number
 # becomes a Redis integer, losing its fraction). Members: member -> "expiry_µs view".
 RESERVE = """
 local t = redis.call('TIME')
@@ -53,13 +55,19 @@ end
 redis.call('PEXPIRE', KEYS[2], 60000)
 local opens = tonumber(redis.call('GET', KEYS[3]) or '0')
 local hold = string.format('%.0f', math.max(0, opens - now))
+local gate = '0'
+local closed = redis.call('GET', KEYS[4])
+if closed then
+  local ends, by = string.match(closed, '^(%S+) (.*)$')
+  if by ~= ARGV[1] then gate = string.format('%.0f', math.max(0, tonumber(ends) - now)) end
+end
 local count = tonumber(ARGV[2])
 if views == 0 then
-  return {'0', '0', '0', '', tostring(live), hold}
+  return {'0', '0', '0', '', tostring(live), hold, gate}
 end
 local rate = sum / views
 if count <= 0 then
-  return {'0', '0', '0', string.format('%.17g', rate), tostring(live), hold}
+  return {'0', '0', '0', string.format('%.17g', rate), tostring(live), hold, gate}
 end
 local interval = 1000000 / rate
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -69,7 +77,7 @@ local after = tat + count * interval
 redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX',
   math.floor((after - now) / 1000) + 60000)
 return {string.format('%.3f', tat - now), string.format('%.3f', interval), tostring(count),
-  string.format('%.17g', rate), tostring(live), hold}
+  string.format('%.17g', rate), tostring(live), hold, gate}
 """
 
 # KEYS: hold. ARGV: seconds (µs). Extends the hold to Redis's now + seconds, never shortens it.
@@ -79,6 +87,19 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local opens = now + tonumber(ARGV[1])
 if opens > tonumber(redis.call('GET', KEYS[1]) or '0') then
   redis.call('SET', KEYS[1], string.format('%.0f', opens), 'PX',
+    math.floor(tonumber(ARGV[1]) / 1000) + 60000)
+end
+return 1
+"""
+
+# KEYS: gate. ARGV: seconds (µs), member. Extends the gate to Redis's now + seconds, as member's.
+CLOSE_GATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local ends = now + tonumber(ARGV[1])
+local closed = redis.call('GET', KEYS[1])
+if not closed or ends > tonumber(string.match(closed, '^(%S+)')) then
+  redis.call('SET', KEYS[1], string.format('%.0f', ends) .. ' ' .. ARGV[2], 'PX',
     math.floor(tonumber(ARGV[1]) / 1000) + 60000)
 end
 return 1
@@ -105,6 +126,7 @@ class RedisPacingStore:
             )
             self._script = self._redis.register_script(RESERVE)
             self._hold = self._redis.register_script(HOLD)
+            self._close_gate = self._redis.register_script(CLOSE_GATE)
             self._redis.ping()
         except (*self._errors, ValueError) as exc:
             raise PacingStoreError(f"cannot reach the pacing store {self.location}: {exc}") from exc
@@ -113,7 +135,7 @@ class RedisPacingStore:
         return PacingStoreError(f"pacing store {self.location}: {exc}")
 
     def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
-        keys = [f"{PREFIX}{scope}:tat", f"{PREFIX}{scope}:members", f"{PREFIX}{scope}:hold"]
+        keys = [f"{PREFIX}{scope}:{name}" for name in ("tat", "members", "hold", "gate")]
         args: list[str | int] = [
             member,
             count,
@@ -122,7 +144,7 @@ class RedisPacingStore:
             "" if view is None else repr(view),
         ]
         try:
-            wait, interval, got, rate, live, hold = self._script(keys=keys, args=args)
+            wait, interval, got, rate, live, hold, gate = self._script(keys=keys, args=args)
         except self._errors as exc:
             raise self._fail(exc) from exc
         return Grant(
@@ -132,7 +154,14 @@ class RedisPacingStore:
             float(rate) if rate else None,
             int(live),
             float(hold) / 1e6,
+            float(gate) / 1e6,
         )
+
+    def close_gate(self, scope: str, member: str, seconds: float) -> None:
+        try:
+            self._close_gate(keys=[f"{PREFIX}{scope}:gate"], args=[int(seconds * 1e6), member])
+        except self._errors as exc:
+            raise self._fail(exc) from exc
 
     def hold(self, scope: str, seconds: float) -> None:
         try:

@@ -3,7 +3,8 @@
 One `Pacer` per upstream host, shared by all workers. A request may leave when all of these
 agree, checked in this order:
 
-1. the gate: a `Retry-After` on any answer closes it for every request until then (`gate`);
+1. the gate: a `Retry-After` on any answer closes it for every request until then (`gate`),
+   and, through a shared schedule, for every process sharing the budget (`sharedpace`);
 2. the circuit breaker, when the upstream looks down: one probe at a time (`resilience`);
 3. the quota, when the upstream tells it (`hints`): spend what remains at once, then wait for
    the reset (see `quota.Quota`);
@@ -103,6 +104,15 @@ class Meter(Protocol):
         """Seconds until a ban `shut` set (here or in another process) ends; 0: none."""
         ...
 
+    def close_gate(self, seconds: float) -> None:
+        """This process's Retry-After gate closed for `seconds`: whoever shares the schedule
+        waits too."""
+        ...
+
+    def gate_wait(self, now: float) -> float:
+        """Seconds until a gate another process sharing the schedule closed opens."""
+        ...
+
 
 class GcraMeter:
     """Hands out send times no closer than 1/rate apart, allowing `burst` back to back."""
@@ -134,6 +144,12 @@ class GcraMeter:
         """Nothing to do: this process stops on its 418, and no one shares this schedule."""
 
     def wait(self, now: float) -> float:
+        return 0.0
+
+    def close_gate(self, seconds: float) -> None:
+        """Nothing to do: no one else shares this schedule."""
+
+    def gate_wait(self, now: float) -> float:
         return 0.0
 
     def reserve(self, rate: float) -> float:
@@ -215,7 +231,13 @@ class Pacer:
         self, seconds: float, *, checkable: bool = False, seq: int | None = None
     ) -> None:
         """Hold every request for `seconds` (from Retry-After), extending but never shortening."""
-        self.gate.close(seconds, self.clock.monotonic(), checkable=checkable, seq=seq)
+        now = self.clock.monotonic()
+        until = self.gate.until
+        self.gate.close(seconds, now, checkable=checkable, seq=seq)
+        if self.gate.until > until:
+            # The instant this gate decided on (its checks are this process's own) holds the
+            # processes sharing the schedule too: the upstream throttles the key, not a process.
+            self.meter.close_gate(self.gate.until - now)
 
     def learned(self) -> LearnedPace | None:
         """What the next run should start from: the rate control's pace, and how long a
@@ -240,6 +262,7 @@ class Pacer:
         if banned > 0:
             raise UpstreamBanned(banned)
         waits = [self.gate.wait(now), self.quota.wait(now), self.control.pause_wait(now)]
+        waits.append(self.meter.gate_wait(now))  # (after `wait` above heard from the store)
         if self.breaker is not None:
             waits.append(self.breaker.wait_time(now))
         return max(0.0, *waits)

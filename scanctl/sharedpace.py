@@ -22,7 +22,11 @@ bans the key or the address, not the process, so every process sharing it stops 
 itself (`pacing.UpstreamBanned`), rather than send into the ban. A process hears of a ban with
 every round trip to the store, and asks again before a send when its last word from the store
 is older than `HOLD_FRESH` (a process that slept towards a slot reserved before the ban must not
-send in it). A 429's `Retry-After` still closes only its own process's gate.
+send in it).
+
+A 429's `Retry-After` told to any process closes the scope's gate for the others too
+(`close_gate`): they wait until it opens (`gate_wait`), while the process told keeps its own
+`RetryAfterGate`, which may check the hint with one request first (`gate`).
 
 A store that fails (unreachable from the start, or gone mid-run) costs one warning: from then on
 this process paces itself with a `GcraMeter`, as `--pacing-store local` does.
@@ -75,6 +79,7 @@ class SharedMeter:
         self.view: float | None = None  # its view of the rate for all processes together
         self._heard = float("-inf")  # (local monotonic) the store's last answer
         self._held_until = float("-inf")  # (local monotonic) the end of the scope's hold
+        self._gate_until = float("-inf")  # (local monotonic) when another's gate opens
 
     @property
     def shared(self) -> bool:
@@ -110,7 +115,9 @@ class SharedMeter:
             return None
         self.processes, self.shared_rate = max(1, grant.processes), grant.rate
         self._heard = now = self.clock.monotonic()
-        self._held_until = max(self._held_until, now + grant.hold) if grant.hold else now
+        if grant.hold:  # (a hold never shortens)
+            self._held_until = max(self._held_until, now + grant.hold)
+        self._gate_until = now + grant.gate if grant.gate else float("-inf")
         return grant
 
     def shut(self, seconds: float) -> None:
@@ -131,6 +138,23 @@ class SharedMeter:
         if self.store is not None and now - self._heard > HOLD_FRESH:
             self._call(None, 0)
         return max(0.0, self._held_until - self.clock.monotonic())
+
+    def close_gate(self, seconds: float) -> None:
+        """A `Retry-After` told to this process, as its gate decided: the others wait too."""
+        store = self.store
+        if store is None:
+            return
+        try:
+            store.close_gate(self.scope, self.member, seconds)
+        except PacingStoreError as exc:
+            self._give_up(exc)
+
+    def gate_wait(self, now: float) -> float:
+        """Seconds until a gate another process closed opens (as of `wait`'s last word)."""
+        if self.store is None:
+            return 0.0
+        # (not `now`: the store may have answered since, and a gate is 0 s, not 0.3 ms)
+        return max(0.0, self._gate_until - self.clock.monotonic())
 
     def _give_up(self, exc: Exception) -> None:
         self._warn(f"{exc}; pacing this process alone")

@@ -130,6 +130,23 @@ def test_a_hold_stops_every_member_until_it_ends(store: Any) -> None:
         assert grant.hold == 0.0 and grant.wait == pytest.approx(0.0)
 
 
+def test_a_gate_holds_the_members_it_was_not_told_to(store: Any) -> None:
+    """A Retry-After told to a: the others hear how long the gate has left; a hears nothing
+    (its own gate decides, checks included); a longer one told to b makes the gate b's."""
+    shared, clock = store
+    shared.close_gate("s", "a", 2.0)
+    shared.close_gate("s", "a", 1.0)  # (never shortened)
+    assert shared.reserve("s", "b", 0, 50.0).gate == pytest.approx(2.0, abs=0.01)
+    assert shared.reserve("s", "a", 1, 50.0).gate == 0.0
+    assert shared.reserve("t", "b", 0, 50.0).gate == 0.0
+    shared.close_gate("s", "b", 3.0)
+    assert shared.reserve("s", "a", 0, 50.0).gate == pytest.approx(3.0, abs=0.01)
+    assert shared.reserve("s", "b", 0, 50.0).gate == 0.0
+    if clock is not None:
+        clock.now += 3.5
+        assert shared.reserve("s", "a", 0, 50.0).gate == 0.0
+
+
 def test_learned_rates_and_states(store: Any) -> None:
     shared, _ = store
     assert shared.learned("s mss") is None
@@ -262,6 +279,25 @@ async def test_a_418_stops_every_pacer_sharing_the_schedule() -> None:
     with pytest.raises(UpstreamBanned, match="banned for 59 s more"):
         pacer_b.acquire_at_once()
     assert pacer_b.try_acquire_now() is None  # (a hedge's copy just does not go)
+
+
+@pytest.mark.anyio
+async def test_a_retry_after_closes_the_gate_of_every_pacer_sharing_the_schedule() -> None:
+    """a's 429 says Retry-After: 5 (a long one: obeyed, not checked): b sends nothing until
+    then, and a's own gate decides for a."""
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(), b.join()
+    pacer_a = Pacer(clock, rate=10.0, adaptive=False, meter=a)
+    pacer_b = Pacer(clock, rate=10.0, adaptive=False, meter=b)
+    ticket = pacer_a.acquire_at_once()
+    assert ticket is not None
+    pacer_a.release(ticket, Feedback(admitted=False, throttled=True, retry_after=5.0))
+    clock.now += 1.0
+    assert pacer_b.acquire_at_once() is None and pacer_a.acquire_at_once() is None
+    assert a.gate_wait(clock.monotonic()) == 0.0  # (a waits on its own gate)
+    clock.now += 4.0
+    assert pacer_b.acquire_at_once() is not None
 
 
 class Failing(LocalPacingStore):

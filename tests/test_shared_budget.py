@@ -216,3 +216,34 @@ def test_a_ban_stops_every_process_sharing_the_store(tmp_path: Path) -> None:
     assert waves and len(stats["banned_at"]) == stats["banned"]
     for wave in waves:
         assert len(wave) <= MOST_PER_BAN and wave[-1] - wave[0] <= IN_FLIGHT, waves
+
+
+def test_a_retry_after_closes_the_gate_of_every_process_sharing_the_store(tmp_path: Path) -> None:
+    """Two processes share --rate 8 against an upstream allowing 10 requests per 4 s window,
+    with Retry-After: once one is told to wait, the other sends nothing until then either
+    (the upstream's own log of 429s: each wave of them, less than a second apart, refused
+    one process's requests only, the one told and its own check of the hint; each pacing
+    itself, the other process sends into the same closed window)."""
+    upstream_args = ["--latency-median", "0.002", "--limiter", "fixed-window", "--window", "4",
+                     "--rate-limit", "2.5"]  # fmt: skip
+    env = {"SCANCTL_STATE_DIR": str(tmp_path)}
+    args = ["scan", "-f", "-", "-t", "price", "-F", "jsonl", "--no-cache", "-q", "--rate", "8"]
+    with running_demo_process(upstream_args) as url:
+        procs = [
+            start_scanctl([*args, "--base-url", url], symbols(name, 12), env)
+            for name in ("GA", "GB")
+        ]
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert len(out.splitlines()) == 12
+        refused = fetch_stats(url)["throttled_at"]
+    assert refused
+    waves: list[list[tuple[float, str]]] = []
+    for moment, path in refused:
+        if waves and moment < waves[-1][-1][0] + 1.0:
+            waves[-1].append((moment, path))
+        else:
+            waves.append([(moment, path)])
+    for wave in waves:
+        assert len({path.rsplit("/", 1)[-1][:2] for _, path in wave}) == 1, waves

@@ -58,6 +58,8 @@ class DemoStats:
     # When each 418 was answered (seconds since `started`; the first thousand): tests check
     # that clients sharing a ban stop sending once the first of them was told.
     banned_at: list[float] = field(default_factory=list)
+    # The same for each 429, with the path it refused (whose request it was).
+    throttled_at: list[tuple[float, str]] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
     by_status: Counter[int] = field(default_factory=Counter)
     latency_sum: float = 0.0
@@ -75,6 +77,7 @@ class DemoStats:
             "ok": self.ok,
             "banned": self.banned,
             "banned_at": [round(t, 4) for t in self.banned_at],
+            "throttled_at": [[round(t, 4), path] for t, path in self.throttled_at],
             "faults": dict(self.faults),
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "latency_sum": self.latency_sum,
@@ -214,6 +217,8 @@ class DemoUpstream:
         decision = self.limiter.admit(now)
         if not decision.allowed:
             self._note_throttle(now)
+            if len(stats.throttled_at) < 1000:
+                stats.throttled_at.append((now - stats.started, request.url.path))
             headers = self._hint_headers(decision, throttled=True)
             return self._answer(429, {"detail": "Too many requests"}, headers)
         headers = self._hint_headers(decision, throttled=False)
