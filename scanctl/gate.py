@@ -83,6 +83,15 @@ class RetryAfterGate:
             self._closed_at = now
             self._probe_at = now + self.enough / 2
 
+    def obeyed(self, hinted: float) -> bool:
+        """Whether a gate of `hinted` seconds is kept as the hint says (neither checked nor
+        shortened): a deliberate wait, or a hint known to be exact, or checks off. Only such
+        a gate holds the other processes sharing a budget: one that this process doubts
+        (and checks, then shortens to what proved enough) would cost them a whole second
+        each time a "Retry-After: 1" overstates a bucket's fiftieth of one."""
+        checked = GATE_CHECKED_FROM <= hinted <= GATE_CHECKED_UP_TO
+        return not (self.check and checked) or self.verdict == "exact"
+
     def wait(self, now: float) -> float:
         """Seconds until a request may leave: 0 for the one that checks the gate, when due."""
         if self._probe_at is not None and self.probe_seq is None:

@@ -28,8 +28,8 @@ every reservation answers how far off it is, and the slots it hands out start af
 
 A 429's `Retry-After` closes the scope's *gate* the same way (`close_gate`), as the gate of the
 member it was told to: the others wait until it opens, while that member's own `RetryAfterGate`
-goes on deciding for it (it may check the hint with one request before then, see `gate`), so a
-reservation says how long the gate has left only to the others (`Grant.gate`).
+goes on deciding for it, so a reservation says how long the gate has left only to the others
+(`Grant.gate`).
 
 A reservation takes `count` slots at once (`Grant`): at thousands of requests a second one
 transaction per request would cost more than the request. Times cross the store as "seconds from

@@ -234,9 +234,9 @@ class Pacer:
         now = self.clock.monotonic()
         until = self.gate.until
         self.gate.close(seconds, now, checkable=checkable, seq=seq)
-        if self.gate.until > until:
-            # The instant this gate decided on (its checks are this process's own) holds the
-            # processes sharing the schedule too: the upstream throttles the key, not a process.
+        if self.gate.until > until and self.gate.obeyed(seconds):
+            # A wait the upstream means holds the processes sharing the schedule too: it
+            # throttles the key, not a process. (One this gate checks stays its own.)
             self.meter.close_gate(self.gate.until - now)
 
     def learned(self) -> LearnedPace | None:

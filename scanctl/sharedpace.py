@@ -26,7 +26,9 @@ send in it).
 
 A 429's `Retry-After` told to any process closes the scope's gate for the others too
 (`close_gate`): they wait until it opens (`gate_wait`), while the process told keeps its own
-`RetryAfterGate`, which may check the hint with one request first (`gate`).
+`RetryAfterGate`. Only a gate obeyed as the hint says is shared (`RetryAfterGate.obeyed`: a
+deliberate wait, an exact hint): one the process checks first is its own, as a second's gate
+for a bucket that refills in a fiftieth of one would cost every process that second.
 
 A store that fails (unreachable from the start, or gone mid-run) costs one warning: from then on
 this process paces itself with a `GcraMeter`, as `--pacing-store local` does.
