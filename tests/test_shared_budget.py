@@ -219,13 +219,13 @@ def test_a_ban_stops_every_process_sharing_the_store(tmp_path: Path) -> None:
 
 
 def test_a_retry_after_closes_the_gate_of_every_process_sharing_the_store(tmp_path: Path) -> None:
-    """Two processes share --rate 8 against an upstream allowing 10 requests per 4 s window,
-    with Retry-After: once one is told to wait, the other sends nothing until then either
-    (the upstream's own log of 429s: each wave of them, less than a second apart, refused
-    one process's requests only, the one told and its own check of the hint; each pacing
-    itself, the other process sends into the same closed window)."""
-    upstream_args = ["--latency-median", "0.002", "--limiter", "fixed-window", "--window", "4",
-                     "--rate-limit", "2.5"]  # fmt: skip
+    """Two processes share --rate 8 against an upstream allowing 12 requests per 6 s window,
+    whose Retry-After (the rest of the window, over 2 s: a deliberate wait, obeyed, not
+    checked) holds both: once one is told, the other sends nothing until then either (the
+    upstream's own log of 429s: each wave of them, less than a second apart, refused one
+    process's requests only; each pacing itself, the other sends into the closed window)."""
+    upstream_args = ["--latency-median", "0.002", "--limiter", "fixed-window", "--window", "6",
+                     "--rate-limit", "2"]  # fmt: skip
     env = {"SCANCTL_STATE_DIR": str(tmp_path)}
     args = ["scan", "-f", "-", "-t", "price", "-F", "jsonl", "--no-cache", "-q", "--rate", "8"]
     with running_demo_process(upstream_args) as url:
