@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from scanctl.cache.sqlite_store import enable_wal
 from scanctl.errors import ScanctlError
 
 # Seconds a member's row outlives its last reservation or heartbeat (heartbeats come every 0.5 s).
@@ -286,7 +287,7 @@ class SqlitePacingStore:
             self._db = sqlite3.connect(
                 path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(self._db, busy_timeout)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:

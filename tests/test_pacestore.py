@@ -188,6 +188,14 @@ def meters(count: int, clock: FakeClock, store: PacingStore | None = None) -> li
     ]
 
 
+def pacers_sharing(clock: FakeClock) -> tuple[SharedMeter, SharedMeter, Pacer, Pacer]:
+    """Two joined meters on one schedule, and a fixed-rate pacer over each."""
+    a, b = meters(2, clock)
+    a.join(), b.join()
+    pacers = [Pacer(clock, rate=10.0, adaptive=False, meter=m) for m in (a, b)]
+    return a, b, pacers[0], pacers[1]
+
+
 def test_two_meters_share_one_rate() -> None:
     """Two processes each asking for slots at 50/s get them 20 ms apart *together*."""
     clock = FakeClock()
@@ -268,10 +276,7 @@ def test_a_ban_in_one_meter_holds_the_others_before_their_next_send() -> None:
 @pytest.mark.anyio
 async def test_a_418_stops_every_pacer_sharing_the_schedule() -> None:
     clock = FakeClock()
-    a, b = meters(2, clock)
-    a.join(), b.join()
-    pacer_a = Pacer(clock, rate=10.0, adaptive=False, meter=a)
-    pacer_b = Pacer(clock, rate=10.0, adaptive=False, meter=b)
+    _, _, pacer_a, pacer_b = pacers_sharing(clock)
     ticket = pacer_a.acquire_at_once()
     assert ticket is not None
     pacer_a.release(ticket, Feedback(admitted=True, banned=True, retry_after=60.0))
@@ -286,10 +291,7 @@ async def test_a_retry_after_closes_the_gate_of_every_pacer_sharing_the_schedule
     """a's 429 says Retry-After: 5 (a long one: obeyed, not checked): b sends nothing until
     then, and a's own gate decides for a."""
     clock = FakeClock()
-    a, b = meters(2, clock)
-    a.join(), b.join()
-    pacer_a = Pacer(clock, rate=10.0, adaptive=False, meter=a)
-    pacer_b = Pacer(clock, rate=10.0, adaptive=False, meter=b)
+    a, _, pacer_a, pacer_b = pacers_sharing(clock)
     ticket = pacer_a.acquire_at_once()
     assert ticket is not None
     pacer_a.release(ticket, Feedback(admitted=False, throttled=True, retry_after=5.0))

@@ -84,6 +84,21 @@ def _entry(key: CacheKey, columns: Sequence[Any]) -> Entry:
     return Entry(key, status, value, error, fetched_at, ttl, cost, before)
 
 
+def enable_wal(db: sqlite3.Connection, patience: float) -> str:
+    """Switch `db` to the WAL journal; return the journal mode it ended in ("wal" unless the
+    file system cannot). Switching needs a moment of exclusive access, and a file being
+    created by several processes at once can answer "locked" without waiting for the busy
+    timeout: try again for up to `patience` seconds. (The pacing store opens its file so too.)"""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if _is_damage(exc) or time.monotonic() > deadline or "lock" not in str(exc):
+                raise
+            time.sleep(0.01)
+
+
 def _is_damage(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in _DAMAGED
 
@@ -172,18 +187,8 @@ class SqliteStore:
         return db
 
     def _setup(self, db: sqlite3.Connection) -> None:
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                # Switching to WAL needs a moment of exclusive access; a file being created by
-                # several processes at once can answer "busy" without waiting: try again.
-                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                break
-            except sqlite3.OperationalError as exc:
-                if _is_damage(exc) or time.monotonic() > deadline or "lock" not in str(exc):
-                    raise
-                time.sleep(0.01)
-        if str(mode).lower() != "wal":
+        mode = enable_wal(db, self.busy_timeout)
+        if mode != "wal":
             self._warn(
                 f"cache {self.path}: WAL journal not available ({mode}); "
                 "concurrent runs will wait more"
