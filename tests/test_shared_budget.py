@@ -38,6 +38,14 @@ def symbols(prefix: str, count: int = PER_PROCESS) -> str:
     return "".join(f"{prefix}{i}\n" for i in range(count))
 
 
+def wait_for_requests(url: str, count: int, within: float = 20.0) -> None:
+    """Wait (polling the upstream's own counter, bounded) until it has seen `count` requests."""
+    deadline = time.monotonic() + within
+    while fetch_stats(url)["requests"] < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def run_together(url: str, envs: list[dict[str, str]], *more: str) -> tuple[float, list[str]]:
     """Start one scan per env at once; (seconds until the last ended, their stderr)."""
     started = time.monotonic()
@@ -107,12 +115,9 @@ def test_a_process_killed_holds_nothing_for_long(upstream: str, tmp_path: Path) 
     victim = start_scanctl(scan_args(upstream), symbols("V", 1000), env)
     try:
         before = fetch_stats(upstream)["requests"]
-        deadline = time.monotonic() + 20
         # The victim is sending, past its first --concurrency reservations (a learned rate
         # opens the window at once; Little's law narrows it after the first answers).
-        while fetch_stats(upstream)["requests"] < before + 55:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_requests(upstream, before + 55)
         started = time.monotonic()
         survivor = start_scanctl(scan_args(upstream), symbols("S"), env)
         time.sleep(1.0)  # both sending: the survivor gets half the rate
@@ -151,10 +156,7 @@ def test_a_process_that_joins_starts_at_its_share(upstream: str, tmp_path: Path)
     first = start_scanctl(scan_args(upstream), symbols("F", 400), env)
     try:
         before = fetch_stats(upstream)["requests"]
-        deadline = time.monotonic() + 20
-        while fetch_stats(upstream)["requests"] < before + 55:  # (as above: settled)
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_requests(upstream, before + 55)  # (as above: settled)
         args = ["scan", "-f", "-", "-t", "price", "--base-url", upstream, "-F", "json", "-q",
                 "--no-cache"]  # fmt: skip
         started = time.monotonic()
@@ -169,7 +171,8 @@ def test_a_process_that_joins_starts_at_its_share(upstream: str, tmp_path: Path)
     assert summary["successful"] == PER_PROCESS
     assert summary["performance"]["processes_sharing"] == 2
     assert summary["performance"]["final_rate_limit"] == pytest.approx(RATE / 2, rel=0.2)
-    assert elapsed >= 2.5, elapsed  # 40 requests at about half of 20/s; unpaced: well under 1 s
+    # 40 requests: about 4 s at half of 20/s, at least 2 s at all of it; unpaced: well under 1 s
+    assert elapsed >= 2.0, elapsed
 
 
 BAN_SECONDS = 2.0
