@@ -16,10 +16,14 @@ Every process is a *member* of its upstream's scope, with a row that expires `ME
 seconds after its last word: a process killed with -9 drops out within about a second, and the
 count of live members is what the display shows.
 
-The rate in force is the scope's, in requests/s for all processes together: the mean of the
-live members' *views* of it (`sharedpace` keeps each process's view: its own estimator sees only
-its own answers, so its rate is its share). A member that leaves or dies takes its view along,
-not the rate: the others take its share of the schedule at once.
+The rate in force is the scope's, in requests/s for all processes together, and one member
+decides it: the *leader*, the live member that joined first (`sharedpace`: the leader's
+estimator runs as a lone process's does, on its own answers; the others follow). Every member
+reports a *view* of the rate for all: the leader its own, the others the one they follow, so
+when the leader leaves or dies the rate stays (the mean of the others' views) until the next
+leader, the oldest of them, takes over from it. A leader that has no rate yet and is still in
+slow start says so (`discovering`): the others wait for it rather than each overshoot the limit
+with a slow start of its own.
 
 A scope can also be *held*: nothing is sent until an instant (`hold`), when one process got a 418
 ban; the upstream bans the key or the address, not the process, so every process sharing the scope
@@ -70,10 +74,12 @@ class PacingStoreError(ScanctlError):
 @dataclass(frozen=True, slots=True)
 class Grant:
     """The answer to a reservation: `count` slots, the first `wait` seconds from now and the
-    rest `interval` apart (count 0: a heartbeat, nothing reserved), at `rate` (the lowest
-    rate a live member reports, None when none reports one), among `processes` live members;
-    `hold`: seconds until the scope's hold ends (0: not held); `gate`: until its gate opens,
-    when another member closed it (0: open, or this member's own)."""
+    rest `interval` apart (count 0: a heartbeat, nothing reserved), at `rate` (the rate in
+    force: the leader's view, else the mean of the live members' views; None when none has
+    one), among `processes` live members; `hold`: seconds until the scope's hold ends (0: not
+    held); `gate`: until its gate opens, when another member closed it (0: open, or this
+    member's own); `leads`: this member is the leader; `discovering`: the leader is in slow
+    start, with no rate yet."""
 
     wait: float
     interval: float
@@ -82,6 +88,8 @@ class Grant:
     processes: int
     hold: float = 0.0
     gate: float = 0.0
+    leads: bool = True
+    discovering: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +109,12 @@ class PacingStore(Protocol):
     kind: str  # "local", "sqlite" or "redis"
     location: str  # where, for messages (a password never shows)
 
-    def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
-        """Say this member is alive and what it takes the rate for all to be (`view`; None:
-        no view yet), and reserve `count` slots of the scope's schedule at the rate in force
-        (none while no member has a view)."""
+    def reserve(
+        self, scope: str, member: str, count: int, view: float | None, discovering: bool = False
+    ) -> Grant:
+        """Say this member is alive, what it takes the rate for all to be (`view`; None: no
+        view yet) and whether it is in slow start with no rate (`discovering`), and reserve
+        `count` slots of the scope's schedule at the rate in force (none while there is none)."""
         ...
 
     def hold(self, scope: str, seconds: float) -> None:
@@ -152,12 +162,22 @@ def member_id() -> str:
     return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One live process in a scope, as the store keeps it."""
+
+    name: str
+    joined: float  # by the store's clock: the oldest live member leads
+    view: float | None
+    discovering: bool = False
+
+
 @dataclass(slots=True)
 class _Scope:
     tat: float = 0.0
     opens: float = 0.0  # the end of the hold
     gate: tuple[float, str] = (0.0, "")  # when the gate opens, and whose it is
-    members: dict[str, tuple[float | None, float]] = field(default_factory=dict)  # view, expiry
+    members: dict[str, tuple[Member, float]] = field(default_factory=dict)  # and its expiry
 
 
 def _gate_wait(until: float, closed_by: str, member: str, now: float) -> float:
@@ -168,6 +188,18 @@ def _gate_wait(until: float, closed_by: str, member: str, now: float) -> float:
 def _mean(views: list[float | None]) -> float | None:
     known = [v for v in views if v is not None]
     return sum(known) / len(known) if known else None
+
+
+def in_force(members: list[Member]) -> tuple[float | None, Member | None]:
+    """The rate in force among live `members`, and their leader (the first to have joined):
+    the leader's view, else (a leader that just took over, or one discovering) the mean of the
+    others' views."""
+    if not members:
+        return None, None
+    leader = min(members, key=lambda m: (m.joined, m.name))
+    if leader.view is not None:
+        return leader.view, leader
+    return _mean([m.view for m in members]), leader
 
 
 def _slots(
@@ -197,18 +229,24 @@ class LocalPacingStore:
         self._learned: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
+    def reserve(
+        self, scope: str, member: str, count: int, view: float | None, discovering: bool = False
+    ) -> Grant:
         with self._lock:
             now = self._now()
             state = self._scopes.setdefault(scope, _Scope())
-            state.members[member] = (view, now + MEMBER_TTL)
+            known = state.members.get(member)
+            joined = known[0].joined if known is not None else now
+            state.members[member] = (Member(member, joined, view, discovering), now + MEMBER_TTL)
             state.members = {m: v for m, v in state.members.items() if v[1] > now}
-            rate = _mean([v for v, _ in state.members.values()])
+            rate, leader = in_force([m for m, _ in state.members.values()])
             wait, interval, state.tat = _slots(state.tat, now, rate, count, state.opens)
             got = count if rate is not None else 0
             hold = max(0.0, state.opens - now)
             gate = _gate_wait(*state.gate, member, now)
-            return Grant(wait, interval, got, rate, len(state.members), hold, gate)
+            leads = leader is None or leader.name == member
+            finding = leader is not None and leader.discovering
+            return Grant(wait, interval, got, rate, len(state.members), hold, gate, leads, finding)
 
     def close_gate(self, scope: str, member: str, seconds: float) -> None:
         with self._lock:
@@ -238,8 +276,8 @@ class LocalPacingStore:
         now = self._now()
         members = {}
         for scope, state in self._scopes.items():
-            live = [view for view, until in state.members.values() if until > now]
-            members[scope] = (len(live), _mean(live))
+            live = [member for member, until in state.members.values() if until > now]
+            members[scope] = (len(live), in_force(live)[0])
         tats = {scope: state.tat for scope, state in self._scopes.items()}
         learned = [(key, json.dumps(pace)) for key, pace in self._learned.items()]
         return _states(now, members, tats, learned)
@@ -248,16 +286,20 @@ class LocalPacingStore:
         pass
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schedule (scope TEXT PRIMARY KEY, tat REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS members (
-    scope TEXT NOT NULL, member TEXT NOT NULL, view REAL, expires REAL NOT NULL,
-    PRIMARY KEY (scope, member)
-);
-CREATE TABLE IF NOT EXISTS holds (scope TEXT PRIMARY KEY, until REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS gates (scope TEXT PRIMARY KEY, until REAL NOT NULL, member TEXT);
-CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, pace TEXT NOT NULL, updated REAL);
-"""
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS schedule (scope TEXT PRIMARY KEY, tat REAL NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS members (
+        scope TEXT NOT NULL, member TEXT NOT NULL, view REAL, expires REAL NOT NULL,
+        joined REAL NOT NULL, discovering INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (scope, member)
+    )""",
+    "CREATE TABLE IF NOT EXISTS holds (scope TEXT PRIMARY KEY, until REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS gates (scope TEXT PRIMARY KEY, until REAL NOT NULL, member TEXT)",
+    "CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, pace TEXT NOT NULL, updated REAL)",
+)
+# PRAGMA user_version of a file with _SCHEMA. Version 1 (no version set) had members without
+# `joined`: their rows live a second, so an older file's are dropped rather than converted.
+SCHEMA_VERSION = 2
 
 
 class SqlitePacingStore:
@@ -289,7 +331,12 @@ class SqlitePacingStore:
             )
             enable_wal(self._db, busy_timeout)
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            with self._write() as db:
+                if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    db.execute("DROP TABLE IF EXISTS members")
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                for statement in _SCHEMA:
+                    db.execute(statement)
         except (OSError, sqlite3.Error) as exc:
             raise PacingStoreError(f"cannot open the pacing store {path}: {exc}") from exc
 
@@ -308,18 +355,19 @@ class SqlitePacingStore:
             except sqlite3.Error as exc:
                 raise PacingStoreError(f"pacing store {self.path}: {exc}") from exc
 
-    def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
+    def reserve(
+        self, scope: str, member: str, count: int, view: float | None, discovering: bool = False
+    ) -> Grant:
         with self._write() as db:
             now = self._now()
             db.execute(
-                "INSERT INTO members VALUES (?, ?, ?, ?) ON CONFLICT (scope, member) "
-                "DO UPDATE SET view = excluded.view, expires = excluded.expires",
-                (scope, member, view, now + MEMBER_TTL),
+                "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, member) "
+                "DO UPDATE SET view = excluded.view, expires = excluded.expires, "
+                "discovering = excluded.discovering",
+                (scope, member, view, now + MEMBER_TTL, now, int(discovering)),
             )
-            rate, live = db.execute(
-                "SELECT avg(view), count(*) FROM members WHERE scope = ? AND expires > ?",
-                (scope, now),
-            ).fetchone()
+            live = self._members(db, scope, now)
+            rate, leader = in_force(live)
             held = db.execute("SELECT until FROM holds WHERE scope = ?", (scope,)).fetchone()
             opens = held[0] if held else 0.0
             hold = max(0.0, opens - now)
@@ -327,8 +375,10 @@ class SqlitePacingStore:
                 "SELECT until, member FROM gates WHERE scope = ?", (scope,)
             ).fetchone()
             gate = _gate_wait(closed[0], closed[1], member, now) if closed else 0.0
+            leads = leader is None or leader.name == member
+            finding = leader is not None and leader.discovering
             if rate is None or count <= 0:
-                return Grant(0.0, 0.0, 0, rate, live, hold, gate)
+                return Grant(0.0, 0.0, 0, rate, len(live), hold, gate, leads, finding)
             row = db.execute("SELECT tat FROM schedule WHERE scope = ?", (scope,)).fetchone()
             wait, interval, tat = _slots(row[0] if row else now, now, rate, count, opens)
             db.execute(
@@ -336,7 +386,15 @@ class SqlitePacingStore:
                 "ON CONFLICT (scope) DO UPDATE SET tat = excluded.tat",
                 (scope, tat),
             )
-            return Grant(wait, interval, count, rate, live, hold, gate)
+            return Grant(wait, interval, count, rate, len(live), hold, gate, leads, finding)
+
+    @staticmethod
+    def _members(db: sqlite3.Connection, scope: str, now: float) -> list[Member]:
+        rows = db.execute(
+            "SELECT member, joined, view, discovering FROM members WHERE scope = ? AND expires > ?",
+            (scope, now),
+        ).fetchall()
+        return [Member(name, joined, view, bool(finding)) for name, joined, view, finding in rows]
 
     def hold(self, scope: str, seconds: float) -> None:
         with self._write() as db:
@@ -381,11 +439,13 @@ class SqlitePacingStore:
         try:
             with self._lock:
                 db = self._db
-                members = db.execute(
-                    "SELECT scope, count(*), avg(view) FROM members WHERE expires > ? "
-                    "GROUP BY scope",
-                    (now,),
+                scopes = db.execute(
+                    "SELECT DISTINCT scope FROM members WHERE expires > ?", (now,)
                 ).fetchall()
+                members = []
+                for (scope,) in scopes:
+                    live = self._members(db, scope, now)
+                    members.append((scope, len(live), in_force(live)[0]))
                 tats = dict(db.execute("SELECT scope, tat FROM schedule").fetchall())
                 learned = db.execute("SELECT key, pace FROM learned").fetchall()
         except sqlite3.Error as exc:

@@ -2,16 +2,17 @@
 
 Machines' clocks differ (by seconds, on hosts without NTP), so no client clock ever enters the
 schedule: one Lua script reads Redis's own `TIME`, refreshes this member's row, drops members
-whose rows expired, takes the lowest rate a live member reports, and reserves `count` slots of
-GCRA at that rate. It answers with how long from now the first slot is: a caller waits for its
-slot rather than being refused and retrying (a refusing limiter's callers poll, and polling
-callers arrive in bursts). One round trip per reservation; the script is cached by its SHA.
+whose rows expired, finds the rate in force (the leader's view: `pacestore.in_force`), and
+reserves `count` slots of GCRA at that rate. It answers with how long from now the first slot
+is: a caller waits for its slot rather than being refused and retrying (a refusing limiter's
+callers poll, and polling callers arrive in bursts). One round trip per reservation; the script
+is cached by its SHA.
 
 Keys (per scope; `scope_key` hashes the credential, so no key appears in Redis):
-`scanctl:pace:<scope>:tat` (the theoretical arrival time, µs of Redis time), `...:members` (a hash:
-member -> "expiry_µs view"), `...:gate` ("µs member": when the gate opens, and whose it is),
-`...:hold` (the end of a hold, µs of Redis time), and `scanctl:pace:learned:<scope type>`. All
-expire on their own when no process uses them."""
+`scanctl:pace:<scope>:tat` (the theoretical arrival time, µs of Redis time), `...:members` (a
+hash: member -> "expiry_µs joined_µs discovering view"), `...:gate` ("µs member": when the gate
+opens, and whose it is), `...:hold` (the end of a hold, µs of Redis time), and
+`scanctl:pace:learned:<scope type>`. All expire on their own when no process uses them."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from scanctl.pacestore import (
     MAX_AHEAD,
     MEMBER_TTL,
     Grant,
+    Member,
     PacingStoreError,
     ScopeState,
     _states,
+    in_force,
 )
 
 PREFIX = "scanctl:pace:"
@@ -33,26 +36,40 @@ LEARNED_TTL = 30 * 86400  # seconds a learned rate is kept without a run refresh
 SOCKET_TIMEOUT = 1.0  # a store slower than this is down: the run paces itself
 
 # KEYS: tat, members, hold, gate. ARGV: member, count, ttl (µs), max_ahead (µs), view ('' for
-# none). Returns {wait µs, interval µs, count, rate ('' for none), live, hold µs, gate µs (0 when
-# the gate is the member's own)} as strings (a Lua number
-# becomes a Redis integer, losing its fraction). Members: member -> "expiry_µs view".
+# none), discovering ('1' or '0'). Returns {wait µs, interval µs, count, rate ('' for none), live,
+# hold µs, gate µs (0 when the gate is the member's own), leads, discovering} as strings (a Lua
+# number becomes a Redis integer, losing its fraction). Members: member -> "expiry_µs joined_µs
+# discovering view"; the leader is the live member that joined first (`pacestore.in_force`).
 RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local expiry = string.format('%.0f', now + tonumber(ARGV[3]))
-redis.call('HSET', KEYS[2], ARGV[1], expiry .. ' ' .. ARGV[5])
+local joined = now
+local mine = redis.call('HGET', KEYS[2], ARGV[1])
+if mine then
+  local since = string.match(mine, '^%S+ (%S+) %S+')
+  if since then joined = tonumber(since) end
+end
+redis.call('HSET', KEYS[2], ARGV[1], string.format('%.0f %.0f %s %s',
+  now + tonumber(ARGV[3]), joined, ARGV[6], ARGV[5]))
 local all = redis.call('HGETALL', KEYS[2])
 local live, views, sum = 0, 0, 0
+local lead, lead_joined, lead_view, lead_finding = nil, 0, '', '0'
 for i = 1, #all, 2 do
-  local exp, view = string.match(all[i + 1], '^(%S+) ?(%S*)$')
-  if tonumber(exp) <= now then
+  local exp, since, finding, view = string.match(all[i + 1], '^(%S+) (%S+) (%S+) ?(%S*)$')
+  if not exp or tonumber(exp) <= now then
     redis.call('HDEL', KEYS[2], all[i])
   else
     live = live + 1
     if view ~= '' then views = views + 1; sum = sum + tonumber(view) end
+    local j = tonumber(since)
+    if lead == nil or j < lead_joined or (j == lead_joined and all[i] < lead) then
+      lead, lead_joined, lead_view, lead_finding = all[i], j, view, finding
+    end
   end
 end
 redis.call('PEXPIRE', KEYS[2], 60000)
+local leads = '0'
+if lead == ARGV[1] then leads = '1' end
 local opens = tonumber(redis.call('GET', KEYS[3]) or '0')
 local hold = string.format('%.0f', math.max(0, opens - now))
 local gate = '0'
@@ -62,12 +79,14 @@ if closed then
   if by ~= ARGV[1] then gate = string.format('%.0f', math.max(0, tonumber(ends) - now)) end
 end
 local count = tonumber(ARGV[2])
-if views == 0 then
-  return {'0', '0', '0', '', tostring(live), hold, gate}
+local rate
+if lead_view ~= '' then rate = tonumber(lead_view) elseif views > 0 then rate = sum / views end
+if rate == nil then
+  return {'0', '0', '0', '', tostring(live), hold, gate, leads, lead_finding}
 end
-local rate = sum / views
 if count <= 0 then
-  return {'0', '0', '0', string.format('%.17g', rate), tostring(live), hold, gate}
+  return {'0', '0', '0', string.format('%.17g', rate), tostring(live), hold, gate, leads,
+    lead_finding}
 end
 local interval = 1000000 / rate
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -77,7 +96,7 @@ local after = tat + count * interval
 redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX',
   math.floor((after - now) / 1000) + 60000)
 return {string.format('%.3f', tat - now), string.format('%.3f', interval), tostring(count),
-  string.format('%.17g', rate), tostring(live), hold, gate}
+  string.format('%.17g', rate), tostring(live), hold, gate, leads, lead_finding}
 """
 
 # KEYS: hold. ARGV: seconds (µs). Extends the hold to Redis's now + seconds, never shortens it.
@@ -134,7 +153,9 @@ class RedisPacingStore:
     def _fail(self, exc: Exception) -> PacingStoreError:
         return PacingStoreError(f"pacing store {self.location}: {exc}")
 
-    def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
+    def reserve(
+        self, scope: str, member: str, count: int, view: float | None, discovering: bool = False
+    ) -> Grant:
         keys = [f"{PREFIX}{scope}:{name}" for name in ("tat", "members", "hold", "gate")]
         args: list[str | int] = [
             member,
@@ -142,9 +163,11 @@ class RedisPacingStore:
             int(MEMBER_TTL * 1e6),
             int(MAX_AHEAD * 1e6),
             "" if view is None else repr(view),
+            "1" if discovering else "0",
         ]
         try:
-            wait, interval, got, rate, live, hold, gate = self._script(keys=keys, args=args)
+            answer = self._script(keys=keys, args=args)
+            wait, interval, got, rate, live, hold, gate, leads, finding = answer
         except self._errors as exc:
             raise self._fail(exc) from exc
         return Grant(
@@ -155,6 +178,8 @@ class RedisPacingStore:
             int(live),
             float(hold) / 1e6,
             float(gate) / 1e6,
+            leads == b"1" or leads == "1",
+            finding == b"1" or finding == "1",
         )
 
     def close_gate(self, scope: str, member: str, seconds: float) -> None:
@@ -209,11 +234,12 @@ class RedisPacingStore:
                     if raw is not None:
                         learned.append((key[len("learned:") :], _text(raw)))
                 elif key.endswith(":members"):
-                    rows = [_text(v).split() for v in self._redis.hgetall(name).values()]
-                    live = [row for row in rows if row and float(row[0]) > now]
-                    views = [float(row[1]) for row in live if len(row) == 2]
-                    rate = sum(views) / len(views) if views else None
-                    members[key[: -len(":members")]] = (len(live), rate)
+                    live = [
+                        Member(_text(m), float(row[1]), float(row[3]) if len(row) > 3 else None)
+                        for m, v in self._redis.hgetall(name).items()
+                        if len(row := _text(v).split()) >= 3 and float(row[0]) > now
+                    ]
+                    members[key[: -len(":members")]] = (len(live), in_force(live)[0])
                 elif key.endswith(":tat"):
                     raw = self._redis.get(name)
                     if raw is not None:

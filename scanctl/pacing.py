@@ -20,7 +20,9 @@ agree, checked in this order:
 
 Before all of these, a 418 ban: one this process or, through a shared schedule (`sharedpace`),
 another process sharing the budget was told of raises `UpstreamBanned`, and the scan stops as
-it does on a 418 of its own.
+it does on a 418 of its own. And when the budget is shared, only the leader of the processes
+sharing it adapts the rate; the others follow it (`_follow`), and wait while it looks for the
+rate in slow start.
 
 `acquire` returns a `Ticket`; `release` takes it back with what the answer said.
 """
@@ -43,6 +45,10 @@ from scanctl.ratecontrol import AdaptiveRate, LearnedPace
 from scanctl.resilience import CircuitBreaker
 
 INITIAL_WINDOW = 10
+# Seconds between looks while the leader of processes sharing the budget is in slow start,
+# and the most the others wait for it before they look for the rate themselves.
+LEADER_POLL = 0.01
+LEADER_WAIT = 2.0
 
 
 # How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
@@ -89,6 +95,14 @@ class Feedback:
     banned: bool = False  # a 418: the upstream bans us (the scan stops; others must hold)
 
 
+@dataclass(frozen=True, slots=True)
+class Following:
+    """How a process that shares the budget, but does not lead it, paces (`sharedpace`)."""
+
+    share: float | None  # its share of the rate in force (None: none in force)
+    waiting: bool = False  # the leader is looking for the rate in slow start: send nothing
+
+
 class Meter(Protocol):
     """What `Pacer` asks before each send: `GcraMeter` in this process, or a schedule shared
     with other processes (`sharedpace.SharedMeter`)."""
@@ -111,6 +125,16 @@ class Meter(Protocol):
 
     def gate_wait(self, now: float) -> float:
         """Seconds until a gate another process sharing the schedule closed opens."""
+        ...
+
+    def following(self, rate: float | None, *, discovering: bool) -> Following | None:
+        """How to pace when another process leads the budget (None: this one decides);
+        `rate`: this one's rate now; `discovering`: it is in slow start, looking for one."""
+        ...
+
+    def rescale(self) -> float:
+        """The factor this process's own rate must change by to stay the same share of the
+        rate for all, as the processes sharing it changed (1.0: none)."""
         ...
 
 
@@ -151,6 +175,12 @@ class GcraMeter:
 
     def gate_wait(self, now: float) -> float:
         return 0.0
+
+    def following(self, rate: float | None, *, discovering: bool) -> Following | None:
+        return None  # (alone: this process decides)
+
+    def rescale(self) -> float:
+        return 1.0
 
     def reserve(self, rate: float) -> float:
         """Reserve the next slot at `rate`; return how long to wait before using it."""
@@ -210,6 +240,8 @@ class Pacer:
         self._borrowers: dict[int, object] = {}
         self._hedges: set[int] = set()
         self._hedges_out = 0
+        self._following = False  # another process sharing the budget leads it
+        self._waited_from = 0.0  # when this one began to wait for the leader's slow start
         self.latency = 0.0  # smoothed seconds per answered request
         self.admitted_latency = 0.0  # the same, for requests that were not throttled
         self._rate_waited_at = float("-inf")
@@ -263,9 +295,61 @@ class Pacer:
             raise UpstreamBanned(banned)
         waits = [self.gate.wait(now), self.quota.wait(now), self.control.pause_wait(now)]
         waits.append(self.meter.gate_wait(now))  # (after `wait` above heard from the store)
+        waits.append(self._follow(now))
         if self.breaker is not None:
             waits.append(self.breaker.wait_time(now))
         return max(0.0, *waits)
+
+    def _follow(self, now: float) -> float:
+        """Pace as the budget's leader says when another process sharing it leads (see
+        `sharedpace`); as the leader, keep its own rate its share. Returns seconds to wait:
+        while the leader looks for the rate in slow start, nothing is sent."""
+        if not self.adaptive:
+            return 0.0
+        control = self.control
+        # (a slow start whose window reached the ceiling without a 429 found no limit)
+        discovering = self._slow_start and self.window.total_tokens < self.ceiling
+        follow = self.meter.following(control.effective, discovering=discovering)
+        if follow is None:
+            if self._following:
+                self._take_lead(now)
+            elif control.rate is not None and not control.measuring:
+                factor = self.meter.rescale()
+                if factor != 1.0:
+                    control.rescale(factor, now)
+            return 0.0
+        if follow.share is None:
+            if follow.waiting:
+                self._waited_from = self._waited_from or now
+                if now - self._waited_from < LEADER_WAIT:
+                    return LEADER_POLL
+                # Its slow start is taking long (it may have little to send: the others, waiting,
+                # hold the symbols, as their cache leases): look for the rate alone meanwhile.
+                self._following = False
+                return 0.0
+            self._following = True
+            if self._slow_start:  # the leader's slow start found no limit: none to look for
+                self._slow_start = False
+                self.window.total_tokens = self.ceiling
+            return 0.0
+        self._following = True
+        self._slow_start = False
+        if control.rate != follow.share:
+            control.follow(follow.share, now)
+            self._size_window()
+        return 0.0
+
+    def _take_lead(self, now: float) -> None:
+        """The leader left or died, and this process leads now: it adapts from the rate it
+        followed, as a run starts from a learned rate (no slow start, probing soon)."""
+        self._following = False
+        factor = self.meter.rescale()  # (its share was of those sharing with the leader)
+        old = self.control
+        learned = LearnedPace(old.rate * factor) if old.rate is not None else None
+        self.control = AdaptiveRate(now, ceiling=old.ceiling, learned=learned)
+        self.control.started = old.started
+        self.control.history[:0] = old.history
+        self.control.note(now, "leads the processes sharing the budget")
 
     def acquire_at_once(self) -> Ticket | None:
         """A ticket when a request may leave this instant, else None (then await `acquire`).
@@ -281,10 +365,9 @@ class Pacer:
         except anyio.WouldBlock:
             return None
         try:
-            rate = self.rate
-            if self._hold(self.clock.monotonic()) > 0 or (
-                rate is not None and self.meter.delay(rate) > 0
-            ):
+            hold = self._hold(self.clock.monotonic())
+            rate = self.rate  # (after `_hold`: a process that follows may have just been told)
+            if hold > 0 or (rate is not None and self.meter.delay(rate) > 0):
                 self.window.release_on_behalf_of(borrower)
                 return None
         except BaseException:
@@ -399,7 +482,9 @@ class Pacer:
             )
             if ticket.probe:
                 self.breaker.probe_done(now)
-        if self.adaptive and not about_quota:
+        if self._following:
+            self._size_window()  # (the leader adapts the rate; this process follows it)
+        elif self.adaptive and not about_quota:
             self._adapt(ticket, feedback, now)
 
     def _give_back(self, ticket: Ticket) -> None:
@@ -446,9 +531,13 @@ class Pacer:
             if self._slow_start and self.window.total_tokens < self.ceiling:
                 self.window.total_tokens = min(self.ceiling, int(self.window.total_tokens) + 1)
         self._measure_if_due(now)
-        if not self._slow_start and control.effective is not None:
+        self._size_window()
+
+    def _size_window(self) -> None:
+        rate = self.control.effective
+        if not self._slow_start and rate is not None:
             # Little's law: in flight = rate x latency; double it, plus room for stragglers.
-            need = math.ceil(control.effective * max(self.latency, 0.001) * 2.0) + 4
+            need = math.ceil(rate * max(self.latency, 0.001) * 2.0) + 4
             self.window.total_tokens = max(1, min(self.ceiling, need))
 
     def _measure_if_due(self, now: float) -> None:

@@ -239,6 +239,35 @@ class AdaptiveRate:
         self.history.append(RateChange(round(now - self.started, 3), rounded, reason))
         del self.history[:-HISTORY_LIMIT]
 
+    def note(self, now: float, reason: str) -> None:
+        """An entry in the history that changes nothing (why the rate is what it is)."""
+        self.history.append(RateChange(round(now - self.started, 3), self.rate, reason))
+        del self.history[:-HISTORY_LIMIT]
+
+    def follow(self, rate: float, now: float) -> None:
+        """Pace at `rate`, decided elsewhere: by the leader of the processes sharing the budget
+        (`sharedpace`), of which this is this process's share. No floor, no bounds: this
+        process's own answers decide nothing while it follows."""
+        self.rate = self.low = rate
+        self.high = None
+        self._paused_at = None
+        self._measure_pending = False
+        self.note(now, "following the rate shared with other processes")
+
+    def rescale(self, factor: float, now: float) -> None:
+        """The processes sharing the budget changed: this process's share of the same rate for
+        all is `factor` times what it was, and so are the rates it knows and what it counted
+        (its measurements are of its share). The gated episodes are forgotten: their counts
+        were of the old share."""
+        if self.rate is not None:
+            self.rate *= factor
+        self.low = self.low * factor if self.low is not None else None
+        self.high = self.high * factor if self.high is not None else None
+        self._measured = self._measured * factor if self._measured is not None else None
+        self.admitted_total = round(self.admitted_total * factor)
+        self._forget_episodes()
+        self.note(now, "the processes sharing the budget changed: rescaled to this one's share")
+
     def _floor(self, now: float) -> float:
         """The slowest rate allowed: a share of what the upstream admitted over the run."""
         first = self._first_send

@@ -348,7 +348,8 @@ class ScanRun:
             except PacingStoreError:
                 kept = None
             learned = parse_pace(kept) if kept is not None else None
-        rate = meter.join(learned.rate if learned is not None else None)
+        discover = settings.rate is None  # (a slow start: the others wait for its rate)
+        rate = meter.join(learned.rate if learned is not None else None, discover=discover)
         if rate is None or (learned is not None and rate == learned.rate):
             return learned
         base = learned or LearnedPace(rate)

@@ -6,16 +6,24 @@ Slots are reserved a few at a time (`BATCH_SPAN` seconds' worth at the rate in f
 a hundred transactions a second, not thousands; a slot not used within `STALE_SLOT` of its time
 is dropped (using a pile of old slots at once would be a burst the schedule never allowed).
 
-The pacer's own rate (its `AdaptiveRate`, fed by this process's answers alone) is this
-process's share of the rate in force; what reaches the store is this process's *view* of the
-rate for all (`_view`), and the rate in force is the mean of the live processes' views:
+One process decides the rate for all: the *leader* (the store's choice: the live member that
+joined first). Its `AdaptiveRate` runs as a lone process's does, on its own answers; since it
+takes an even share of the one schedule, its rate is its share, and what reaches the store is
+its view of the rate for all, that share times the processes sharing (`_scale`). The others
+*follow* (`following`): their rate is their share of the rate in force, whatever their own
+answers say, and their view is that rate, so that when the leader leaves or dies the rate in
+force stays where it was and the next leader, the oldest of them, takes over from it. One
+estimator for all, rather than one per process each finding a share: estimators that each
+cut and probed on their own drifted apart (views of 17 and 138 requests/s in one scope), and
+the rate in force jumped whenever one of them left.
 
-- a process that joins starts at its share of the rate in force, its view that rate;
-- its rate going up (a hold, a probe) raises its view by the same factor;
-- its rate going down (a cut on a 429, or a measurement of what the limiter admits, both made
-  from its share of the answers) sets its view to that rate times the processes sharing now;
-- a process that leaves takes its view along, and the rate in force stays: the others take
-  its share of the schedule at once, without waiting for their estimators to find it.
+- a process that joins starts at its share of the rate in force, as a follower;
+- while the leader is in slow start, with no rate yet (`discovering`), the others send nothing:
+  one slow start finds the limit as fast as four, and four at once overshoot it four times;
+- when the processes sharing change, the leader's own rate is rescaled to its new share
+  (`rescale`), so its view, the rate for all, stays;
+- a process that leaves or dies is gone from the count within `pacestore.MEMBER_TTL`, and the
+  others take its share of the schedule at once (they reserve slots as fast as they need).
 
 A 418 ban told to any process holds the whole scope (`shut`, the store's `hold`): the upstream
 bans the key or the address, not the process, so every process sharing it stops as if told
@@ -42,7 +50,7 @@ from collections.abc import Callable
 
 from scanctl.clock import Clock
 from scanctl.pacestore import Grant, PacingStore, PacingStoreError, member_id
-from scanctl.pacing import GcraMeter
+from scanctl.pacing import Following, GcraMeter
 
 BATCH_SPAN = 0.01  # seconds of the schedule one reservation takes at most
 MAX_BATCH = 64
@@ -77,8 +85,12 @@ class SharedMeter:
         self.shared_rate: float | None = None  # the rate in force for all of them
         self.reservations = 0  # round trips to the store that reserved slots
         self.cap = cap
-        self._told: float | None = None  # this process's rate when its view was last set
         self.view: float | None = None  # its view of the rate for all processes together
+        self.leads = True  # this process decides the rate (the leader, or alone)
+        self.discovering = False  # it is in slow start with no rate (told by its pacer)
+        self._leader_discovering = False  # (a follower's) the leader is
+        self._scale = 1  # the processes sharing when its own rate was last rescaled
+        self._rate: float | None = None  # its own rate, as its pacer last told
         self._heard = float("-inf")  # (local monotonic) the store's last answer
         self._held_until = float("-inf")  # (local monotonic) the end of the scope's hold
         self._gate_until = float("-inf")  # (local monotonic) when another's gate opens
@@ -89,33 +101,36 @@ class SharedMeter:
         return self.store is not None
 
     def _view(self, rate: float | None) -> float | None:
-        """This process's view of the rate for all, given its own rate `rate` now (see the
-        module docstring), within `cap` and no lower than `MIN_VIEW`."""
-        told, view = self._told, self.view
-        if rate is None or rate == told:
-            return view
-        if told is None or view is None:
-            view = rate * self.processes  # its first rate: its share, times those sharing
-        elif rate > told:
-            view *= rate / told
+        """This process's view of the rate for all, given its own rate `rate` now (None: no
+        news): a leader's share times the processes it is a share of; a follower's, the rate
+        in force it follows (with none in force yet, its own, as a leader's). Within `cap`, no
+        lower than `MIN_VIEW`."""
+        own = rate if rate is not None else self._rate
+        if not self.leads and self.shared_rate is not None:
+            view = self.shared_rate
+        elif own is not None:  # (a follower with a rate of its own, --rate, and none in force)
+            view = own * self._scale
         else:
-            view = rate * self.processes
-        self._told = rate
-        if self.cap is not None:
-            view = min(view, self.cap)
-        self.view = max(MIN_VIEW, view)
-        return self.view
+            return self.view
+        if view is not None:
+            if self.cap is not None:
+                view = min(view, self.cap)
+            view = max(MIN_VIEW, view)
+        self.view = view
+        return view
 
     def _call(self, rate: float | None, count: int) -> Grant | None:
         store = self.store
         if store is None:
             return None
         try:
-            grant = store.reserve(self.scope, self.member, count, self._view(rate))
+            view = self._view(rate)
+            grant = store.reserve(self.scope, self.member, count, view, self.discovering)
         except PacingStoreError as exc:
             self._give_up(exc)
             return None
         self.processes, self.shared_rate = max(1, grant.processes), grant.rate
+        self.leads, self._leader_discovering = grant.leads, grant.discovering
         self._heard = now = self.clock.monotonic()
         if grant.hold:  # (a hold never shortens)
             self._held_until = max(self._held_until, now + grant.hold)
@@ -163,6 +178,7 @@ class SharedMeter:
         store, self.store = self.store, None
         self._slots.clear()
         self.processes = 1
+        self.leads = True
         if store is not None:
             store.close()
 
@@ -171,23 +187,46 @@ class SharedMeter:
         counts among the live processes and its rate among the rates in force."""
         self._call(rate, 0)
 
-    def join(self, learned: float | None = None) -> float | None:
-        """Register, and return this process's share of the rate in force among the processes
-        already running: a process that joins starts there, with no slow start of its own.
-        With none in force, a rate `learned` by an earlier run becomes this process's view
-        (and so the rate in force) and is returned; else None."""
+    def join(self, learned: float | None = None, *, discover: bool = False) -> float | None:
+        """Register, and return the rate this process starts at: its share of the rate in
+        force among the processes already running (no slow start of its own). With none in
+        force, a rate `learned` by an earlier run (for all processes) becomes this process's
+        view, and so the rate in force, and its share is returned; else None, and `discover`
+        says it will look for the rate in slow start (the others wait for it when it leads)."""
+        self.discovering = discover and learned is None
         grant = self._call(None, 0)
         if grant is None:
             return learned
-        if grant.rate is None:
-            if learned is not None:
-                self._told = self.view = learned
-                self._call(None, 0)
-            return learned
-        share = grant.rate / max(1, grant.processes)
-        self._told, self.view = share, grant.rate
+        rate = grant.rate if grant.rate is not None else learned
+        if rate is None:
+            return None
+        self.discovering = False
+        self._scale = self.processes
+        self.view = min(rate, self.cap) if self.cap is not None else rate
         self._call(None, 0)
-        return share
+        return rate / self.processes
+
+    def following(self, rate: float | None, *, discovering: bool) -> Following | None:
+        """What this process paces at when it does not lead (None: it leads, or paces alone).
+        `rate`: its own rate now, and `discovering`: it is in slow start looking for one (what
+        the others wait on), both told to the store with the next word to it, together: a
+        leader that just found the rate must not look, for a moment, as if it had found none."""
+        self.discovering = discovering and rate is None
+        self._rate = rate
+        if self.store is None or self.leads:
+            return None
+        rate = self.shared_rate
+        share = None if rate is None else rate / self.processes
+        self._scale = self.processes  # (its rate is a share of them: see `rescale`)
+        return Following(share, waiting=rate is None and self._leader_discovering)
+
+    def rescale(self) -> float:
+        """By how much a leader's own rate must change to stay its share of the same rate for
+        all, since the processes sharing changed (1.0: no change); then its share is of them."""
+        if self.store is None or self.processes == self._scale:
+            return 1.0
+        factor, self._scale = self._scale / self.processes, self.processes
+        return factor
 
     def grant(self, sends: int) -> None:
         """Let `sends` more requests go at once, beyond the schedule."""

@@ -22,7 +22,8 @@ from scanctl.pacestore import (
     open_pacing_store,
     scope_key,
 )
-from scanctl.pacing import Feedback, Pacer, UpstreamBanned
+from scanctl.pacing import LEADER_WAIT, Feedback, Following, Pacer, UpstreamBanned
+from scanctl.ratecontrol import LearnedPace
 from scanctl.sharedpace import SharedMeter
 
 
@@ -70,13 +71,43 @@ def test_slots_follow_one_schedule_whoever_reserves(store: Any) -> None:
     assert other.wait == pytest.approx(0.0, abs=0.002) and other.processes == 1
 
 
-def test_the_rate_in_force_is_the_mean_of_the_views(store: Any) -> None:
+def test_the_leader_decides_the_rate_in_force(store: Any) -> None:
+    """The member that joined first leads: its view is the rate in force, whatever the others
+    say; with no view of its own (just taken over, or still discovering) the others' mean."""
     shared, _ = store
     assert shared.reserve("s", "a", 0, None) == Grant(0.0, 0.0, 0, None, 1)
     assert shared.reserve("s", "a", 1, None).count == 0  # no view: nothing to pace at
     shared.reserve("s", "a", 0, 40.0)
     grant = shared.reserve("s", "b", 1, 60.0)
-    assert grant.rate == pytest.approx(50.0) and grant.interval == pytest.approx(0.02)
+    assert grant.rate == pytest.approx(40.0) and grant.interval == pytest.approx(0.025)
+    assert not grant.leads and shared.reserve("s", "a", 0, 40.0).leads
+    shared.reserve("s", "c", 0, 50.0)
+    grant = shared.reserve("s", "a", 0, None)
+    assert grant.leads and grant.rate == pytest.approx(55.0)  # (60 + 50) / 2
+
+
+def test_a_discovering_leader_is_told_to_the_others(store: Any) -> None:
+    shared, _ = store
+    assert shared.reserve("s", "a", 0, None, discovering=True).leads
+    assert shared.reserve("s", "b", 0, None).discovering
+    shared.reserve("s", "a", 0, 45.0, discovering=False)
+    grant = shared.reserve("s", "b", 0, None)
+    assert not grant.discovering and grant.rate == pytest.approx(45.0)
+
+
+def test_the_oldest_member_leads_when_the_leader_leaves(store: Any) -> None:
+    shared, clock = store
+    shared.reserve("s", "a", 0, 40.0)
+    if clock is not None:
+        clock.now += 0.001
+    shared.reserve("s", "b", 0, 40.0)
+    if clock is not None:
+        clock.now += 0.001
+    shared.reserve("s", "c", 0, 40.0)
+    shared.leave("s", "a")
+    grant = shared.reserve("s", "c", 0, 40.0)
+    assert not grant.leads and grant.processes == 2 and grant.rate == pytest.approx(40.0)
+    assert shared.reserve("s", "b", 0, None).leads
 
 
 def test_a_member_that_leaves_takes_its_view_not_the_schedule(store: Any) -> None:
@@ -197,15 +228,16 @@ def pacers_sharing(clock: FakeClock) -> tuple[SharedMeter, SharedMeter, Pacer, P
 
 
 def test_two_meters_share_one_rate() -> None:
-    """Two processes each asking for slots at 50/s get them 20 ms apart *together*."""
+    """Two processes each asking for slots get them at the leader's rate *together*."""
     clock = FakeClock()
     a, b = meters(2, clock)
     a.join(), b.join()
     a.beat(None)  # (a learns of b, as its heartbeat would)
+    # a leads; its first rate is of its own sends (b sent nothing before it): 50 for all.
     waits = [m.reserve(50.0) for m in (a, b, a, b)]
-    # a's first view is 50 x 2 processes (its rate is its share); b's the same: 100 together.
-    assert waits == pytest.approx([0.0, 0.01, 0.02, 0.03])
-    assert a.processes == b.processes == 2 and a.shared_rate == pytest.approx(100.0)
+    assert waits == pytest.approx([0.0, 0.02, 0.04, 0.06])
+    assert a.processes == b.processes == 2 and b.shared_rate == pytest.approx(50.0)
+    assert a.leads and not b.leads
 
 
 def test_a_joining_meter_starts_at_its_share() -> None:
@@ -218,15 +250,39 @@ def test_a_joining_meter_starts_at_its_share() -> None:
     assert c.join() == pytest.approx(16.0)
 
 
-def test_views_move_with_each_process_rate() -> None:
+def test_the_leaders_rate_moves_the_rate_for_all_and_a_followers_does_not() -> None:
     clock = FakeClock()
     a, b = meters(2, clock)
     a.join(40.0)
-    b.join()  # b's share: 20, its view 40
-    b.beat(22.0)  # up 10 %: its view too
-    assert b.view == pytest.approx(44.0) and b.shared_rate == pytest.approx(42.0)
-    b.beat(15.0)  # a cut (or a measurement) on its share: 15 x 2 processes
-    assert b.view == pytest.approx(30.0) and b.shared_rate == pytest.approx(35.0)
+    assert b.join() == pytest.approx(20.0)
+    assert a.following(40.0, discovering=False) is None  # a leads
+    a.beat(None)  # (and hears of b)
+    assert a.rescale() == pytest.approx(0.5)  # its rate is its share of two now: 20
+    a.beat(22.0)  # up 10 %
+    assert a.view == pytest.approx(44.0)
+    b.beat(5.0)  # (a follower's own rate says nothing)
+    assert b.shared_rate == pytest.approx(44.0)
+    b.beat(5.0)
+    assert b.view == pytest.approx(44.0)  # (the rate it follows, as of its last word)
+    assert b.following(5.0, discovering=False) == Following(22.0)
+    a.beat(15.0)  # a cut: 15 x 2 processes
+    assert a.view == pytest.approx(30.0)
+    b.beat(None)
+    assert b.following(22.0, discovering=False) == Following(15.0)
+
+
+def test_followers_wait_while_the_leader_discovers() -> None:
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    assert a.join(discover=True) is None and a.discovering
+    assert b.join(discover=True) is None and not b.leads
+    assert b.following(None, discovering=True) == Following(None, waiting=True)
+    assert a.following(None, discovering=True) is None
+    a.beat(None)
+    a.following(60.0, discovering=False)  # its slow start found a rate
+    a.beat(None)
+    b.beat(None)
+    assert b.following(None, discovering=True) == Following(30.0)
 
 
 def test_a_leaving_meter_leaves_the_rate_to_the_others() -> None:
@@ -308,10 +364,12 @@ class Failing(LocalPacingStore):
         self.fail = False
         self.closed = False
 
-    def reserve(self, scope: str, member: str, count: int, view: float | None) -> Grant:
+    def reserve(
+        self, scope: str, member: str, count: int, view: float | None, discovering: bool = False
+    ) -> Grant:
         if self.fail:
             raise PacingStoreError("pacing store redis://x: connection refused")
-        return super().reserve(scope, member, count, view)
+        return super().reserve(scope, member, count, view, discovering)
 
     def close(self) -> None:
         self.closed = True
@@ -342,6 +400,88 @@ async def test_the_pacer_takes_a_shared_meter() -> None:
     pacer_b = Pacer(clock, rate=10.0, adaptive=False, meter=b)
     assert pacer_a.meter is a
     assert pacer_a.acquire_at_once() is not None
-    assert pacer_b.acquire_at_once() is None  # a took the slot; b's is 1/20 s away
+    # a took the slot; b's is 1/10 s away (--rate 10 is for the processes together)
+    assert pacer_b.acquire_at_once() is None
     clock.now += 0.05
+    assert pacer_b.acquire_at_once() is None
+    clock.now += 0.051
+    assert pacer_b.acquire_at_once() is not None
+
+
+def adaptive_pacers(clock: FakeClock, concurrency: int = 50) -> tuple[Pacer, Pacer]:
+    """Two adaptive pacers (no --rate, nothing learned) over meters of one scope: a first."""
+    a, b = meters(2, clock)
+    a.join(discover=True), b.join(discover=True)
+    return Pacer(clock, concurrency=concurrency, meter=a), Pacer(
+        clock, concurrency=concurrency, meter=b
+    )
+
+
+@pytest.mark.anyio
+async def test_a_follower_sends_nothing_while_the_leader_discovers_the_rate() -> None:
+    """b waits while a slow-starts; once a's 429 gave it a rate, b sends at its share."""
+    clock = FakeClock()
+    pacer_a, pacer_b = adaptive_pacers(clock)
+    tickets = [pacer_a.acquire_at_once() for _ in range(10)]  # a's slow start window
+    assert all(tickets) and pacer_b.acquire_at_once() is None
+    clock.now += 0.05
+    for ticket in tickets[:-1]:
+        assert ticket is not None
+        pacer_a.release(ticket, Feedback(admitted=True))
+    assert pacer_b.acquire_at_once() is None  # (still no rate: still waiting)
+    assert tickets[-1] is not None
+    pacer_a.release(tickets[-1], Feedback(admitted=False, throttled=True))  # the first 429
+    found = pacer_a.rate
+    assert found is not None
+    clock.now += 1.0  # (past a's measurement)
+    pacer_a.acquire_at_once()  # (a tells the store, as its next send does)
+    clock.now += 0.02
+    assert pacer_b.acquire_at_once() is not None
+    assert pacer_b.rate == pytest.approx(pacer_a.rate)  # each half of the rate for all
+    assert pacer_a.meter.view == pytest.approx(2 * pacer_b.rate)  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_a_leader_that_found_no_limit_lets_the_others_go() -> None:
+    """A slow start whose window reached the ceiling without a 429 found no limit: the
+    others do not wait for one, and start with the whole window."""
+    clock = FakeClock()
+    pacer_a, pacer_b = adaptive_pacers(clock, concurrency=10)  # (the first window is all)
+    assert pacer_a.acquire_at_once() is not None
+    clock.now += 0.02
+    assert pacer_a.acquire_at_once() is not None  # (its next send tells the store)
+    assert pacer_b.acquire_at_once() is not None
+    assert pacer_b.rate is None and pacer_b.window.total_tokens == 10
+
+
+@pytest.mark.anyio
+async def test_a_follower_takes_the_lead_at_the_same_rate_for_all() -> None:
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(40.0)
+    assert b.join() == pytest.approx(20.0)
+    pacer_b = Pacer(clock, learned=LearnedPace(20.0), meter=b)
+    assert pacer_b.acquire_at_once() is not None
+    assert pacer_b.rate == pytest.approx(20.0) and not b.leads
+    a.close()  # the leader is done
+    clock.now += 0.05
+    assert pacer_b.acquire_at_once() is not None
+    assert b.leads and pacer_b.rate == pytest.approx(40.0)  # its share is all of it now
+    assert b.view == pytest.approx(40.0)
+    assert pacer_b.control.history[-1].reason == "leads the processes sharing the budget"
+
+
+@pytest.mark.anyio
+async def test_a_follower_waits_for_a_slow_leader_no_longer_than_leader_wait() -> None:
+    """A leader whose slow start finds nothing for seconds (it has little to send: the others,
+    waiting, hold the symbols' cache leases) does not hold the others for longer than
+    LEADER_WAIT: then they look for the rate themselves."""
+    clock = FakeClock()
+    pacer_a, pacer_b = adaptive_pacers(clock)
+    assert pacer_a.acquire_at_once() is not None
+    assert pacer_b.acquire_at_once() is None
+    clock.now += LEADER_WAIT - 0.1
+    assert pacer_a.acquire_at_once() is not None  # (still in slow start: still discovering)
+    assert pacer_b.acquire_at_once() is None
+    clock.now += 0.2
     assert pacer_b.acquire_at_once() is not None
