@@ -307,8 +307,11 @@ class Pacer:
         if not self.adaptive:
             return 0.0
         control = self.control
-        # (a slow start whose window reached the ceiling without a 429 found no limit)
-        discovering = self._slow_start and self.window.total_tokens < self.ceiling
+        # Looking for the rate: in slow start (until its window reached the ceiling without a
+        # 429: no limit), or measuring what its overshoot was admitted (its cut rate until then
+        # is half the overshoot's, still far over the limit).
+        slow = self._slow_start and self.window.total_tokens < self.ceiling
+        discovering = slow or control.holding
         follow = self.meter.following(control.effective, discovering=discovering)
         if follow is None:
             if self._following:
@@ -318,15 +321,16 @@ class Pacer:
                 if factor != 1.0:
                     control.rescale(factor, now)
             return 0.0
-        if follow.share is None:
-            if follow.waiting:
-                self._waited_from = self._waited_from or now
-                if now - self._waited_from < LEADER_WAIT:
-                    return LEADER_POLL
-                # Its slow start is taking long (it may have little to send: the others, waiting,
-                # hold the symbols, as their cache leases): look for the rate alone meanwhile.
+        if follow.waiting:
+            self._waited_from = self._waited_from or now
+            if now - self._waited_from < LEADER_WAIT:
+                return LEADER_POLL
+            if follow.share is None:
+                # Its slow start is taking long (it may have little to send: the others,
+                # waiting, hold the symbols, as their cache leases): look for the rate alone.
                 self._following = False
                 return 0.0
+        if follow.share is None:
             self._following = True
             if self._slow_start:  # the leader's slow start found no limit: none to look for
                 self._slow_start = False
@@ -344,12 +348,8 @@ class Pacer:
         followed, as a run starts from a learned rate (no slow start, probing soon)."""
         self._following = False
         factor = self.meter.rescale()  # (its share was of those sharing with the leader)
-        old = self.control
-        learned = LearnedPace(old.rate * factor) if old.rate is not None else None
-        self.control = AdaptiveRate(now, ceiling=old.ceiling, learned=learned)
-        self.control.started = old.started
-        self.control.history[:0] = old.history
-        self.control.note(now, "leads the processes sharing the budget")
+        if self.control.rate is not None:
+            self.control.lead(self.control.rate * factor, now)
 
     def acquire_at_once(self) -> Ticket | None:
         """A ticket when a request may leave this instant, else None (then await `acquire`).
@@ -483,7 +483,10 @@ class Pacer:
             if ticket.probe:
                 self.breaker.probe_done(now)
         if self._following:
-            self._size_window()  # (the leader adapts the rate; this process follows it)
+            # (the leader adapts the rate; this process follows it, and counts its answers)
+            if feedback.admitted or feedback.throttled:
+                self.control.note_answer(ticket.sent_at, now, admitted=feedback.admitted)
+            self._size_window()
         elif self.adaptive and not about_quota:
             self._adapt(ticket, feedback, now)
 

@@ -244,6 +244,26 @@ class AdaptiveRate:
         self.history.append(RateChange(round(now - self.started, 3), self.rate, reason))
         del self.history[:-HISTORY_LIMIT]
 
+    def note_answer(self, sent_at: float, now: float, *, admitted: bool) -> None:
+        """An answer counted and nothing decided (this process follows another's rate): what
+        it was admitted stays measured (`admitted_rate`), for the runs overlapping it and for
+        when it leads."""
+        self._answers.append((sent_at, admitted))
+        while self._answers and self._answers[0][0] < now - 5.0:
+            self._answers.popleft()
+        self.admitted_total += admitted
+
+    def lead(self, rate: float, now: float) -> None:
+        """Decide from here on, starting at `rate` (the share it followed, of those sharing
+        now): as from a learned rate, held a moment and then probed, with no bound known."""
+        self.rate = self.low = rate
+        self.high = None
+        self.last_cut_at = self._calm_since = self._held_since = self._search_after = now
+        self._hold_started = False
+        self._throttled_since_cut = self._admitted_since_cut = 0
+        self._forget_episodes()
+        self.note(now, "leads the processes sharing the budget")
+
     def follow(self, rate: float, now: float) -> None:
         """Pace at `rate`, decided elsewhere: by the leader of the processes sharing the budget
         (`sharedpace`), of which this is this process's share. No floor, no bounds: this
@@ -290,8 +310,7 @@ class AdaptiveRate:
 
     def pause_wait(self, now: float) -> float:
         """Seconds until the next send may go: 0 when not paused or a probe is due now."""
-        measuring = self._hold_for_measure and self._measure_pending
-        if measuring and now < self._measure_until + MEASURE_HOLD_MAX:  # (answers may be lost)
+        if self.holding and now < self._measure_until + MEASURE_HOLD_MAX:  # (answers may be lost)
             return PROBE_POLL
         if self._paused_at is None:
             return 0.0
@@ -576,6 +595,11 @@ class AdaptiveRate:
         if any(abs(a - burst - limit * t) > max(FIT_TOLERANCE, 0.05 * a) for t, a in points):
             return None  # off the line: a window limiter (its count does not grow with T)
         return limit, FIT_NOISE / (spread * limit)
+
+    @property
+    def holding(self) -> bool:
+        """Sending nothing until slow start's overshoot has been measured (see `measure`)."""
+        return self._hold_for_measure and self._measure_pending
 
     @property
     def measuring(self) -> bool:

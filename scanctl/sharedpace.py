@@ -211,14 +211,14 @@ class SharedMeter:
         `rate`: its own rate now, and `discovering`: it is in slow start looking for one (what
         the others wait on), both told to the store with the next word to it, together: a
         leader that just found the rate must not look, for a moment, as if it had found none."""
-        self.discovering = discovering and rate is None
+        self.discovering = discovering
         self._rate = rate
         if self.store is None or self.leads:
             return None
         rate = self.shared_rate
         share = None if rate is None else rate / self.processes
         self._scale = self.processes  # (its rate is a share of them: see `rescale`)
-        return Following(share, waiting=rate is None and self._leader_discovering)
+        return Following(share, waiting=self._leader_discovering)
 
     def rescale(self) -> float:
         """By how much a leader's own rate must change to stay its share of the same rate for
