@@ -79,7 +79,8 @@ class Grant:
     one), among `processes` live members; `hold`: seconds until the scope's hold ends (0: not
     held); `gate`: until its gate opens, when another member closed it (0: open, or this
     member's own); `leads`: this member is the leader; `discovering`: the leader is in slow
-    start, with no rate yet."""
+    start, with no rate yet; `refused`: how many 429s the members that follow have reported
+    (the leader's estimator takes them as its own: it sees only its share of the answers)."""
 
     wait: float
     interval: float
@@ -90,6 +91,7 @@ class Grant:
     gate: float = 0.0
     leads: bool = True
     discovering: bool = False
+    refused: int = 0  # 429s the scope's members have reported (`reserve`'s `refused`), ever
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +112,18 @@ class PacingStore(Protocol):
     location: str  # where, for messages (a password never shows)
 
     def reserve(
-        self, scope: str, member: str, count: int, view: float | None, discovering: bool = False
+        self,
+        scope: str,
+        member: str,
+        count: int,
+        view: float | None,
+        discovering: bool = False,
+        refused: int = 0,
     ) -> Grant:
         """Say this member is alive, what it takes the rate for all to be (`view`; None: no
-        view yet) and whether it is in slow start with no rate (`discovering`), and reserve
-        `count` slots of the scope's schedule at the rate in force (none while there is none)."""
+        view yet), whether it is in slow start with no rate (`discovering`) and how many 429s
+        it drew since it last said (`refused`), and reserve `count` slots of the scope's
+        schedule at the rate in force (none while there is none)."""
         ...
 
     def hold(self, scope: str, seconds: float) -> None:
@@ -178,6 +187,7 @@ class _Scope:
     opens: float = 0.0  # the end of the hold
     gate: tuple[float, str] = (0.0, "")  # when the gate opens, and whose it is
     members: dict[str, tuple[Member, float]] = field(default_factory=dict)  # and its expiry
+    refused: int = 0
 
 
 def _gate_wait(until: float, closed_by: str, member: str, now: float) -> float:
@@ -230,11 +240,18 @@ class LocalPacingStore:
         self._lock = threading.Lock()
 
     def reserve(
-        self, scope: str, member: str, count: int, view: float | None, discovering: bool = False
+        self,
+        scope: str,
+        member: str,
+        count: int,
+        view: float | None,
+        discovering: bool = False,
+        refused: int = 0,
     ) -> Grant:
         with self._lock:
             now = self._now()
             state = self._scopes.setdefault(scope, _Scope())
+            state.refused += refused
             known = state.members.get(member)
             joined = known[0].joined if known is not None else now
             state.members[member] = (Member(member, joined, view, discovering), now + MEMBER_TTL)
@@ -246,7 +263,8 @@ class LocalPacingStore:
             gate = _gate_wait(*state.gate, member, now)
             leads = leader is None or leader.name == member
             finding = leader is not None and leader.discovering
-            return Grant(wait, interval, got, rate, len(state.members), hold, gate, leads, finding)
+            live = len(state.members)
+            return Grant(wait, interval, got, rate, live, hold, gate, leads, finding, state.refused)
 
     def close_gate(self, scope: str, member: str, seconds: float) -> None:
         with self._lock:
@@ -296,6 +314,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS holds (scope TEXT PRIMARY KEY, until REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS gates (scope TEXT PRIMARY KEY, until REAL NOT NULL, member TEXT)",
     "CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, pace TEXT NOT NULL, updated REAL)",
+    "CREATE TABLE IF NOT EXISTS refusals (scope TEXT PRIMARY KEY, count INTEGER NOT NULL)",
 )
 # PRAGMA user_version of a file with _SCHEMA. Version 1 (no version set) had members without
 # `joined`: their rows live a second, so an older file's are dropped rather than converted.
@@ -356,10 +375,22 @@ class SqlitePacingStore:
                 raise PacingStoreError(f"pacing store {self.path}: {exc}") from exc
 
     def reserve(
-        self, scope: str, member: str, count: int, view: float | None, discovering: bool = False
+        self,
+        scope: str,
+        member: str,
+        count: int,
+        view: float | None,
+        discovering: bool = False,
+        refused: int = 0,
     ) -> Grant:
         with self._write() as db:
             now = self._now()
+            db.execute(
+                "INSERT INTO refusals VALUES (?, ?) "
+                "ON CONFLICT (scope) DO UPDATE SET count = count + excluded.count",
+                (scope, refused),
+            )
+            (told,) = db.execute("SELECT count FROM refusals WHERE scope = ?", (scope,)).fetchone()
             db.execute(
                 "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, member) "
                 "DO UPDATE SET view = excluded.view, expires = excluded.expires, "
@@ -378,7 +409,7 @@ class SqlitePacingStore:
             leads = leader is None or leader.name == member
             finding = leader is not None and leader.discovering
             if rate is None or count <= 0:
-                return Grant(0.0, 0.0, 0, rate, len(live), hold, gate, leads, finding)
+                return Grant(0.0, 0.0, 0, rate, len(live), hold, gate, leads, finding, told)
             row = db.execute("SELECT tat FROM schedule WHERE scope = ?", (scope,)).fetchone()
             wait, interval, tat = _slots(row[0] if row else now, now, rate, count, opens)
             db.execute(
@@ -386,7 +417,7 @@ class SqlitePacingStore:
                 "ON CONFLICT (scope) DO UPDATE SET tat = excluded.tat",
                 (scope, tat),
             )
-            return Grant(wait, interval, count, rate, len(live), hold, gate, leads, finding)
+            return Grant(wait, interval, count, rate, len(live), hold, gate, leads, finding, told)
 
     @staticmethod
     def _members(db: sqlite3.Connection, scope: str, now: float) -> list[Member]:

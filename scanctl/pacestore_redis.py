@@ -11,7 +11,8 @@ is cached by its SHA.
 Keys (per scope; `scope_key` hashes the credential, so no key appears in Redis):
 `scanctl:pace:<scope>:tat` (the theoretical arrival time, µs of Redis time), `...:members` (a
 hash: member -> "expiry_µs joined_µs discovering view"), `...:gate` ("µs member": when the gate
-opens, and whose it is), `...:hold` (the end of a hold, µs of Redis time), and
+opens, and whose it is), `...:hold` (the end of a hold, µs of Redis time), `...:refused` (429s
+the members that follow reported), and
 `scanctl:pace:learned:<scope type>`. All expire on their own when no process uses them."""
 
 from __future__ import annotations
@@ -35,14 +36,17 @@ PREFIX = "scanctl:pace:"
 LEARNED_TTL = 30 * 86400  # seconds a learned rate is kept without a run refreshing it
 SOCKET_TIMEOUT = 1.0  # a store slower than this is down: the run paces itself
 
-# KEYS: tat, members, hold, gate. ARGV: member, count, ttl (µs), max_ahead (µs), view ('' for
-# none), discovering ('1' or '0'). Returns {wait µs, interval µs, count, rate ('' for none), live,
-# hold µs, gate µs (0 when the gate is the member's own), leads, discovering} as strings (a Lua
-# number becomes a Redis integer, losing its fraction). Members: member -> "expiry_µs joined_µs
+# KEYS: tat, members, hold, gate, refused. ARGV: member, count, ttl (µs), max_ahead (µs), view
+# ('' for none), discovering ('1' or '0'), refused (429s since it last said). Returns {wait µs,
+# interval µs, count, rate ('' for none), live, hold µs, gate µs (0 when the gate is the member's
+# own), leads, discovering, refused in all} as strings (a Lua number becomes a Redis integer,
+# losing its fraction). Members: member -> "expiry_µs joined_µs
 # discovering view"; the leader is the live member that joined first (`pacestore.in_force`).
 RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local refused = tostring(redis.call('INCRBY', KEYS[5], ARGV[7]))
+redis.call('PEXPIRE', KEYS[5], 3600000)
 local joined = now
 local mine = redis.call('HGET', KEYS[2], ARGV[1])
 if mine then
@@ -82,11 +86,11 @@ local count = tonumber(ARGV[2])
 local rate
 if lead_view ~= '' then rate = tonumber(lead_view) elseif views > 0 then rate = sum / views end
 if rate == nil then
-  return {'0', '0', '0', '', tostring(live), hold, gate, leads, lead_finding}
+  return {'0', '0', '0', '', tostring(live), hold, gate, leads, lead_finding, refused}
 end
 if count <= 0 then
   return {'0', '0', '0', string.format('%.17g', rate), tostring(live), hold, gate, leads,
-    lead_finding}
+    lead_finding, refused}
 end
 local interval = 1000000 / rate
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -96,7 +100,7 @@ local after = tat + count * interval
 redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX',
   math.floor((after - now) / 1000) + 60000)
 return {string.format('%.3f', tat - now), string.format('%.3f', interval), tostring(count),
-  string.format('%.17g', rate), tostring(live), hold, gate, leads, lead_finding}
+  string.format('%.17g', rate), tostring(live), hold, gate, leads, lead_finding, refused}
 """
 
 # KEYS: hold. ARGV: seconds (µs). Extends the hold to Redis's now + seconds, never shortens it.
@@ -154,9 +158,16 @@ class RedisPacingStore:
         return PacingStoreError(f"pacing store {self.location}: {exc}")
 
     def reserve(
-        self, scope: str, member: str, count: int, view: float | None, discovering: bool = False
+        self,
+        scope: str,
+        member: str,
+        count: int,
+        view: float | None,
+        discovering: bool = False,
+        refused: int = 0,
     ) -> Grant:
-        keys = [f"{PREFIX}{scope}:{name}" for name in ("tat", "members", "hold", "gate")]
+        names = ("tat", "members", "hold", "gate", "refused")
+        keys = [f"{PREFIX}{scope}:{name}" for name in names]
         args: list[str | int] = [
             member,
             count,
@@ -164,10 +175,11 @@ class RedisPacingStore:
             int(MAX_AHEAD * 1e6),
             "" if view is None else repr(view),
             "1" if discovering else "0",
+            refused,
         ]
         try:
             answer = self._script(keys=keys, args=args)
-            wait, interval, got, rate, live, hold, gate, leads, finding = answer
+            wait, interval, got, rate, live, hold, gate, leads, finding, told = answer
         except self._errors as exc:
             raise self._fail(exc) from exc
         return Grant(
@@ -180,6 +192,7 @@ class RedisPacingStore:
             float(gate) / 1e6,
             leads == b"1" or leads == "1",
             finding == b"1" or finding == "1",
+            int(told),
         )
 
     def close_gate(self, scope: str, member: str, seconds: float) -> None:

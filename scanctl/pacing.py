@@ -137,6 +137,14 @@ class Meter(Protocol):
         rate for all, as the processes sharing it changed (1.0: none)."""
         ...
 
+    def note_refused(self) -> None:
+        """A 429 to this process while it follows: for the leader to take in."""
+        ...
+
+    def refused_elsewhere(self) -> int:
+        """429s the processes following this one drew since it last asked."""
+        ...
+
 
 class GcraMeter:
     """Hands out send times no closer than 1/rate apart, allowing `burst` back to back."""
@@ -181,6 +189,12 @@ class GcraMeter:
 
     def rescale(self) -> float:
         return 1.0
+
+    def note_refused(self) -> None:
+        """Nothing to do: no one follows this process."""
+
+    def refused_elsewhere(self) -> int:
+        return 0
 
     def reserve(self, rate: float) -> float:
         """Reserve the next slot at `rate`; return how long to wait before using it."""
@@ -320,6 +334,8 @@ class Pacer:
                 factor = self.meter.rescale()
                 if factor != 1.0:
                     control.rescale(factor, now)
+            if self.meter.refused_elsewhere() and control.rate is not None:
+                self._refused_elsewhere(now)
             return 0.0
         if follow.waiting:
             self._waited_from = self._waited_from or now
@@ -342,6 +358,20 @@ class Pacer:
             control.follow(follow.share, now)
             self._size_window()
         return 0.0
+
+    def _refused_elsewhere(self, now: float) -> None:
+        """A 429 to a process following this one: taken as one of its own, for a request sent
+        about a round trip ago (and the two trips to the store that told it). One that came
+        soon after the last cut was in flight before it, as for this process's own."""
+        control = self.control
+        if control.paused or control.holding:
+            return
+        sent_at = now - self.admitted_latency - 2 * LEADER_POLL
+        if control.on_throttled(
+            sent_at, now, latency=self.admitted_latency, expensive=control.expensive
+        ):
+            self._slow_start = False
+            self._size_window()
 
     def _take_lead(self, now: float) -> None:
         """The leader left or died, and this process leads now: it adapts from the rate it
@@ -483,9 +513,12 @@ class Pacer:
             if ticket.probe:
                 self.breaker.probe_done(now)
         if self._following:
-            # (the leader adapts the rate; this process follows it, and counts its answers)
+            # (the leader adapts the rate, hearing of this one's 429s; this one follows it,
+            # and counts its answers)
             if feedback.admitted or feedback.throttled:
                 self.control.note_answer(ticket.sent_at, now, admitted=feedback.admitted)
+            if feedback.throttled and not about_quota:
+                self.meter.note_refused()
             self._size_window()
         elif self.adaptive and not about_quota:
             self._adapt(ticket, feedback, now)

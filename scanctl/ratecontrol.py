@@ -597,6 +597,11 @@ class AdaptiveRate:
         return limit, FIT_NOISE / (spread * limit)
 
     @property
+    def expensive(self) -> bool:
+        """The last 429 closed a Retry-After gate (or an earlier run's did)."""
+        return self._expensive
+
+    @property
     def holding(self) -> bool:
         """Sending nothing until slow start's overshoot has been measured (see `measure`)."""
         return self._hold_for_measure and self._measure_pending

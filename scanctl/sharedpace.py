@@ -23,7 +23,10 @@ the rate in force jumped whenever one of them left.
 - when the processes sharing change, the leader's own rate is rescaled to its new share
   (`rescale`), so its view, the rate for all, stays;
 - a process that leaves or dies is gone from the count within `pacestore.MEMBER_TTL`, and the
-  others take its share of the schedule at once (they reserve slots as fast as they need).
+  others take its share of the schedule at once (they reserve slots as fast as they need);
+- the 429s the others draw reach the leader (`note_refused`, `refused_elsewhere`): its own
+  answers are a sample of a quarter of them with four processes, and an estimator that hears
+  of a quarter of the 429s stays over the limit four times as long.
 
 A 418 ban told to any process holds the whole scope (`shut`, the store's `hold`): the upstream
 bans the key or the address, not the process, so every process sharing it stops as if told
@@ -91,6 +94,9 @@ class SharedMeter:
         self._leader_discovering = False  # (a follower's) the leader is
         self._scale = 1  # the processes sharing when its own rate was last rescaled
         self._rate: float | None = None  # its own rate, as its pacer last told
+        self._refusals = 0  # (a follower's) 429s drawn, to tell the store with its next word
+        self._refused_seen: int | None = None  # the scope's count of them, as last heard
+        self._refused_elsewhere = 0  # (the leader's) those it has not taken in yet
         self._heard = float("-inf")  # (local monotonic) the store's last answer
         self._held_until = float("-inf")  # (local monotonic) the end of the scope's hold
         self._gate_until = float("-inf")  # (local monotonic) when another's gate opens
@@ -124,13 +130,17 @@ class SharedMeter:
         if store is None:
             return None
         try:
-            view = self._view(rate)
-            grant = store.reserve(self.scope, self.member, count, view, self.discovering)
+            view, told = self._view(rate), self._refusals
+            grant = store.reserve(self.scope, self.member, count, view, self.discovering, told)
         except PacingStoreError as exc:
             self._give_up(exc)
             return None
+        self._refusals -= told
         self.processes, self.shared_rate = max(1, grant.processes), grant.rate
         self.leads, self._leader_discovering = grant.leads, grant.discovering
+        if grant.leads and self._refused_seen is not None:
+            self._refused_elsewhere += max(0, grant.refused - self._refused_seen)
+        self._refused_seen = grant.refused
         self._heard = now = self.clock.monotonic()
         if grant.hold:  # (a hold never shortens)
             self._held_until = max(self._held_until, now + grant.hold)
@@ -219,6 +229,15 @@ class SharedMeter:
         share = None if rate is None else rate / self.processes
         self._scale = self.processes  # (its rate is a share of them: see `rescale`)
         return Following(share, waiting=self._leader_discovering)
+
+    def note_refused(self) -> None:
+        """A 429 this process drew while it follows: the leader's estimator takes it in."""
+        self._refusals += 1
+
+    def refused_elsewhere(self) -> int:
+        """(The leader) 429s the processes that follow drew since it last asked."""
+        heard, self._refused_elsewhere = self._refused_elsewhere, 0
+        return heard
 
     def rescale(self) -> float:
         """By how much a leader's own rate must change to stay its share of the same rate for

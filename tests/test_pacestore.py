@@ -365,11 +365,17 @@ class Failing(LocalPacingStore):
         self.closed = False
 
     def reserve(
-        self, scope: str, member: str, count: int, view: float | None, discovering: bool = False
+        self,
+        scope: str,
+        member: str,
+        count: int,
+        view: float | None,
+        discovering: bool = False,
+        refused: int = 0,
     ) -> Grant:
         if self.fail:
             raise PacingStoreError("pacing store redis://x: connection refused")
-        return super().reserve(scope, member, count, view, discovering)
+        return super().reserve(scope, member, count, view, discovering, refused)
 
     def close(self) -> None:
         self.closed = True
