@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, get_args
 from urllib.parse import quote, urlsplit
 
 from scanctl.errors import UsageError
@@ -38,8 +38,12 @@ PROFILE_KEYS = frozenset(
 TYPE_KEYS = frozenset({"path", "ttl", "params", "method", "payload", "display"})
 RATE_LIMIT_KEYS = frozenset(
     {"weight_header", "weight_budget", "weight_window"}
-    | {"remaining_header", "limit_header", "reset_header", "bans"}
+    | {"remaining_header", "limit_header", "reset_header", "bans", "scope"}
 )
+# What one shared pacing budget covers ([rate_limit] scope): every type sent to an upstream with
+# one credential, or each endpoint type on its own (for an API that limits each route apart).
+RateScope = Literal["upstream", "endpoint"]
+RATE_SCOPES: tuple[RateScope, ...] = get_args(RateScope)
 METHODS = ("GET", "POST")
 # Header names whose values are secrets wherever they come from (shown masked, never logged).
 _SECRET_NAME = re.compile(r"auth|token|secret|key|passw|cookie|session|signature", re.IGNORECASE)
@@ -96,6 +100,9 @@ class Profile:
     # The upstream bans clients that draw too many 429s (Binance's 418): no 429 is risked to
     # check what its hints claim.
     bans: bool = False
+    # "endpoint": each type gets its own shared budget, for an upstream that limits each route
+    # apart (one budget for all would pace every type to the slowest route's share).
+    rate_scope: RateScope = "upstream"
 
     def setting(self, setting: Setting[T]) -> T:
         """This profile's value of a setting, else the setting's built-in default."""
@@ -290,6 +297,13 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
             f"{'.'.join((*where, 'rate_limit', 'bans'))} must be true or false, got {bans!r}",
             (*where, "rate_limit", "bans"),
         )
+    rate_scope = rate_limit.get("scope", "upstream")
+    if rate_scope not in RATE_SCOPES:
+        raise ProfileError(
+            f"{'.'.join((*where, 'rate_limit', 'scope'))} must be one of "
+            f"{', '.join(map(repr, RATE_SCOPES))}, got {rate_scope!r}",
+            (*where, "rate_limit", "scope"),
+        )
     headers = _table(doc.get("headers", {}), (*where, "headers"))
     for name, value in headers.items():
         if not isinstance(value, str) or any(c in name + value for c in "\r\n") or ":" in name:
@@ -307,6 +321,7 @@ def parse_profile(doc: dict[str, Any], where: tuple[str, ...] = ()) -> Profile:
         api_key_env=_string(doc.get("api_key_env", API_KEY_ENV), (*where, "api_key_env")),
         quota_headers=quota,
         bans=bans,
+        rate_scope=rate_scope,
     )
 
 

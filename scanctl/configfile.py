@@ -250,6 +250,7 @@ def effective(
                 else {}
             ),
             **({"bans": True} if profile.bans else {}),
+            **({"scope": profile.rate_scope} if profile.rate_scope != "upstream" else {}),
         },
         "types": {
             t.name: {

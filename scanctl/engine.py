@@ -36,7 +36,7 @@ import anyio.lowlevel
 
 from scanctl.cache.front import CacheFront
 from scanctl.clock import Clock
-from scanctl.config import EndpointType
+from scanctl.config import EndpointType, RateScope
 from scanctl.failures import FetchFailure, RequestTimeout
 from scanctl.fetch import Fetcher
 from scanctl.hedge import Hedger
@@ -117,6 +117,7 @@ class ScanSettings:
     weight_header: WeightHeader | None = None
     quota_headers: QuotaHeaders | None = None
     upstream_bans: bool = False  # the profile says it bans: no 429 risked to check a hint
+    rate_scope: RateScope = "upstream"  # "endpoint": this type's own shared budget (`scope_key`)
     max_body: int = MAX_BODY.built_in  # bytes of one answer we are willing to read
     transport: str = TRANSPORT.built_in  # "aiohttp" (scanctl.transport), "httpx" or "auto"
     follow_redirects: bool = FOLLOW_REDIRECTS.built_in

@@ -14,8 +14,9 @@ from scanctl.state import state_dir
 
 def pacing_section(spec: str | None) -> dict[str, Any]:
     """The `pacing` part of `stats --format json`: the store, and per upstream (base URL and
-    the credential's hash) the live processes, the rate in force, how far the schedule runs
-    ahead, and the rates learned per scan type."""
+    the credential's hash, and the scan type when the profile gives each its own budget) the
+    live processes, the rate in force, how far the schedule runs ahead, and the rates learned
+    per scan type."""
     try:
         store = open_pacing_store(spec, state_dir())
     except PacingStoreError as exc:
@@ -30,13 +31,17 @@ def pacing_section(spec: str | None) -> dict[str, Any]:
         store.close()
     upstreams = []
     for state in states:
-        upstream, found, key = state.scope.rpartition(" key:")
+        scope, found, type_name = state.scope.rpartition(" type:")
         if not found:
-            upstream, key = state.scope, ""
+            scope, type_name = state.scope, ""
+        upstream, found, key = scope.rpartition(" key:")
+        if not found:
+            upstream, key = scope, ""
         upstreams.append(
             {
                 "upstream": upstream,
                 "credential_sha256": key or None,
+                "type": type_name or None,  # (None: one budget for every type)
                 "processes": state.processes,
                 "rate": None if state.rate is None else round(state.rate, 2),
                 "ahead_seconds": state.ahead,

@@ -153,17 +153,21 @@ class PacingStore(Protocol):
     def close(self) -> None: ...
 
 
-def scope_key(base_url: str, headers: Mapping[str, str]) -> str:
+def scope_key(base_url: str, headers: Mapping[str, str], *, endpoint: str | None = None) -> str:
     """The scope of a limit: the base URL and a SHA-256 of the credentials sent to it (the
     headers that carry a key, a token, a cookie), so two keys get two budgets and no key is
-    ever written anywhere."""
+    ever written anywhere; and `endpoint`, the scan type, for an upstream that limits each
+    route apart (a profile's `[rate_limit] scope = "endpoint"`), so each type gets its own.
+    A learned rate's key ("scope type") still splits at its last space: the scope's own
+    "type:" comes before it."""
     secret = sorted(
         (name.lower(), value)
         for name, value in headers.items()
         if any(word in name.lower() for word in _CREDENTIAL_WORDS)
     )
     digest = hashlib.sha256(json.dumps(secret).encode()).hexdigest()[:16]
-    return f"{base_url.rstrip('/')} key:{digest}"
+    scope = f"{base_url.rstrip('/')} key:{digest}"
+    return scope if endpoint is None else f"{scope} type:{endpoint}"
 
 
 def member_id() -> str:

@@ -180,6 +180,7 @@ def scan_settings(options: Resolved, endpoint: EndpointType) -> ScanSettings:
         weight_header=profile.weight_header,
         quota_headers=profile.quota_headers,
         upstream_bans=profile.bans,
+        rate_scope=profile.rate_scope,
         adaptive=not options[NO_ADAPT],
         **options.fill([f.name for f in dataclasses.fields(ScanSettings)]),
     )
@@ -326,7 +327,12 @@ class ScanRun:
             return None
         if store is None:
             return None
-        scope = scope_key(settings.base_url, settings.headers)
+        per_type = settings.rate_scope == "endpoint"
+        scope = scope_key(
+            settings.base_url,
+            settings.headers,
+            endpoint=settings.endpoint.name if per_type else None,
+        )
         return SharedMeter(store, scope, self.clock, warn=warn, cap=settings.rate)
 
     def _learned_key(self) -> str:

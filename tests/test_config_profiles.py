@@ -287,6 +287,13 @@ def test_profile_values_of_the_wrong_kind_fail_the_check(runner: CliRunner, tmp_
     path.write_text(CONFIG.replace('reset_header = "X-Quota-Reset"', 'bans = "yes"'))
     result = runner.invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 2 and "rate_limit.bans must be true or false" in result.stderr
+    path.write_text(CONFIG.replace('reset_header = "X-Quota-Reset"', 'scope = "route"'))
+    result = runner.invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 2
+    assert (
+        "profiles.work.rate_limit.scope must be one of 'upstream', 'endpoint', got 'route'"
+        in result.stderr
+    )
 
 
 def test_an_upstream_the_profile_says_bans_risks_no_429_to_check_a_hint(runner: CliRunner) -> None:
@@ -299,3 +306,48 @@ def test_an_upstream_the_profile_says_bans_risks_no_429_to_check_a_hint(runner: 
     for bans in (False, True):
         scan = ScanSettings(endpoint=endpoint, base_url="http://x.test", upstream_bans=bans)
         assert make_pacer(scan, FakeClock()).quota.early_ok is not bans
+
+
+def test_a_profile_can_give_each_endpoint_type_its_own_budget(
+    runner: CliRunner, config: Path
+) -> None:
+    """[rate_limit] scope = "endpoint", for an API that limits each route apart: a scan of
+    each type paces on a budget of its own in the shared store; by default, every type sent
+    with one credential to one upstream shares one."""
+
+    def budgets() -> list[tuple[str, str]]:
+        """Scan two types, then the upstreams (and types: "" for all) `stats` finds in the
+        shared store."""
+        with respx.mock(base_url="http://file.test", assert_all_called=False) as mock:
+            mock.route(path__regex=r"^/").mock(
+                return_value=httpx.Response(200, json={"data": {"funding": 1}})
+            )
+            for type_name in ("funding", "price"):
+                args = ["scan", "BTC", "-t", type_name, "--config", str(config), "--no-cache"]
+                result = runner.invoke(app, [*args, "--rate", "50"], env={"WORK_TOKEN": "t"})
+                assert result.exit_code == 0, result.stderr
+        result = runner.invoke(app, ["stats", "--format", "json"])
+        assert result.exit_code == 0, result.stderr
+        found = json.loads(result.stdout)["pacing"]["upstreams"]
+        assert all(len(up["credential_sha256"]) == 16 for up in found)
+        return sorted((up["upstream"], up["type"] or "") for up in found)
+
+    assert show(runner, "--config", str(config), env={"WORK_TOKEN": "t"})["rate_limit"] == {
+        "remaining_header": "X-Quota-Left",
+        "limit_header": None,
+        "reset_header": "X-Quota-Reset",
+    }
+    assert budgets() == [("http://file.test", "")]
+    assert load_builtin_profile().rate_scope == "upstream"
+    config.write_text(
+        CONFIG.replace('reset_header = "X-Quota-Reset"', 'reset_header = "X-Quota-Reset"\n'
+                       'scope = "endpoint"')
+    )  # fmt: skip
+    assert resolve_profile(load_config(str(config)), "work").rate_scope == "endpoint"
+    shown = show(runner, "--config", str(config), env={"WORK_TOKEN": "t"})
+    assert shown["rate_limit"]["scope"] == "endpoint"
+    assert budgets() == [
+        ("http://file.test", ""),  # (the runs above: one budget for both types)
+        ("http://file.test", "funding"),
+        ("http://file.test", "price"),
+    ]

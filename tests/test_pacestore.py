@@ -198,6 +198,24 @@ def test_the_scope_names_the_credential_by_a_hash_only() -> None:
     assert one != scope_key("https://other.example/v1", {"X-API-Key": "s3cret"})
 
 
+def test_a_scope_per_endpoint_type_gives_each_type_its_own_budget(store: Any) -> None:
+    """[rate_limit] scope = "endpoint": each type its own scope, one type one scope; and a
+    learned rate's key ("scope type") still splits into that scope and its type."""
+    shared, _ = store
+    key = {"X-API-Key": "s3cret"}
+    price = scope_key("https://api.example/v1", key, endpoint="price")
+    signals = scope_key("https://api.example/v1", key, endpoint="signals")
+    assert price == scope_key("https://api.example/v1/", key, endpoint="price")
+    assert price != signals
+    assert scope_key("https://api.example/v1", key) not in (price, signals)
+    assert "s3cret" not in price
+    shared.remember(f"{price} price", {"rate": 20.0})
+    shared.remember(f"{signals} signals", {"rate": 5.0})
+    shared.reserve(price, "a", 1, 20.0)
+    found = {state.scope: state.learned for state in shared.states()}
+    assert found == {price: {"price": {"rate": 20.0}}, signals: {"signals": {"rate": 5.0}}}
+
+
 def test_open_pacing_store(tmp_path: Path) -> None:
     assert open_pacing_store("local", tmp_path) is None
     default = open_pacing_store(None, tmp_path)

@@ -153,7 +153,7 @@ def _print_pacing(console: Any, pacing: dict[str, Any]) -> None:
         learned = ", ".join(f"{t} {p.get('rate')}" for t, p in up["learned"].items())
         rate = up["rate"]
         table.add_row(
-            up["upstream"],
+            up["upstream"] + (f" ({up['type']})" if up.get("type") else ""),
             (up["credential_sha256"] or "")[:8],
             str(up["processes"]),
             "-" if rate is None else f"{rate:.1f}",
