@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 
 # Programs some tests use (jq runs the README's recipes; redis-server backs the Redis cache
 # tests, which start their own on a free port; zsh and fish run the completion scripts scanctl
-# generates for them; Debian's packages have these names). Installed via apt when missing and
+# generates for them; faketime runs a process with its clock 2 s ahead, as another machine's;
+# Debian's packages have these names). Installed via apt when missing and
 # possible; a test whose program is still missing skips and says why.
-SYSTEM_PROGRAMS := jq redis-server zsh fish
+SYSTEM_PROGRAMS := jq redis-server zsh fish faketime
 system-deps:
 	@missing=""; for p in $(SYSTEM_PROGRAMS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

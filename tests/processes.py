@@ -9,10 +9,13 @@ import sys
 SCANCTL = [sys.executable, "-m", "scanctl"]
 
 
-def start_scanctl(args: list[str], stdin: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    """`scanctl ARGS` with `env` added to this environment; its stdin written and closed."""
+def start_scanctl(
+    args: list[str], stdin: str, env: dict[str, str], prefix: list[str] | None = None
+) -> subprocess.Popen[str]:
+    """`scanctl ARGS` with `env` added to this environment; its stdin written and closed.
+    `prefix`: a command that runs it (`faketime -f +2s`)."""
     process = subprocess.Popen(
-        [*SCANCTL, *args],
+        [*(prefix or []), *SCANCTL, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

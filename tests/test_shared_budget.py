@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -46,11 +47,16 @@ def wait_for_requests(url: str, count: int, within: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def run_together(url: str, envs: list[dict[str, str]], *more: str) -> tuple[float, list[str]]:
-    """Start one scan per env at once; (seconds until the last ended, their stderr)."""
+def run_together(
+    url: str, envs: list[dict[str, str]], *more: str, prefixes: list[list[str]] | None = None
+) -> tuple[float, list[str]]:
+    """Start one scan per env at once (each run by its `prefixes` command, if any); (seconds
+    until the last ended, their stderr)."""
     started = time.monotonic()
+    prefixes = prefixes or [[] for _ in envs]
     procs = [
-        start_scanctl(scan_args(url, *more), symbols(f"P{i}X"), env) for i, env in enumerate(envs)
+        start_scanctl(scan_args(url, *more), symbols(f"P{i}X"), env, prefix)
+        for i, (env, prefix) in enumerate(zip(envs, prefixes, strict=True))
     ]
     errors = []
     for proc in procs:
@@ -93,6 +99,26 @@ def test_machines_share_the_rate_through_redis(
     assert errors == ["", ""]
     assert elapsed >= 3.6, elapsed
     assert not (tmp_path / "one" / "pacing.sqlite3").exists()
+
+
+@pytest.mark.skipif(
+    shutil.which("faketime") is None, reason="faketime is not installed (make system-deps)"
+)
+def test_machines_whose_clocks_differ_share_the_rate_through_redis(
+    upstream: str, tmp_path: Path, redis_url: str
+) -> None:
+    """One machine's clock 2 s ahead (faketime): the schedule is Redis's, read from its own
+    TIME, so the two still send RATE together. A schedule from the clients' clocks would be
+    2 s off for one of them: it would send at once (both done in about 2 s) or wait 2 s more
+    per reservation."""
+    envs = [
+        {"SCANCTL_STATE_DIR": str(tmp_path / name), "SCANCTL_PACING_STORE": redis_url}
+        for name in ("one", "two")
+    ]
+    ahead = ["faketime", "-f", "+2s"]
+    elapsed, errors = run_together(upstream, envs, prefixes=[[], ahead])
+    assert errors == ["", ""]
+    assert 3.6 <= elapsed < 6.0, elapsed
 
 
 def test_an_unreachable_store_costs_one_warning(upstream: str, tmp_path: Path) -> None:
