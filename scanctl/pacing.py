@@ -5,7 +5,8 @@ agree, checked in this order:
 
 1. the gate: a `Retry-After` on any answer closes it for every request until then (`gate`),
    and, through a shared schedule, for every process sharing the budget (`sharedpace`);
-2. the circuit breaker, when the upstream looks down: one probe at a time (`resilience`);
+2. the circuit breaker, when the upstream looks down: one probe at a time (`resilience`); and
+   through a shared schedule, the processes sharing it wait on the shared gate meanwhile;
 3. the quota, when the upstream tells it (`hints`): spend what remains at once, then wait for
    the reset (see `quota.Quota`);
 4. the rate: `--rate`, or the adaptive rate found from 429s (`ratecontrol`), metered by a
@@ -512,6 +513,12 @@ class Pacer:
             )
             if ticket.probe:
                 self.breaker.probe_done(now)
+            if self.breaker.is_open and feedback.unavailable:
+                # Down for this process is down for those sharing the budget: they wait while
+                # it probes, until its next probe has had its answer (a breaker each, all
+                # probing, would send one probe per process into the outage).
+                breaker = self.breaker
+                self.meter.close_gate(breaker.wait_time(now) + breaker.probe_interval)
         if self._following:
             # (the leader adapts the rate, hearing of this one's 429s; this one follows it,
             # and counts its answers)

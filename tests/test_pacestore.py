@@ -24,6 +24,7 @@ from scanctl.pacestore import (
 )
 from scanctl.pacing import LEADER_WAIT, Feedback, Following, Pacer, UpstreamBanned
 from scanctl.ratecontrol import LearnedPace
+from scanctl.resilience import CircuitBreaker
 from scanctl.sharedpace import SharedMeter
 
 
@@ -506,6 +507,35 @@ async def test_a_follower_waits_for_a_slow_leader_no_longer_than_leader_wait() -
     assert pacer_b.acquire_at_once() is None
     clock.now += LEADER_WAIT - 0.1
     assert pacer_a.acquire_at_once() is not None  # (still in slow start: still discovering)
+    assert pacer_b.acquire_at_once() is None
+    clock.now += 0.2
+    assert pacer_b.acquire_at_once() is not None
+
+
+@pytest.mark.anyio
+async def test_an_outage_one_pacer_found_holds_the_others_while_it_probes() -> None:
+    """a's breaker opens (the upstream stopped answering): b sends nothing while a probes,
+    until a's next probe has had its answer (probe due in 1 s, answered within another)."""
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(), b.join()
+    pacer_a, pacer_b = (
+        Pacer(clock, rate=100.0, adaptive=False, meter=m, breaker=CircuitBreaker()) for m in (a, b)
+    )
+    assert pacer_b.acquire_at_once() is not None
+    clock.now += 0.011  # (the next slot, 10 ms on: a's)
+    ticket = pacer_a.acquire_at_once()
+    assert ticket is not None
+    pacer_a.release(ticket, Feedback(admitted=True))  # (it answered once: an outage, later)
+    for _ in range(5):
+        clock.now += 0.011
+        ticket = pacer_a.acquire_at_once()
+        assert ticket is not None
+        pacer_a.release(ticket, Feedback(admitted=False, unavailable=True, error="refused"))
+    assert pacer_a.breaker is not None and pacer_a.breaker.is_open
+    clock.now += 0.05
+    assert pacer_b.acquire_at_once() is None  # (b's own breaker saw nothing wrong)
+    clock.now += 1.8
     assert pacer_b.acquire_at_once() is None
     clock.now += 0.2
     assert pacer_b.acquire_at_once() is not None
