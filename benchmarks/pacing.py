@@ -32,10 +32,19 @@ and hint headers as widely used server-side libraries really behave:
                       against (n - 10) / 50. No original-scanner run: it keeps no state.
     overlapping-local the same with --pacing-store local: each process paces itself (before
                       issue 14), for comparison; informational.
+    machines-redis    two machines through one Redis: two scanctl processes started together
+                      (2n symbols split in two, disjoint) on one token bucket 50/s burst 10,
+                      each with its OWN state directory, both with SCANCTL_PACING_STORE set to
+                      a redis-server this benchmark starts on a free loopback port; the second
+                      runs under `faketime -f +2s`, its clock 2 s ahead, as another machine's.
+                      together <= 1.10x (2n - 10) / 50, 0 lost, 429s <= 2%. One row, no run
+                      alone after, no original-scanner run. Skipped, with the reason, when
+                      redis-server or faketime is missing.
 
 scanctl keeps what it learns about an upstream in SCANCTL_STATE_DIR, keyed by base URL: every
 scanctl run gets a fresh empty one, except scenario c, whose second run shares the first run's
-against the same upstream process, and overlapping-runs, whose five runs share one. The table
+against the same upstream process, and overlapping-runs, whose five runs share one
+(machines-redis's two runs get one each, and share only the Redis server). The table
 goes to stdout; everything also goes to benchmarks/results/latest.json under "pacing" (other
 keys in that file are kept).
 
@@ -46,9 +55,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +73,7 @@ from typing import Any
 
 from latest import RESULTS, save_section
 from original_scanner import scan_original  # benchmarks/ is on sys.path when run as a script
+from pacing_store import redis_server
 
 from scanctl.demo.testing import fetch_stats, running_demo_process
 
@@ -195,6 +207,9 @@ class Scenario:
     overlapping: int = 0
     # ...and the target of those runs together (None: informational)
     together: tuple[str, Callable[[Run, int], list[str]]] | None = None
+    # machines-redis: two runs at once, each its own state dir, sharing one Redis pacing
+    # store, the second with its clock this many seconds ahead (faketime); 0: not this row
+    machines_clock_ahead: int = 0
 
 
 RATE_LIMITED = [
@@ -360,6 +375,17 @@ ISSUE_13 = [
         with_original=False,
         overlapping=4,
     ),
+    Scenario(
+        "h",
+        "machines-redis",
+        "two machines through one Redis, one clock 2 s ahead, on one 50 r/s limit",
+        knobs("--rate-limit 50 --burst 10 --hints retry-after"),
+        rate_ideal(50, 10),  # over the 2n symbols of both: (2n - 10) / 50
+        "together: <=1.10x, 0 lost, 429s <=2%",
+        limits(ratio=1.10, lost=0, share=0.02),
+        with_original=False,
+        machines_clock_ahead=2,
+    ),
 ]
 SCENARIOS = [*RATE_LIMITED, *OTHERS, *ISSUE_13]
 LARGEST_BURST = 250  # moving-window's: --symbols must be more
@@ -411,15 +437,34 @@ def measure(run: Run, scenario: Scenario, n: int, before: dict[str, Any], url: s
         run.extra.update(outage_rate(after))
 
 
-def run_scanctl(url: str, names: list[str], extra: list[str], state_dir: str) -> Run:
-    """`python -m scanctl scan` over `names` on stdin; lost counted from its jsonl output."""
+def run_scanctl(
+    url: str,
+    names: list[str],
+    extra: list[str],
+    state_dir: str,
+    prefix: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Run:
+    """`python -m scanctl scan` over `names` on stdin; lost counted from its jsonl output.
+    `prefix`: a command that runs it (`faketime -f +2s`); `env`: added to the environment."""
     run = Run("scanctl")
     with tempfile.TemporaryDirectory(prefix="scanctl-bench-") as work:
         out, metrics = Path(work) / "out.jsonl", Path(work) / "metrics.json"
-        command = [sys.executable, "-m", "scanctl", "scan", "-f", "-", "-t", "signals"]
-        command += ["--base-url", url, "-F", "jsonl", "-o", str(out), "--metrics", str(metrics)]
+        command = [*(prefix or []), sys.executable, "-m", "scanctl", "scan", "-f", "-"]
+        command += [
+            "-t",
+            "signals",
+            "--base-url",
+            url,
+            "-F",
+            "jsonl",
+            "-o",
+            str(out),
+            "--metrics",
+            str(metrics),
+        ]
         command += ["-q", "--no-cache", *extra]  # pacing is measured here, not the cache
-        env = {**os.environ, "SCANCTL_STATE_DIR": state_dir}
+        environment = {**os.environ, **(env or {}), "SCANCTL_STATE_DIR": state_dir}
         started = time.perf_counter()
         try:
             done = subprocess.run(
@@ -427,7 +472,7 @@ def run_scanctl(url: str, names: list[str], extra: list[str], state_dir: str) ->
                 input="\n".join(names) + "\n",
                 capture_output=True,
                 text=True,
-                env=env,
+                env=environment,
                 timeout=RUN_TIMEOUT,
                 check=False,
             )
@@ -579,6 +624,61 @@ def overlapping_rows(scenario: Scenario, n: int) -> list[dict[str, Any]]:
     ]
 
 
+def machines_missing() -> str | None:
+    """Why machines-redis cannot run here, or None when it can."""
+    for program in ("redis-server", "faketime"):
+        if shutil.which(program) is None:
+            return f"{program} not installed"
+    if importlib.util.find_spec("redis") is None:
+        return "the redis package is not installed (pip install -e '.[redis]')"
+    return None
+
+
+def machines_rows(scenario: Scenario, n: int) -> list[dict[str, Any]]:
+    """machines-redis: two scanctl runs started together over 2n symbols (disjoint halves),
+    one upstream, each with its own state directory (two machines), both pacing through one
+    Redis server started here; the second under `faketime`, its clock ahead. One row, against
+    the one limit shared: `scenario.check` over the 2n symbols."""
+    ahead = scenario.machines_clock_ahead
+    label = f"two machines, one Redis, one clock {ahead} s ahead, together"
+    total = 2 * n
+    names = symbols(total)
+    halves = [names[:n], names[n:]]
+    note = f"2 runs of {n}, separate state dirs, one Redis, run 2 under faketime +{ahead}s"
+    reason = machines_missing()
+    if reason is not None:
+        skipped = Run("scanctl", extra={"note": note, "skipped": reason})
+        print(f"  {scenario.name}: skipped: {reason}", file=sys.stderr, flush=True)
+        return [row(scenario.key, label, scenario, scenario.target, [skipped])]
+    prefixes = [None, ["faketime", "-f", f"+{ahead}s"]]
+    with (
+        running_demo_process(scenario.server) as url,
+        redis_server() as redis_url,
+        tempfile.TemporaryDirectory(prefix="scanctl-state-") as one,
+        tempfile.TemporaryDirectory(prefix="scanctl-state-") as two,
+    ):
+        assert redis_url is not None  # redis-server was found above
+        env = {"SCANCTL_PACING_STORE": redis_url}
+        before = fetch_stats(url)
+        started = time.perf_counter()
+
+        def machine(half: list[str], state: str, prefix: list[str] | None) -> Run:
+            return run_scanctl(url, half, scenario.scanctl_args, state, prefix=prefix, env=env)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:  # each thread waits on its process
+            parts = list(pool.map(machine, halves, [one, two], prefixes))
+        wall = time.perf_counter() - started
+        for part, half in zip(parts, halves, strict=True):
+            part.extra["symbols"] = len(half)
+        crowd = together(parts, None if any(p.wall_s is None for p in parts) else wall)
+        crowd.extra["note"] = note
+        measure(crowd, scenario, total, before, url)
+        progress(f"{scenario.name}: 2 together", crowd)
+    return [
+        row(scenario.key, label, scenario, scenario.target, [judge(crowd, scenario.check, total)])
+    ]
+
+
 def original_run(scenario: Scenario, n: int) -> Run:
     with running_demo_process(scenario.server) as url:
         before = fetch_stats(url)
@@ -615,6 +715,9 @@ def run_all(n: int, wanted: set[str], skip_original: bool) -> list[dict[str, Any
             continue
         if scenario.overlapping:
             rows += overlapping_rows(scenario, n)
+            continue
+        if scenario.machines_clock_ahead:
+            rows += machines_rows(scenario, n)
             continue
         first, *again = scanctl_runs(scenario, n, twice=twice)
         progress(scenario.name, first)
@@ -661,7 +764,9 @@ COLUMNS = (
 
 def _cells(run: dict[str, Any]) -> list[str]:
     share = run["throttled"] / run["requests"] if run["requests"] else None
-    if run["passed"] is None:
+    if run.get("skipped"):
+        verdict = f"skipped: {run['skipped']}"
+    elif run["passed"] is None:
         verdict = "-"
     else:
         verdict = "pass" if run["passed"] else "FAIL: " + "; ".join(run["failures"])
@@ -722,8 +827,8 @@ def main() -> int:
     parser.add_argument(
         "--only",
         choices=[*letters, *slugs, "second-run"],
-        help="run one scenario (a letter: g = issue 4's three extra rows, h = issue 13's five;"
-        " or a name)",
+        help="run one scenario (a letter: g = issue 4's three extra rows, h = issue 13's and the"
+        " shared-schedule ones; or a name)",
     )
     parser.add_argument("--skip-original", action="store_true", help="run scanctl only")
     args = parser.parse_args()
