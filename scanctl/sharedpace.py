@@ -211,10 +211,12 @@ class SharedMeter:
         if rate is None:
             return None
         self.discovering = False
+        # (its share of those it knows of now: one that joined meanwhile is a rescale later,
+        # not a smaller share with the old count, which would lower the rate for all)
         self._scale = self.processes
         self.view = min(rate, self.cap) if self.cap is not None else rate
         self._call(None, 0)
-        return rate / self.processes
+        return rate / self._scale
 
     def following(self, rate: float | None, *, discovering: bool) -> Following | None:
         """What this process paces at when it does not lead (None: it leads, or paces alone).

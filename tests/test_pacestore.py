@@ -539,3 +539,33 @@ async def test_an_outage_one_pacer_found_holds_the_others_while_it_probes() -> N
     assert pacer_b.acquire_at_once() is None
     clock.now += 0.2
     assert pacer_b.acquire_at_once() is not None
+
+
+def test_a_process_joining_meanwhile_does_not_lower_the_rate_for_all() -> None:
+    """a joins with a learned 20/s (for all) while b registers between a's two words to the
+    store: a's share is of the processes it counted (one: 20), and the rescale that follows
+    makes it 10 of two, the rate for all still 20 (a share of two with the scale of one was
+    10 for all: measured, two processes took twice the ideal)."""
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    store = a.store
+    assert store is not None
+    original = store.reserve
+    calls = 0
+
+    def reserve(*args: Any, **kwargs: Any) -> Grant:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            b.join()  # (b registers between a's first and second word)
+        return original(*args, **kwargs)
+
+    store.reserve = reserve  # type: ignore[method-assign]
+    share = a.join(20.0)
+    store.reserve = original  # type: ignore[method-assign]
+    assert share == pytest.approx(20.0)
+    a.beat(share)
+    assert a.rescale() == pytest.approx(0.5)
+    a.beat(share * 0.5)
+    b.beat(None)
+    assert b.shared_rate == pytest.approx(20.0)
