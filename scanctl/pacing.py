@@ -50,6 +50,9 @@ INITIAL_WINDOW = 10
 # and the most the others wait for it before they look for the rate themselves.
 LEADER_POLL = 0.01
 LEADER_WAIT = 2.0
+# Seconds the others' gate stays closed past the paused leader's next probe (renewed while the
+# pause lasts): how long after the leader resumes the others may still wait.
+PAUSE_SHARED = 0.2
 
 
 # How long to stay away after a 418 that did not say (Binance bans start at 2 minutes).
@@ -257,6 +260,7 @@ class Pacer:
         self._hedges_out = 0
         self._following = False  # another process sharing the budget leads it
         self._waited_from = 0.0  # when this one began to wait for the leader's slow start
+        self._pause_shared_until = float("-inf")  # (the leader) the gate its pause closed
         self.latency = 0.0  # smoothed seconds per answered request
         self.admitted_latency = 0.0  # the same, for requests that were not throttled
         self._rate_waited_at = float("-inf")
@@ -337,6 +341,8 @@ class Pacer:
                     control.rescale(factor, now)
             if self.meter.refused_elsewhere() and control.rate is not None:
                 self._refused_elsewhere(now)
+            if control.paused:
+                self._share_pause(now)
             return 0.0
         if follow.waiting:
             self._waited_from = self._waited_from or now
@@ -359,6 +365,17 @@ class Pacer:
             control.follow(follow.share, now)
             self._size_window()
         return 0.0
+
+    def _share_pause(self, now: float) -> None:
+        """The leader paused (429s at any rate: a limiter that remembers, see `ratecontrol`):
+        the others stop too, on the shared gate, kept closed a little past its next probe
+        while the pause lasts. Sending on, they would keep a window that counts refused
+        requests full for ever, and every probe of the leader's would be refused."""
+        ahead = self.control.pause_wait(now) + PAUSE_SHARED
+        if now + ahead <= self._pause_shared_until + PAUSE_SHARED / 2:
+            return  # (the gate already holds them about that long: no word to the store)
+        self._pause_shared_until = now + ahead
+        self.meter.close_gate(ahead)
 
     def _refused_elsewhere(self, now: float) -> None:
         """A 429 to a process following this one: taken as one of its own, for a request sent

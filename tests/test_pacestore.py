@@ -569,3 +569,32 @@ def test_a_process_joining_meanwhile_does_not_lower_the_rate_for_all() -> None:
     a.beat(share * 0.5)
     b.beat(None)
     assert b.shared_rate == pytest.approx(20.0)
+
+
+@pytest.mark.anyio
+async def test_a_pause_of_the_leader_holds_the_others_until_it_resumes() -> None:
+    """The leader paused (429s at any rate: a window that counts refused requests): the others
+    send nothing while it probes, across a refused probe's longer gap too; else they would
+    keep the window full, and every probe of the leader's refused, for ever (measured: four
+    processes on a counting sliding window never finished)."""
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(40.0), b.join()
+    pacer_a = Pacer(clock, learned=LearnedPace(20.0), meter=a)
+    pacer_b = Pacer(clock, learned=LearnedPace(20.0), meter=b)
+    assert pacer_a.acquire_at_once() is not None
+    clock.now += 0.06
+    assert pacer_b.acquire_at_once() is not None
+    pacer_a.control._pause(clock.monotonic())  # (as its 429s would: see test_ratecontrol)
+    clock.now += 0.06
+    assert pacer_a.acquire_at_once() is None  # (it tells the store as it looks)
+    clock.now += 0.06
+    assert pacer_b.acquire_at_once() is None
+    clock.now += 1.0  # a's probe is due: it goes, and is refused
+    probe = pacer_a.acquire_at_once()
+    assert probe is not None
+    pacer_a.release(probe, Feedback(admitted=False, throttled=True))
+    assert pacer_a.acquire_at_once() is None
+    for _ in range(19):  # the next probe is 2 s away: b waits all of it
+        clock.now += 0.1
+        assert pacer_b.acquire_at_once() is None
