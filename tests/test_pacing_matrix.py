@@ -6,6 +6,11 @@ overstate every reset by a second and carry Retry-After on every answer, or Retr
 (in whole seconds, as HTTP has it). The pacer must work for all of them, not be tuned to one:
 no cell above 1.3x its ideal, none stalls, none loses a symbol. Virtual time: 32 scans of 1000
 symbols take seconds, and none sleeps for real.
+
+The same matrix with four processes sharing one budget (`sharedpace`), as four pacers over one
+`LocalPacingStore` in one event loop, each with its own engine and its quarter of 2000 symbols:
+the store's round trips take no time here, but who leads, who follows, and what each hears of
+the others are the code the processes run.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from trio.testing import MockClock
 from scanctl.clock import LoopClock
 from scanctl.demo.headers import HintStyle
 from scanctl.demo.limiters import make_limiter
+from scanctl.pacestore import LocalPacingStore
 from scanctl.pacing import Pacer
 from scanctl.resilience import CircuitBreaker
-from tests.engine_helpers import limited_handler, run_engine
+from scanctl.sharedpace import SharedMeter
+from tests.engine_helpers import Handler, UpstreamCounts, limited_handler, run_engine
 
 pytestmark = pytest.mark.anyio
 N = 1000
@@ -53,8 +60,9 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
     return ("trio", {"clock": MockClock(autojump_threshold=0)})
 
 
-async def scan_cell(kind: str, counting: bool, hints: str) -> dict[str, float]:
-    clock = LoopClock(wall_offset=1_764_435_600.0)
+def cell_upstream(
+    kind: str, counting: bool, hints: str, clock: LoopClock
+) -> tuple[Handler, UpstreamCounts]:
     allowance, window = KINDS[kind]
     limiter = make_limiter(
         kind,
@@ -64,7 +72,13 @@ async def scan_cell(kind: str, counting: bool, hints: str) -> dict[str, float]:
         start=clock.monotonic(),
         count_rejected=counting,
     )
-    handler, counts = limited_handler(clock, limiter, hints=HINTS[hints])
+    return limited_handler(clock, limiter, hints=HINTS[hints])
+
+
+async def scan_cell(kind: str, counting: bool, hints: str) -> dict[str, float]:
+    clock = LoopClock(wall_offset=1_764_435_600.0)
+    allowance = KINDS[kind][0]
+    handler, counts = cell_upstream(kind, counting, hints, clock)
     pacer = Pacer(clock, concurrency=50, breaker=CircuitBreaker())
     started = clock.monotonic()
     with anyio.move_on_after(STALL) as scope:
@@ -115,4 +129,78 @@ async def test_every_cell_is_within_1_3x_of_its_ideal(
     if (kind, counting, hints) in MISSES:
         request.applymarker(pytest.mark.xfail(reason="issue 13: above 1.3x in some runs"))
     result = await scan_cell(kind, counting, hints)
+    assert result["ratio"] <= 1.3
+
+
+PROCESSES = 4
+PER_PROCESS = 500
+BEAT = 0.5  # seconds between heartbeats, as the runner's
+
+
+async def scan_shared_cell(kind: str, counting: bool, hints: str) -> dict[str, float]:
+    """`PROCESSES` pacers sharing one budget, each scanning its own `PER_PROCESS` symbols (the
+    runner's part: join, beat twice a second, leave when done), all against one upstream."""
+    clock = LoopClock(wall_offset=1_764_435_600.0)
+    allowance = KINDS[kind][0]
+    handler, counts = cell_upstream(kind, counting, hints, clock)
+    store = LocalPacingStore(now=clock.monotonic)
+    started = clock.monotonic()
+    finished: list[float] = []
+    lost = 0
+
+    async def process(index: int) -> None:
+        nonlocal lost
+        meter = SharedMeter(store, "cell", clock, warn=pytest.fail, member=f"p{index}")
+        meter.join(discover=True)
+        pacer = Pacer(clock, concurrency=50, breaker=CircuitBreaker(), meter=meter)
+        symbols = [f"P{index}S{i}" for i in range(PER_PROCESS)]
+        async with anyio.create_task_group() as beats:
+
+            async def beat() -> None:
+                while True:
+                    await clock.sleep(BEAT)
+                    meter.beat(pacer.rate)
+
+            beats.start_soon(beat)
+            run = await run_engine(handler, symbols, clock=clock, concurrency=50, pacer=pacer)
+            meter.close()
+            beats.cancel_scope.cancel()
+        lost += sum(1 for r in run.records if not r.ok)
+        finished.append(clock.monotonic() - started)
+
+    with anyio.move_on_after(STALL) as scope:
+        async with anyio.create_task_group() as group:
+            for index in range(PROCESSES):
+                group.start_soon(process, index)
+    seconds = clock.monotonic() - started
+    total = PROCESSES * PER_PROCESS
+    return {
+        "ratio": seconds / ((total - allowance) / RATE),
+        "share_429": counts.throttled / max(1, counts.requests),
+        "lost": total if scope.cancelled_caught else lost,
+        "stalled": float(scope.cancelled_caught),
+    }
+
+
+# Cells four processes sharing the budget miss 1.3x in (see `MISSES`; measured the same way).
+SHARED_MISSES = {
+    ("token-bucket", True, "none"),
+    ("leaky-bucket", True, "none"),
+    ("fixed-window", False, "exact"),
+    ("fixed-window", True, "retry-after"),
+    ("sliding-window", True, "none"),
+}
+
+
+@pytest.mark.parametrize("hints", list(HINTS))
+@pytest.mark.parametrize("counting", [False, True], ids=["rejected-free", "rejected-counted"])
+@pytest.mark.parametrize("kind", list(KINDS))
+async def test_four_processes_sharing_the_budget_hold_in_every_cell(
+    kind: str, counting: bool, hints: str, request: pytest.FixtureRequest
+) -> None:
+    result = await scan_shared_cell(kind, counting, hints)
+    assert not result["stalled"]
+    assert result["lost"] == 0
+    if (kind, counting, hints) in SHARED_MISSES:
+        request.applymarker(pytest.mark.xfail(reason="issue 14: above 1.3x in some runs"))
     assert result["ratio"] <= 1.3
