@@ -156,6 +156,7 @@ class AdaptiveRate:
         self._expensive = learned.gated if learned else False
         self.high: float | None = learned.upper if learned else None
         self._high_measured = False  # `high` is an estimate, not a rate that drew a 429
+        self._drew: float | None = None  # the rate that drew the last cut's 429 (not an estimate)
         self.last_cut_at = float("-inf")
         # When the current rate started to be used: the first send after it was set (time
         # behind a closed Retry-After gate sends nothing, so it proves nothing).
@@ -257,7 +258,7 @@ class AdaptiveRate:
         """Decide from here on, starting at `rate` (the share it followed, of those sharing
         now): as from a learned rate, held a moment and then probed, with no bound known."""
         self.rate = self.low = rate
-        self.high = None
+        self.high = self._drew = None
         self.last_cut_at = self._calm_since = self._held_since = self._search_after = now
         self._hold_started = False
         self._throttled_since_cut = self._admitted_since_cut = 0
@@ -283,6 +284,7 @@ class AdaptiveRate:
             self.rate *= factor
         self.low = self.low * factor if self.low is not None else None
         self.high = self.high * factor if self.high is not None else None
+        self._drew = self._drew * factor if self._drew is not None else None
         self._measured = self._measured * factor if self._measured is not None else None
         self.admitted_total = round(self.admitted_total * factor)
         self._forget_episodes()
@@ -352,13 +354,17 @@ class AdaptiveRate:
         if paused_at is not None and long_pause:
             burst = self._first_contact_burst or 1
             self.resume_credit = max(0, min(burst, int(rate * (now - paused_at))) - 1)
-        drew = self.high is not None and not self._high_measured and rate < self.high <= 2 * rate
-        if long_pause or not drew:
-            # A long window, or no rate near this one known to draw 429s (an estimate, or slow
-            # start's overshoot): what came before says little of the rate; climb fast.
+        drew = self._drew
+        if long_pause or drew is None or not rate < drew <= 2 * rate:
+            # A long window, or no rate near this one known to draw 429s (slow start's
+            # overshoot): what came before says little of the rate; climb fast.
             self.high, self._resumed = None, True
-        # (After a short pause, the rate that drew the 429s that led to it still bounds the
-        # search: a debt run up by overshooting it, paid off in a second.)
+        else:
+            # After a short pause, the rate that drew the 429s that led to it still bounds the
+            # search (a debt run up by overshooting it, paid off in a second), rather than an
+            # estimate a measurement made: climbing fast from here, unbounded, overshot it
+            # again every few seconds (measured: 1.54x on a leaky bucket counting refusals).
+            self.high, self._high_measured = drew, False
         self.low = rate
         self.last_cut_at = self._calm_since = now
         self._throttled_since_cut = self._admitted_since_cut = 0
@@ -492,6 +498,7 @@ class AdaptiveRate:
         # A window limiter answers 429 to everything until its window turns over, even at a
         # rate it would take: what it admitted lately bounds the limit from below.
         drew_429 = max(base, self.admitted_rate(now))
+        self._drew = drew_429
         if self.high is None or drew_429 < self.high:
             self.high, self._high_measured = drew_429, False
         if self.low is not None and base <= self.low * 1.001:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanctl.ratecontrol import BETA, HOLD, MIN_CUT_INTERVAL, AdaptiveRate, LearnedPace
+from scanctl.ratecontrol import BETA, HOLD, MARGIN, MIN_CUT_INTERVAL, AdaptiveRate, LearnedPace
 
 
 def sending(control: AdaptiveRate, start: float, stop: float, rate: float) -> list[float]:
@@ -186,3 +186,40 @@ def test_no_burst_is_read_off_a_first_429_that_came_late() -> None:
     control.on_throttled(times[-1], now=times[-1] + 0.002, latency=0.05)
     learned = control.learned()
     assert learned is not None and learned.burst == 7  # what the earlier run learned
+
+
+def test_after_a_short_pause_the_rate_that_drew_the_429s_still_bounds_the_search() -> None:
+    """Held at 40/s, then probing at 60/s drew 429s; a measurement put an estimate under that
+    (the limiter's lockout admitted little); 429s at any rate paused it, and the first probe
+    passed (a debt). The search resumes bounded by 60/s, the rate that drew them, not by the
+    estimate and not unbounded: climbing fast from there overshot again every few seconds."""
+    control = AdaptiveRate(0.0)
+    control.rate = control.low = 40.0
+    for sent in sending(control, 0.0, 2.0, 40.0):
+        control.on_admitted(sent, sent + 0.05, rate_bound=True)
+    control.rate = 60.0
+    sends = sending(control, 2.0, 2.5, 60.0)
+    assert control.on_throttled(sends[-1], now=2.5, latency=0.05)
+    assert control.rate == 40.0 and control.high == pytest.approx(60.0)
+    control.high, control._high_measured = 45.0, True  # (as a measurement's estimate would)
+    t = 2.6
+    for _ in range(4):  # refused after the cut, none admitted: remembering
+        control.on_send(t)
+        control.on_throttled(t, now=t + 0.01, latency=0.05)
+        t += 0.05
+    assert control.paused
+    probe_at = t + control.pause_wait(t)
+    assert control.pause_wait(t) > 0.9
+    control.on_send(probe_at)
+    control.on_admitted(probe_at, probe_at + 0.05, rate_bound=False)
+    assert not control.paused
+    # What held before the pause (a little under it: the pause's 429s came at that rate).
+    assert control.rate == pytest.approx(40.0 * MARGIN)
+    assert control.high == pytest.approx(60.0)
+    held = probe_at + 0.2 + HOLD
+    for sent in sending(control, probe_at + 0.1, held, 40.0):
+        control.on_admitted(sent, sent + 0.05, rate_bound=True)
+    control.on_send(held)
+    control.on_admitted(held, held + 0.05, rate_bound=True)
+    # Bisection towards it, not x1.25 unbounded (as after a long pause).
+    assert control.rate == pytest.approx((40.0 * MARGIN + 60.0) / 2)
