@@ -50,6 +50,9 @@ INITIAL_WINDOW = 10
 # and the most the others wait for it before they look for the rate themselves.
 LEADER_POLL = 0.01
 LEADER_WAIT = 2.0
+# Seconds a leader's slow start must send at its ceiling with no 429 before the others take it
+# that there is no limit and go with full windows.
+NO_LIMIT_PROOF = 0.5
 # Seconds the others' gate stays closed past the paused leader's next probe (renewed while the
 # pause lasts): how long after the leader resumes the others may still wait.
 PAUSE_SHARED = 0.2
@@ -264,6 +267,10 @@ class Pacer:
         self._hedges_out = 0
         self._following = False  # another process sharing the budget leads it
         self._waited_from = 0.0  # when this one began to wait for the leader's slow start
+        # When slow start's window reached the ceiling (a ceiling of INITIAL_WINDOW or less:
+        # from the start).
+        self._window_full_at = now if start >= self.ceiling else float("inf")
+        self._refused_unpaced = float("-inf")  # (a follower) its last 429 with no rate in force
         self._pause_shared_until = float("-inf")  # (the leader) the gate its pause closed
         self.latency = 0.0  # smoothed seconds per answered request
         self.admitted_latency = 0.0  # the same, for requests that were not throttled
@@ -345,7 +352,10 @@ class Pacer:
         # 429: no limit), or measuring what its overshoot was admitted (its cut rate until then
         # is half the overshoot's, still far over the limit).
         slow = self._slow_start and self.window.total_tokens < self.ceiling
-        discovering = slow or control.holding
+        # A window at the ceiling with no 429 yet is no proof of no limit until it has sent
+        # that way a while: a limiter with a burst (a window of 100) admits the first hundred.
+        unproven = self._slow_start and now - self._window_full_at < NO_LIMIT_PROOF
+        discovering = slow or unproven or control.holding
         follow = self.meter.following(control.effective, discovering=discovering)
         if follow is None:
             if self._following:
@@ -354,7 +364,11 @@ class Pacer:
                 factor = self.meter.rescale()
                 if factor != 1.0:
                     control.rescale(factor, now)
-            if self.meter.refused_elsewhere() and control.rate is not None:
+            elif control.rate is None and not discovering:
+                # No limit found, and the others send alongside: a rate found from here on
+                # is found on a share of the sends, and is a share already.
+                self.meter.rescale()
+            if self.meter.refused_elsewhere():
                 self._refused_elsewhere(now)
             if control.paused:
                 self._share_pause(now)
@@ -370,6 +384,10 @@ class Pacer:
                 return 0.0
         if follow.share is None:
             self._following = True
+            if now - self._refused_unpaced < LEADER_WAIT:
+                # A 429 with no rate in force: the leader, told of it, sets one (rather than
+                # this process send on unpaced, retrying each 429 the moment it comes back).
+                return LEADER_POLL
             if self._slow_start:  # the leader's slow start found no limit: none to look for
                 self._slow_start = False
                 self.window.total_tokens = self.ceiling
@@ -400,8 +418,9 @@ class Pacer:
         if control.paused or control.holding:
             return
         sent_at = now - self.admitted_latency - 2 * LEADER_POLL
+        latency = self.admitted_latency
         if control.on_throttled(
-            sent_at, now, latency=self.admitted_latency, expensive=control.expensive
+            sent_at, now, latency=latency, expensive=control.expensive, hearsay=True
         ):
             self._slow_start = False
             self._size_window()
@@ -560,6 +579,8 @@ class Pacer:
                 self.control.note_answer(ticket.sent_at, now, admitted=feedback.admitted)
             if feedback.throttled and not about_quota:
                 self.meter.note_refused()
+                if self.control.rate is None:
+                    self._refused_unpaced = now
             self._size_window()
         elif self.adaptive and not about_quota:
             self._adapt(ticket, feedback, now)
@@ -607,6 +628,8 @@ class Pacer:
                 control.resume_credit = 0
             if self._slow_start and self.window.total_tokens < self.ceiling:
                 self.window.total_tokens = min(self.ceiling, int(self.window.total_tokens) + 1)
+                if self.window.total_tokens == self.ceiling:
+                    self._window_full_at = now
         self._measure_if_due(now)
         self._size_window()
 

@@ -287,13 +287,17 @@ class AdaptiveRate:
         self._drew = self._drew * factor if self._drew is not None else None
         self._measured = self._measured * factor if self._measured is not None else None
         self.admitted_total = round(self.admitted_total * factor)
+        self._answers.clear()  # (each of them counted whole: a share of another size)
         self._forget_episodes()
         self.note(now, "the processes sharing the budget changed: rescaled to this one's share")
 
+    def _ran_for(self, now: float) -> float:
+        """Seconds since the run's first send (0 before it)."""
+        return 0.0 if self._first_send is None else now - self._first_send
+
     def _floor(self, now: float) -> float:
         """The slowest rate allowed: a share of what the upstream admitted over the run."""
-        first = self._first_send
-        if first is None or now - first < FLOOR_AFTER:
+        if self._ran_for(now) < FLOOR_AFTER:
             return MIN_RATE
         return max(MIN_RATE, FLOOR_SHARE * (self.long_span_rate(now) or 0.0))
 
@@ -452,12 +456,16 @@ class AdaptiveRate:
         latency: float = 0.0,
         expensive: bool = False,
         seq: int | None = None,
+        hearsay: bool = False,
     ) -> bool:
         """A 429 for a request sent at `sent_at`; True when it cut the rate.
 
         `latency` is the smoothed time an admitted request takes (one round trip); `expensive`
         says the 429 also closed a gate for everyone; `seq` is the request's number among the
         sends (from 1, as `on_send` saw them), which tells sends made at the same instant apart.
+        `hearsay`: another process drew it (`sharedpace`), and `sent_at` is a guess: it cuts,
+        but counts in no gated episode and fits nothing (a fit of guessed times found a window
+        limiter a bucket three times its rate).
         """
         self._answers.append((sent_at, False))
         if self._paused_at is not None:
@@ -483,6 +491,7 @@ class AdaptiveRate:
         # gate); its episode must end here, or it would run on across the next gate.
         start = self._episode_start
         fresh = expensive and start is not None and start > self.last_cut_at and sent_at >= start
+        fresh = fresh and not hearsay  # (the time it was sent is a guess: no telling)
         in_flight = sent_at < self.last_cut_at
         if not fresh and (in_flight or now < self.last_cut_at + max(latency, MIN_CUT_INTERVAL)):
             return False  # in flight at the old rate: already answered for by the last cut
@@ -507,19 +516,22 @@ class AdaptiveRate:
             new = self.low
         else:
             new = base * (BETA_EXPENSIVE if (slow_start or expensive) else BETA)
-            if expensive and not slow_start:
+            if expensive and not slow_start and self._ran_for(now) >= FLOOR_AFTER:
                 # Each 429 closes a gate until the limiter admits again, so sending faster
                 # than it admits costs one 429 a window, while sending slower than it admitted
-                # lately costs throughput for certain: never cut below that.
+                # lately costs throughput for certain: never cut below that. (Not in the first
+                # seconds, where a window's allowance, admitted at once, is most of it.)
                 new = max(new, self.admitted_rate(now, ADMITTED_SPAN) * MARGIN)
         reason = "429: cut"
         first = self._first_send
-        if self.cuts == 0 and first is not None:
+        if self.cuts == 0 and first is not None and not hearsay:
             self._first_contact_burst = max(1, self._sends_before(sent_at, seq, 1))
-        if self.cuts == 0 and first is not None and first <= sent_at <= first + FIRST_DRAIN:
-            self._first_drain = (sent_at - first, self._sends_before(sent_at, seq, 1))
+            if first <= sent_at <= first + FIRST_DRAIN:
+                self._first_drain = (sent_at - first, self._sends_before(sent_at, seq, 1))
         fitted = None
-        if expensive:
+        if hearsay:
+            pass  # (the episode this process is in goes on: that 429 was not of its sends)
+        elif expensive:
             fitted = self._end_episode(sent_at, seq)
         else:
             self._forget_episodes()

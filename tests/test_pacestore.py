@@ -22,7 +22,14 @@ from scanctl.pacestore import (
     open_pacing_store,
     scope_key,
 )
-from scanctl.pacing import LEADER_WAIT, Feedback, Following, Pacer, UpstreamBanned
+from scanctl.pacing import (
+    LEADER_WAIT,
+    NO_LIMIT_PROOF,
+    Feedback,
+    Following,
+    Pacer,
+    UpstreamBanned,
+)
 from scanctl.ratecontrol import LearnedPace
 from scanctl.resilience import CircuitBreaker
 from scanctl.sharedpace import SharedMeter
@@ -468,15 +475,49 @@ async def test_a_follower_sends_nothing_while_the_leader_discovers_the_rate() ->
 
 @pytest.mark.anyio
 async def test_a_leader_that_found_no_limit_lets_the_others_go() -> None:
-    """A slow start whose window reached the ceiling without a 429 found no limit: the
-    others do not wait for one, and start with the whole window."""
+    """A slow start whose window reached the ceiling, and sent that way `NO_LIMIT_PROOF`
+    without a 429, found no limit: the others stop waiting for one, and start with the whole
+    window. (Before then, a limiter with a burst may only not have refused yet.)"""
     clock = FakeClock()
     pacer_a, pacer_b = adaptive_pacers(clock, concurrency=10)  # (the first window is all)
     assert pacer_a.acquire_at_once() is not None
     clock.now += 0.02
     assert pacer_a.acquire_at_once() is not None  # (its next send tells the store)
+    assert pacer_b.acquire_at_once() is None
+    clock.now += NO_LIMIT_PROOF
+    assert pacer_a.acquire_at_once() is not None
+    clock.now += 0.02
+    assert pacer_a.acquire_at_once() is not None  # (its next word tells it)
+    clock.now += 0.02
     assert pacer_b.acquire_at_once() is not None
     assert pacer_b.rate is None and pacer_b.window.total_tokens == 10
+
+
+@pytest.mark.anyio
+async def test_a_429_with_no_rate_in_force_holds_the_follower_and_the_leader_cuts() -> None:
+    """No limit found, then a follower draws a 429: it sends nothing more until the leader,
+    told of it, has set a rate (measured: three followers retrying their 429s unpaced sent
+    1600 requests in a quarter of a second); the leader takes it as its own 429."""
+    clock = FakeClock()
+    pacer_a, pacer_b = adaptive_pacers(clock, concurrency=10)
+    pacer_a.acquire_at_once()
+    clock.now += NO_LIMIT_PROOF + 0.02
+    pacer_a.acquire_at_once()
+    clock.now += 0.02
+    pacer_a.acquire_at_once()
+    clock.now += 0.02
+    ticket = pacer_b.acquire_at_once()
+    assert ticket is not None and pacer_b.rate is None
+    clock.now += 0.01
+    pacer_b.release(ticket, Feedback(admitted=False, throttled=True))
+    clock.now += 0.02
+    assert pacer_b.acquire_at_once() is None  # (and it tells the store of its 429)
+    assert pacer_a.rate is None
+    clock.now += 0.02
+    pacer_a.acquire_at_once()  # (the leader hears of it with its next word to the store)
+    assert pacer_a.rate is not None and pacer_a.control.cuts == 1
+    clock.now += 0.02
+    assert pacer_b.acquire_at_once() is None  # (still: until a rate is in force for it)
 
 
 @pytest.mark.anyio

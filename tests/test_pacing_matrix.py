@@ -191,7 +191,9 @@ async def scan_shared_cell(kind: str, counting: bool, hints: str) -> dict[str, f
 SHARED_MISSES = {
     ("token-bucket", True, "none"),
     ("leaky-bucket", True, "none"),
+    ("sliding-window", False, "exact"),
     ("sliding-window", False, "retry-after"),
+    ("sliding-window", False, "overstated"),
     ("sliding-window", True, "none"),
 }
 

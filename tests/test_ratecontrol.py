@@ -123,6 +123,24 @@ def test_a_window_limiter_is_not_mistaken_for_a_bucket() -> None:
     assert all(change.reason != "429: fitted the limit" for change in control.history)
 
 
+def test_a_429_another_process_drew_cuts_but_fits_nothing() -> None:
+    """The leader of processes sharing a budget takes the others' 429s as its own, at a
+    guessed send time: they cut, but end no gated episode, so the bucket's fit is the same
+    as without them (and a fit of guessed times never happens)."""
+    control = AdaptiveRate(0.0)
+    t = gated_episodes(control, [(240.0, 10 + 2), (120.0, 10 + 7)])
+    times = sending(control, t, t + 0.2, 60.0)
+    cuts = control.cuts
+    assert control.on_throttled(times[-1], now=times[-1] + 0.01, expensive=True, hearsay=True)
+    assert control.cuts == cuts + 1 and control.history[-1].reason == "429: cut"
+    gated_episodes_from = times[-1] + 1.0
+    sending(control, gated_episodes_from, gated_episodes_from + 60.5 / 60.0, 60.0)
+    refused = gated_episodes_from + 60 / 60.0
+    control.on_throttled(refused, now=refused + 0.002, latency=0.05, expensive=True)
+    assert control.history[-1].reason == "429: fitted the limit"
+    assert control.rate is not None and 0.95 * 50 <= control.rate < 50
+
+
 def test_a_429_without_a_gate_fits_nothing() -> None:
     control = AdaptiveRate(0.0)
     t = 0.0
