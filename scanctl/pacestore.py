@@ -79,8 +79,9 @@ class Grant:
     one), among `processes` live members; `hold`: seconds until the scope's hold ends (0: not
     held); `gate`: until its gate opens, when another member closed it (0: open, or this
     member's own); `leads`: this member is the leader; `discovering`: the leader is in slow
-    start, with no rate yet; `refused`: how many 429s the members that follow have reported
-    (the leader's estimator takes them as its own: it sees only its share of the answers)."""
+    start, with no rate yet; `refused`, `admitted`: how many 429s and admitted answers the
+    members that follow have reported (the leader's estimator takes them as its own: it sees
+    only its share of the answers)."""
 
     wait: float
     interval: float
@@ -92,6 +93,7 @@ class Grant:
     leads: bool = True
     discovering: bool = False
     refused: int = 0  # 429s the scope's members have reported (`reserve`'s `refused`), ever
+    admitted: int = 0  # admitted answers they have reported (`reserve`'s `admitted`), ever
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +121,12 @@ class PacingStore(Protocol):
         view: float | None,
         discovering: bool = False,
         refused: int = 0,
+        admitted: int = 0,
     ) -> Grant:
         """Say this member is alive, what it takes the rate for all to be (`view`; None: no
         view yet), whether it is in slow start with no rate (`discovering`) and how many 429s
-        it drew since it last said (`refused`), and reserve `count` slots of the scope's
-        schedule at the rate in force (none while there is none)."""
+        and admitted answers it had since it last said (`refused`, `admitted`), and reserve
+        `count` slots of the scope's schedule at the rate in force (none while there is none)."""
         ...
 
     def hold(self, scope: str, seconds: float) -> None:
@@ -192,6 +195,7 @@ class _Scope:
     gate: tuple[float, str] = (0.0, "")  # when the gate opens, and whose it is
     members: dict[str, tuple[Member, float]] = field(default_factory=dict)  # and its expiry
     refused: int = 0
+    admitted: int = 0
 
 
 def _gate_wait(until: float, closed_by: str, member: str, now: float) -> float:
@@ -251,11 +255,13 @@ class LocalPacingStore:
         view: float | None,
         discovering: bool = False,
         refused: int = 0,
+        admitted: int = 0,
     ) -> Grant:
         with self._lock:
             now = self._now()
             state = self._scopes.setdefault(scope, _Scope())
             state.refused += refused
+            state.admitted += admitted
             known = state.members.get(member)
             joined = known[0].joined if known is not None else now
             state.members[member] = (Member(member, joined, view, discovering), now + MEMBER_TTL)
@@ -268,7 +274,8 @@ class LocalPacingStore:
             leads = leader is None or leader.name == member
             finding = leader is not None and leader.discovering
             live = len(state.members)
-            return Grant(wait, interval, got, rate, live, hold, gate, leads, finding, state.refused)
+            told = state.refused, state.admitted
+            return Grant(wait, interval, got, rate, live, hold, gate, leads, finding, *told)
 
     def close_gate(self, scope: str, member: str, seconds: float) -> None:
         with self._lock:
@@ -318,11 +325,14 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS holds (scope TEXT PRIMARY KEY, until REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS gates (scope TEXT PRIMARY KEY, until REAL NOT NULL, member TEXT)",
     "CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, pace TEXT NOT NULL, updated REAL)",
-    "CREATE TABLE IF NOT EXISTS refusals (scope TEXT PRIMARY KEY, count INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS answers (
+        scope TEXT PRIMARY KEY, refused INTEGER NOT NULL, admitted INTEGER NOT NULL
+    )""",
 )
 # PRAGMA user_version of a file with _SCHEMA. Version 1 (no version set) had members without
-# `joined`: their rows live a second, so an older file's are dropped rather than converted.
-SCHEMA_VERSION = 2
+# `joined`, version 2 a table `refusals` without the admitted answers: both live seconds, so an
+# older file's are dropped rather than converted.
+SCHEMA_VERSION = 3
 
 
 class SqlitePacingStore:
@@ -357,6 +367,7 @@ class SqlitePacingStore:
             with self._write() as db:
                 if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                     db.execute("DROP TABLE IF EXISTS members")
+                    db.execute("DROP TABLE IF EXISTS refusals")
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 for statement in _SCHEMA:
                     db.execute(statement)
@@ -386,15 +397,18 @@ class SqlitePacingStore:
         view: float | None,
         discovering: bool = False,
         refused: int = 0,
+        admitted: int = 0,
     ) -> Grant:
         with self._write() as db:
             now = self._now()
             db.execute(
-                "INSERT INTO refusals VALUES (?, ?) "
-                "ON CONFLICT (scope) DO UPDATE SET count = count + excluded.count",
-                (scope, refused),
+                "INSERT INTO answers VALUES (?, ?, ?) ON CONFLICT (scope) DO UPDATE SET "
+                "refused = refused + excluded.refused, admitted = admitted + excluded.admitted",
+                (scope, refused, admitted),
             )
-            (told,) = db.execute("SELECT count FROM refusals WHERE scope = ?", (scope,)).fetchone()
+            told = db.execute(
+                "SELECT refused, admitted FROM answers WHERE scope = ?", (scope,)
+            ).fetchone()
             db.execute(
                 "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, member) "
                 "DO UPDATE SET view = excluded.view, expires = excluded.expires, "
@@ -413,7 +427,7 @@ class SqlitePacingStore:
             leads = leader is None or leader.name == member
             finding = leader is not None and leader.discovering
             if rate is None or count <= 0:
-                return Grant(0.0, 0.0, 0, rate, len(live), hold, gate, leads, finding, told)
+                return Grant(0.0, 0.0, 0, rate, len(live), hold, gate, leads, finding, *told)
             row = db.execute("SELECT tat FROM schedule WHERE scope = ?", (scope,)).fetchone()
             wait, interval, tat = _slots(row[0] if row else now, now, rate, count, opens)
             db.execute(
@@ -421,7 +435,7 @@ class SqlitePacingStore:
                 "ON CONFLICT (scope) DO UPDATE SET tat = excluded.tat",
                 (scope, tat),
             )
-            return Grant(wait, interval, count, rate, len(live), hold, gate, leads, finding, told)
+            return Grant(wait, interval, count, rate, len(live), hold, gate, leads, finding, *told)
 
     @staticmethod
     def _members(db: sqlite3.Connection, scope: str, now: float) -> list[Member]:

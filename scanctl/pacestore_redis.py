@@ -11,8 +11,8 @@ is cached by its SHA.
 Keys (per scope; `scope_key` hashes the credential, so no key appears in Redis):
 `scanctl:pace:<scope>:tat` (the theoretical arrival time, µs of Redis time), `...:members` (a
 hash: member -> "expiry_µs joined_µs discovering view"), `...:gate` ("µs member": when the gate
-opens, and whose it is), `...:hold` (the end of a hold, µs of Redis time), `...:refused` (429s
-the members that follow reported), and
+opens, and whose it is), `...:hold` (the end of a hold, µs of Redis time), `...:refused` and
+`...:admitted` (429s and admitted answers the members that follow reported), and
 `scanctl:pace:learned:<scope type>`. All expire on their own when no process uses them."""
 
 from __future__ import annotations
@@ -36,17 +36,20 @@ PREFIX = "scanctl:pace:"
 LEARNED_TTL = 30 * 86400  # seconds a learned rate is kept without a run refreshing it
 SOCKET_TIMEOUT = 1.0  # a store slower than this is down: the run paces itself
 
-# KEYS: tat, members, hold, gate, refused. ARGV: member, count, ttl (µs), max_ahead (µs), view
-# ('' for none), discovering ('1' or '0'), refused (429s since it last said). Returns {wait µs,
-# interval µs, count, rate ('' for none), live, hold µs, gate µs (0 when the gate is the member's
-# own), leads, discovering, refused in all} as strings (a Lua number becomes a Redis integer,
-# losing its fraction). Members: member -> "expiry_µs joined_µs
-# discovering view"; the leader is the live member that joined first (`pacestore.in_force`).
+# KEYS: tat, members, hold, gate, refused, admitted. ARGV: member, count, ttl (µs), max_ahead
+# (µs), view ('' for none), discovering ('1' or '0'), refused and admitted (answers since it last
+# said). Returns {wait µs, interval µs, count, rate ('' for none), live, hold µs, gate µs (0 when
+# the gate is the member's own), leads, discovering, refused in all, admitted in all} as strings
+# (a Lua number becomes a Redis integer, losing its fraction). Members: member -> "expiry_µs
+# joined_µs discovering view"; the leader is the live member that joined first
+# (`pacestore.in_force`).
 RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local refused = tostring(redis.call('INCRBY', KEYS[5], ARGV[7]))
 redis.call('PEXPIRE', KEYS[5], 3600000)
+local admitted = tostring(redis.call('INCRBY', KEYS[6], ARGV[8]))
+redis.call('PEXPIRE', KEYS[6], 3600000)
 local joined = now
 local mine = redis.call('HGET', KEYS[2], ARGV[1])
 if mine then
@@ -86,11 +89,11 @@ local count = tonumber(ARGV[2])
 local rate
 if lead_view ~= '' then rate = tonumber(lead_view) elseif views > 0 then rate = sum / views end
 if rate == nil then
-  return {'0', '0', '0', '', tostring(live), hold, gate, leads, lead_finding, refused}
+  return {'0', '0', '0', '', tostring(live), hold, gate, leads, lead_finding, refused, admitted}
 end
 if count <= 0 then
   return {'0', '0', '0', string.format('%.17g', rate), tostring(live), hold, gate, leads,
-    lead_finding, refused}
+    lead_finding, refused, admitted}
 end
 local interval = 1000000 / rate
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -100,7 +103,8 @@ local after = tat + count * interval
 redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX',
   math.floor((after - now) / 1000) + 60000)
 return {string.format('%.3f', tat - now), string.format('%.3f', interval), tostring(count),
-  string.format('%.17g', rate), tostring(live), hold, gate, leads, lead_finding, refused}
+  string.format('%.17g', rate), tostring(live), hold, gate, leads, lead_finding, refused,
+  admitted}
 """
 
 # KEYS: hold. ARGV: seconds (µs). Extends the hold to Redis's now + seconds, never shortens it.
@@ -165,8 +169,9 @@ class RedisPacingStore:
         view: float | None,
         discovering: bool = False,
         refused: int = 0,
+        admitted: int = 0,
     ) -> Grant:
-        names = ("tat", "members", "hold", "gate", "refused")
+        names = ("tat", "members", "hold", "gate", "refused", "admitted")
         keys = [f"{PREFIX}{scope}:{name}" for name in names]
         args: list[str | int] = [
             member,
@@ -176,10 +181,11 @@ class RedisPacingStore:
             "" if view is None else repr(view),
             "1" if discovering else "0",
             refused,
+            admitted,
         ]
         try:
             answer = self._script(keys=keys, args=args)
-            wait, interval, got, rate, live, hold, gate, leads, finding, told = answer
+            wait, interval, got, rate, live, hold, gate, leads, finding, told, heard = answer
         except self._errors as exc:
             raise self._fail(exc) from exc
         return Grant(
@@ -193,6 +199,7 @@ class RedisPacingStore:
             leads == b"1" or leads == "1",
             finding == b"1" or finding == "1",
             int(told),
+            int(heard),
         )
 
     def close_gate(self, scope: str, member: str, seconds: float) -> None:

@@ -154,6 +154,14 @@ class Meter(Protocol):
         """429s the processes following this one drew since it last asked."""
         ...
 
+    def note_admitted(self) -> None:
+        """An answer admitted to this process while it follows: for the leader to count."""
+        ...
+
+    def admitted_elsewhere(self) -> int:
+        """Answers the processes following this one were admitted since it last asked."""
+        ...
+
 
 class GcraMeter:
     """Hands out send times no closer than 1/rate apart, allowing `burst` back to back."""
@@ -205,6 +213,12 @@ class GcraMeter:
         """Nothing to do: no one follows this process."""
 
     def refused_elsewhere(self) -> int:
+        return 0
+
+    def note_admitted(self) -> None:
+        """Nothing to do: no one follows this process."""
+
+    def admitted_elsewhere(self) -> int:
         return 0
 
     def reserve(self, rate: float) -> float:
@@ -333,10 +347,13 @@ class Pacer:
         banned = self.meter.wait(now)
         if banned > 0:
             raise UpstreamBanned(banned)
+        # (after `wait` above heard from the store, and before the rate control is asked: the
+        # others' 429s it takes in may pause it, and a send let through by a pause_wait asked
+        # just before would count as the pause's probe, refused at once)
+        follow = self._follow(now)
         quota = self.quota.wait(now) if self._quota_paces else 0.0
-        waits = [self.gate.wait(now), quota, self.control.pause_wait(now)]
-        waits.append(self.meter.gate_wait(now))  # (after `wait` above heard from the store)
-        waits.append(self._follow(now))
+        waits = [self.gate.wait(now), quota, self.control.pause_wait(now), follow]
+        waits.append(self.meter.gate_wait(now))
         if self.breaker is not None:
             waits.append(self.breaker.wait_time(now))
         return max(0.0, *waits)
@@ -368,6 +385,7 @@ class Pacer:
                 # No limit found, and the others send alongside: a rate found from here on
                 # is found on a share of the sends, and is a share already.
                 self.meter.rescale()
+            control.count_admitted(self.meter.admitted_elsewhere())
             if self.meter.refused_elsewhere():
                 self._refused_elsewhere(now)
             if control.paused:
@@ -431,7 +449,7 @@ class Pacer:
         self._following = False
         factor = self.meter.rescale()  # (its share was of those sharing with the leader)
         if self.control.rate is not None:
-            self.control.lead(self.control.rate * factor, now)
+            self.control.lead(self.control.rate * factor, now, unit=1.0 / self.meter.processes)
 
     def acquire_at_once(self) -> Ticket | None:
         """A ticket when a request may leave this instant, else None (then await `acquire`).
@@ -577,6 +595,8 @@ class Pacer:
             # and counts its answers)
             if feedback.admitted or feedback.throttled:
                 self.control.note_answer(ticket.sent_at, now, admitted=feedback.admitted)
+            if feedback.admitted:
+                self.meter.note_admitted()
             if feedback.throttled and not about_quota:
                 self.meter.note_refused()
                 if self.control.rate is None:

@@ -184,7 +184,11 @@ class AdaptiveRate:
         # Evidence of a remembering limiter: answers to requests sent after the last cut.
         self._throttled_since_cut = 0
         self._admitted_since_cut = 0
-        self.admitted_total = 0
+        self.admitted_total = 0.0
+        # What one admitted answer counts for in `admitted_total`: 1 alone; for the leader of
+        # processes sharing a budget, whose rate is its share of the rate for all and which
+        # hears of every process's answers (`count_admitted`), one over the processes sharing.
+        self.unit = 1.0
         self._first_contact_burst: int | None = None  # sends before the run's first refused one
         # The pause (see the module docstring): None when sending; else when it began, the
         # current gap between probes, when the next probe may go, and when the one out left.
@@ -252,11 +256,14 @@ class AdaptiveRate:
         self._answers.append((sent_at, admitted))
         while self._answers and self._answers[0][0] < now - 5.0:
             self._answers.popleft()
-        self.admitted_total += admitted
+        self.admitted_total += admitted * self.unit
 
-    def lead(self, rate: float, now: float) -> None:
+    def lead(self, rate: float, now: float, *, unit: float) -> None:
         """Decide from here on, starting at `rate` (the share it followed, of those sharing
-        now): as from a learned rate, held a moment and then probed, with no bound known."""
+        now): as from a learned rate, held a moment and then probed, with no bound known.
+        `unit`: what one admitted answer, its own or another's, counts for from now on (what
+        it counted following, its own answers whole, was a share already)."""
+        self.unit = unit
         self.rate = self.low = rate
         self.high = self._drew = None
         self.last_cut_at = self._calm_since = self._held_since = self._search_after = now
@@ -264,6 +271,10 @@ class AdaptiveRate:
         self._throttled_since_cut = self._admitted_since_cut = 0
         self._forget_episodes()
         self.note(now, "leads the processes sharing the budget")
+
+    def count_admitted(self, answers: int) -> None:
+        """Admitted answers other processes sharing the budget had (this one leads it)."""
+        self.admitted_total += answers * self.unit
 
     def follow(self, rate: float, now: float) -> None:
         """Pace at `rate`, decided elsewhere: by the leader of the processes sharing the budget
@@ -286,7 +297,8 @@ class AdaptiveRate:
         self.high = self.high * factor if self.high is not None else None
         self._drew = self._drew * factor if self._drew is not None else None
         self._measured = self._measured * factor if self._measured is not None else None
-        self.admitted_total = round(self.admitted_total * factor)
+        self.admitted_total *= factor
+        self.unit *= factor
         self._answers.clear()  # (each of them counted whole: a share of another size)
         self._forget_episodes()
         self.note(now, "the processes sharing the budget changed: rescaled to this one's share")
@@ -407,7 +419,7 @@ class AdaptiveRate:
         self._answers.append((sent_at, True))
         while self._answers and self._answers[0][0] < now - 5.0:
             self._answers.popleft()  # only the last few seconds matter; keep memory flat
-        self.admitted_total += 1
+        self.admitted_total += self.unit
         if sent_at >= self.last_cut_at:
             self._admitted_since_cut += 1
         if self._paused_at is not None:

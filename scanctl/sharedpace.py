@@ -26,7 +26,11 @@ the rate in force jumped whenever one of them left.
   others take its share of the schedule at once (they reserve slots as fast as they need);
 - the 429s the others draw reach the leader (`note_refused`, `refused_elsewhere`): its own
   answers are a sample of a quarter of them with four processes, and an estimator that hears
-  of a quarter of the 429s stays over the limit four times as long.
+  of a quarter of the 429s stays over the limit four times as long;
+- so do the answers they were admitted (`note_admitted`, `admitted_elsewhere`): what the
+  upstream admitted over the run is what a pause resumes at, and the rate's floor, and the
+  leader's own answers say little of it when it was not sending its share (it sent alone
+  while the others waited for its slow start).
 
 A 418 ban told to any process holds the whole scope (`shut`, the store's `hold`): the upstream
 bans the key or the address, not the process, so every process sharing it stops as if told
@@ -97,6 +101,9 @@ class SharedMeter:
         self._refusals = 0  # (a follower's) 429s drawn, to tell the store with its next word
         self._refused_seen: int | None = None  # the scope's count of them, as last heard
         self._refused_elsewhere = 0  # (the leader's) those it has not taken in yet
+        self._admissions = 0  # (a follower's) admitted answers, told as its 429s are
+        self._admitted_seen: int | None = None
+        self._admitted_elsewhere = 0
         self._heard = float("-inf")  # (local monotonic) the store's last answer
         self._held_until = float("-inf")  # (local monotonic) the end of the scope's hold
         self._gate_until = float("-inf")  # (local monotonic) when another's gate opens
@@ -130,17 +137,21 @@ class SharedMeter:
         if store is None:
             return None
         try:
-            view, told = self._view(rate), self._refusals
-            grant = store.reserve(self.scope, self.member, count, view, self.discovering, told)
+            view, told, heard = self._view(rate), self._refusals, self._admissions
+            finding = self.discovering
+            grant = store.reserve(self.scope, self.member, count, view, finding, told, heard)
         except PacingStoreError as exc:
             self._give_up(exc)
             return None
         self._refusals -= told
+        self._admissions -= heard
         self.processes, self.shared_rate = max(1, grant.processes), grant.rate
         self.leads, self._leader_discovering = grant.leads, grant.discovering
         if grant.leads and self._refused_seen is not None:
             self._refused_elsewhere += max(0, grant.refused - self._refused_seen)
-        self._refused_seen = grant.refused
+        if grant.leads and self._admitted_seen is not None:
+            self._admitted_elsewhere += max(0, grant.admitted - self._admitted_seen)
+        self._refused_seen, self._admitted_seen = grant.refused, grant.admitted
         self._heard = now = self.clock.monotonic()
         if grant.hold:  # (a hold never shortens)
             self._held_until = max(self._held_until, now + grant.hold)
@@ -239,6 +250,15 @@ class SharedMeter:
     def refused_elsewhere(self) -> int:
         """(The leader) 429s the processes that follow drew since it last asked."""
         heard, self._refused_elsewhere = self._refused_elsewhere, 0
+        return heard
+
+    def note_admitted(self) -> None:
+        """An answer this process was admitted while it follows: the leader counts it."""
+        self._admissions += 1
+
+    def admitted_elsewhere(self) -> int:
+        """(The leader) answers the processes that follow were admitted since it last asked."""
+        heard, self._admitted_elsewhere = self._admitted_elsewhere, 0
         return heard
 
     def rescale(self) -> float:

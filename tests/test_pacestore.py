@@ -30,7 +30,7 @@ from scanctl.pacing import (
     Pacer,
     UpstreamBanned,
 )
-from scanctl.ratecontrol import LearnedPace
+from scanctl.ratecontrol import BLOCK_AFTER, LearnedPace
 from scanctl.resilience import CircuitBreaker
 from scanctl.sharedpace import SharedMeter
 
@@ -92,6 +92,22 @@ def test_the_leader_decides_the_rate_in_force(store: Any) -> None:
     shared.reserve("s", "c", 0, 50.0)
     grant = shared.reserve("s", "a", 0, None)
     assert grant.leads and grant.rate == pytest.approx(55.0)  # (60 + 50) / 2
+
+
+def test_the_answers_members_report_add_up_per_scope(store: Any) -> None:
+    """Each member tells the 429s and admitted answers it had since its last word; every
+    grant carries the scope's totals, for the leader to take in what it has not yet."""
+    shared, _ = store
+    assert (
+        shared.reserve("s", "a", 0, 50.0).refused,
+        shared.reserve("s", "a", 0, 50.0).admitted,
+    ) == (0, 0)
+    shared.reserve("s", "b", 0, None, refused=2, admitted=5)
+    shared.reserve("s", "c", 1, None, refused=1, admitted=3)
+    told = shared.reserve("s", "a", 0, 50.0)
+    assert (told.refused, told.admitted) == (3, 8)
+    other = shared.reserve("t", "a", 0, 50.0)  # (another scope counts its own)
+    assert (other.refused, other.admitted) == (0, 0)
 
 
 def test_a_discovering_leader_is_told_to_the_others(store: Any) -> None:
@@ -398,10 +414,11 @@ class Failing(LocalPacingStore):
         view: float | None,
         discovering: bool = False,
         refused: int = 0,
+        admitted: int = 0,
     ) -> Grant:
         if self.fail:
             raise PacingStoreError("pacing store redis://x: connection refused")
-        return super().reserve(scope, member, count, view, discovering, refused)
+        return super().reserve(scope, member, count, view, discovering, refused, admitted)
 
     def close(self) -> None:
         self.closed = True
@@ -518,6 +535,65 @@ async def test_a_429_with_no_rate_in_force_holds_the_follower_and_the_leader_cut
     assert pacer_a.rate is not None and pacer_a.control.cuts == 1
     clock.now += 0.02
     assert pacer_b.acquire_at_once() is None  # (still: until a rate is in force for it)
+
+
+@pytest.mark.anyio
+async def test_a_pause_the_others_429s_start_lets_no_send_through_as_its_probe() -> None:
+    """The leader's rate control is one 429 short of pausing (429s at any rate after a cut);
+    a follower's 429, taken in as the leader looks whether it may send, pauses it: that send
+    waits, rather than go as the pause's probe (its 429, a moment later, doubled the first
+    pause: measured, four processes on a token bucket counting refusals took 2x its ideal)."""
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(40.0), b.join()
+    pacer_a = Pacer(clock, learned=LearnedPace(20.0), meter=a)
+    pacer_b = Pacer(clock, learned=LearnedPace(20.0), meter=b)
+    assert pacer_a.acquire_at_once() is not None
+    clock.now += 0.05
+    ticket = pacer_b.acquire_at_once()
+    assert ticket is not None
+    control = pacer_a.control
+    assert control.on_throttled(clock.now, clock.now, latency=0.05)  # a cut
+    clock.now += 0.2
+    for _ in range(BLOCK_AFTER - 1):  # sent after it, refused, none admitted
+        control.on_send(clock.now)
+        assert not control.on_throttled(clock.now, clock.now + 0.002, latency=0.05)
+    assert not control.paused
+    pacer_b.release(ticket, Feedback(admitted=False, throttled=True))
+    clock.now += 0.5  # (the schedule has slots free now)
+    pacer_b.acquire_at_once()  # (b tells the store of its 429)
+    clock.now += 0.02
+    # (a hears of it as it asks whether it may send, and pauses: the answer is to wait)
+    assert pacer_a._hold(clock.monotonic()) > 0.5
+    assert control.paused and control.pause_wait(clock.now) > 0.5
+
+
+@pytest.mark.anyio
+async def test_the_leader_counts_what_the_others_were_admitted_as_its_share() -> None:
+    """What the upstream admitted over the run (what a pause resumes at, and the floor) is
+    counted in the leader's share of it: each answer, its own or a follower's, counts one over
+    the processes sharing (measured before: a leader that counted only its own answers, after
+    sending alone while the others waited, resumed at a tenth of the limit)."""
+    clock = FakeClock()
+    a, b = meters(2, clock)
+    a.join(40.0), b.join()
+    pacer_a = Pacer(clock, learned=LearnedPace(20.0), meter=a)
+    pacer_b = Pacer(clock, learned=LearnedPace(20.0), meter=b)
+    assert pacer_a.acquire_at_once() is not None
+    clock.now += 0.05
+    pacer_a.acquire_at_once()  # (a's first word since b joined: it rescales to its share)
+    assert pacer_a.control.unit == pytest.approx(0.5)
+    before = pacer_a.control.admitted_total
+    for _ in range(3):
+        clock.now += 0.05
+        ticket = pacer_b.acquire_at_once()
+        assert ticket is not None
+        pacer_b.release(ticket, Feedback(admitted=True))
+    clock.now += 0.05
+    pacer_b.acquire_at_once()  # (b tells the store)
+    clock.now += 0.05
+    pacer_a.acquire_at_once()  # (a hears of them)
+    assert pacer_a.control.admitted_total == pytest.approx(before + 3 * 0.5)
 
 
 @pytest.mark.anyio
