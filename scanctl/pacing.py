@@ -155,11 +155,11 @@ class Meter(Protocol):
         ...
 
     def note_admitted(self) -> None:
-        """An answer admitted to this process while it follows: for the leader to count."""
+        """An answer admitted to this process: for the others sharing the schedule to count."""
         ...
 
     def admitted_elsewhere(self) -> int:
-        """Answers the processes following this one were admitted since it last asked."""
+        """Answers the other processes were admitted since this one last asked."""
         ...
 
 
@@ -216,7 +216,7 @@ class GcraMeter:
         return 0
 
     def note_admitted(self) -> None:
-        """Nothing to do: no one follows this process."""
+        """Nothing to do: no one else shares this schedule."""
 
     def admitted_elsewhere(self) -> int:
         return 0
@@ -374,6 +374,9 @@ class Pacer:
         unproven = self._slow_start and now - self._window_full_at < NO_LIMIT_PROOF
         discovering = slow or unproven or control.holding
         follow = self.meter.following(control.effective, discovering=discovering)
+        if follow is not None:  # (the leader's unit is kept with its rate: see `rescale`)
+            control.unit = 1.0 / self.meter.processes  # (its rate is a share of them)
+        control.count_admitted(self.meter.admitted_elsewhere())
         if follow is None:
             if self._following:
                 self._take_lead(now)
@@ -385,7 +388,6 @@ class Pacer:
                 # No limit found, and the others send alongside: a rate found from here on
                 # is found on a share of the sends, and is a share already.
                 self.meter.rescale()
-            control.count_admitted(self.meter.admitted_elsewhere())
             if self.meter.refused_elsewhere():
                 self._refused_elsewhere(now)
             if control.paused:
@@ -590,13 +592,13 @@ class Pacer:
                 # probing, would send one probe per process into the outage).
                 breaker = self.breaker
                 self.meter.close_gate(breaker.wait_time(now) + breaker.probe_interval)
+        if feedback.admitted:
+            self.meter.note_admitted()
         if self._following:
             # (the leader adapts the rate, hearing of this one's 429s; this one follows it,
             # and counts its answers)
             if feedback.admitted or feedback.throttled:
                 self.control.note_answer(ticket.sent_at, now, admitted=feedback.admitted)
-            if feedback.admitted:
-                self.meter.note_admitted()
             if feedback.throttled and not about_quota:
                 self.meter.note_refused()
                 if self.control.rate is None:

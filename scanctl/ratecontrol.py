@@ -185,9 +185,10 @@ class AdaptiveRate:
         self._throttled_since_cut = 0
         self._admitted_since_cut = 0
         self.admitted_total = 0.0
-        # What one admitted answer counts for in `admitted_total`: 1 alone; for the leader of
-        # processes sharing a budget, whose rate is its share of the rate for all and which
-        # hears of every process's answers (`count_admitted`), one over the processes sharing.
+        # What one admitted answer counts for in `admitted_total`: 1 alone; sharing a budget,
+        # where its rate is its share of the rate for all and it hears of every process's
+        # answers (`count_admitted`), one over the processes sharing (the leader's kept with
+        # its rate by `rescale`).
         self.unit = 1.0
         self._first_contact_burst: int | None = None  # sends before the run's first refused one
         # The pause (see the module docstring): None when sending; else when it began, the
@@ -261,8 +262,7 @@ class AdaptiveRate:
     def lead(self, rate: float, now: float, *, unit: float) -> None:
         """Decide from here on, starting at `rate` (the share it followed, of those sharing
         now): as from a learned rate, held a moment and then probed, with no bound known.
-        `unit`: what one admitted answer, its own or another's, counts for from now on (what
-        it counted following, its own answers whole, was a share already)."""
+        `unit`: what one admitted answer, its own or another's, counts for from now on."""
         self.unit = unit
         self.rate = self.low = rate
         self.high = self._drew = None
@@ -273,7 +273,7 @@ class AdaptiveRate:
         self.note(now, "leads the processes sharing the budget")
 
     def count_admitted(self, answers: int) -> None:
-        """Admitted answers other processes sharing the budget had (this one leads it)."""
+        """Admitted answers the other processes sharing the budget had."""
         self.admitted_total += answers * self.unit
 
     def follow(self, rate: float, now: float) -> None:

@@ -27,10 +27,11 @@ the rate in force jumped whenever one of them left.
 - the 429s the others draw reach the leader (`note_refused`, `refused_elsewhere`): its own
   answers are a sample of a quarter of them with four processes, and an estimator that hears
   of a quarter of the 429s stays over the limit four times as long;
-- so do the answers they were admitted (`note_admitted`, `admitted_elsewhere`): what the
-  upstream admitted over the run is what a pause resumes at, and the rate's floor, and the
-  leader's own answers say little of it when it was not sending its share (it sent alone
-  while the others waited for its slow start).
+- every process's admitted answers reach every other (`note_admitted`, `admitted_elsewhere`):
+  what the upstream admitted over the run is what a pause resumes at, and the rate's floor,
+  and one process's own answers say little of it when it did not send its share (the leader
+  sent alone while the others waited for its slow start; a leader that finished within a
+  window's allowance left the next one a run in which it had been admitted almost nothing).
 
 A 418 ban told to any process holds the whole scope (`shut`, the store's `hold`): the upstream
 bans the key or the address, not the process, so every process sharing it stops as if told
@@ -101,7 +102,7 @@ class SharedMeter:
         self._refusals = 0  # (a follower's) 429s drawn, to tell the store with its next word
         self._refused_seen: int | None = None  # the scope's count of them, as last heard
         self._refused_elsewhere = 0  # (the leader's) those it has not taken in yet
-        self._admissions = 0  # (a follower's) admitted answers, told as its 429s are
+        self._admissions = 0  # admitted answers, told with its next word (the leader's too)
         self._admitted_seen: int | None = None
         self._admitted_elsewhere = 0
         self._heard = float("-inf")  # (local monotonic) the store's last answer
@@ -149,8 +150,8 @@ class SharedMeter:
         self.leads, self._leader_discovering = grant.leads, grant.discovering
         if grant.leads and self._refused_seen is not None:
             self._refused_elsewhere += max(0, grant.refused - self._refused_seen)
-        if grant.leads and self._admitted_seen is not None:
-            self._admitted_elsewhere += max(0, grant.admitted - self._admitted_seen)
+        if self._admitted_seen is not None:  # (what the others had: this one's is in too)
+            self._admitted_elsewhere += max(0, grant.admitted - self._admitted_seen - heard)
         self._refused_seen, self._admitted_seen = grant.refused, grant.admitted
         self._heard = now = self.clock.monotonic()
         if grant.hold:  # (a hold never shortens)
@@ -253,11 +254,11 @@ class SharedMeter:
         return heard
 
     def note_admitted(self) -> None:
-        """An answer this process was admitted while it follows: the leader counts it."""
+        """An answer this process was admitted: the others count it."""
         self._admissions += 1
 
     def admitted_elsewhere(self) -> int:
-        """(The leader) answers the processes that follow were admitted since it last asked."""
+        """Answers the other processes were admitted since this one last asked."""
         heard, self._admitted_elsewhere = self._admitted_elsewhere, 0
         return heard
 

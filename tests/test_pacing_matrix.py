@@ -61,9 +61,14 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
 
 
 def cell_upstream(
-    kind: str, counting: bool, hints: str, clock: LoopClock
+    kind: str,
+    counting: bool,
+    hints: str,
+    clock: LoopClock,
+    shape: tuple[int, float] | None = None,
 ) -> tuple[Handler, UpstreamCounts]:
-    allowance, window = KINDS[kind]
+    """The cell's limiter behind a handler; `shape`: (allowance, window) other than KINDS'."""
+    allowance, window = shape or KINDS[kind]
     limiter = make_limiter(
         kind,
         RATE,
@@ -138,12 +143,14 @@ BEAT = 0.5  # seconds between heartbeats, as the runner's
 START_APART = 0.005  # seconds between one process's start and the next's
 
 
-async def scan_shared_cell(kind: str, counting: bool, hints: str) -> dict[str, float]:
+async def scan_shared_cell(
+    kind: str, counting: bool, hints: str, shape: tuple[int, float] | None = None
+) -> dict[str, float]:
     """`PROCESSES` pacers sharing one budget, each scanning its own `PER_PROCESS` symbols (the
     runner's part: join, beat twice a second, leave when done), all against one upstream."""
     clock = LoopClock(wall_offset=1_764_435_600.0)
-    allowance = KINDS[kind][0]
-    handler, counts = cell_upstream(kind, counting, hints, clock)
+    allowance = (shape or KINDS[kind])[0]
+    handler, counts = cell_upstream(kind, counting, hints, clock, shape)
     store = LocalPacingStore(now=clock.monotonic)
     started = clock.monotonic()
     finished: list[float] = []
@@ -210,3 +217,14 @@ async def test_four_processes_sharing_the_budget_hold_in_every_cell(
     if (kind, counting, hints) in SHARED_MISSES:
         request.applymarker(pytest.mark.xfail(reason="issue 14: above 1.3x in some runs"))
     assert result["ratio"] <= 1.3
+
+
+async def test_four_processes_on_a_long_window_counting_refusals_do_not_stall() -> None:
+    """500 per 10 s, counting refused requests, no hints (the bench's row, four processes).
+    The first leader sent its 500 within the window's allowance and left; the next, which had
+    been admitted almost nothing, resumed after the pause at the run's admitted rate as it
+    knew it, the floor of 0.1 requests/s, and crawled (20x the ideal). Every process counts
+    what all of them were admitted now."""
+    result = await scan_shared_cell("sliding-window", True, "none", shape=(500, 10.0))
+    assert not result["stalled"] and result["lost"] == 0
+    assert result["ratio"] <= 2.0  # (1.6-1.7x measured: see SHARED_MISSES for why not 1.3)
