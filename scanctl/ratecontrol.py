@@ -444,14 +444,19 @@ class AdaptiveRate:
                 gain = max(gain, RESUME_GAIN)
             self._set(self.rate * (1.0 + gain * HOLD), now, "probing upward")
         elif self.high > self.low * (1.0 + self._close_enough):
-            self._set((self.low + self.high) / 2.0, now, "held: searching upward")
-        elif self._expensive:
-            self._held_since = now  # close enough, and a probe too many costs a gate: stay
+            # Halfway to a rate that drew a 429; all the way to one a measurement estimated
+            # (halving the way to an estimate took four holds, 17 s, to find it wrong).
+            target = self.high if self._high_measured else (self.low + self.high) / 2.0
+            self._set(target, now, "held: searching upward")
         elif self.low > self.high or self._high_measured:
             # Held above the rate that drew a 429, or up to a bound that was only estimated:
-            # either way it says little, so probe upward freely.
+            # either way it says little, so probe upward freely (even where a probe too many
+            # costs a gate: a measurement made within a window's first contact put such a
+            # bound at 68 % of a sliding log's limit, and four processes stayed there).
             self.high = None
             self._set(self.rate * (1.0 + PROBE_GAIN * HOLD), now, "probing upward")
+        elif self._expensive:
+            self._held_since = now  # close enough, and a probe too many costs a gate: stay
         else:
             # Cheap 429s: check now and then that the bound is still right, one step above it.
             self._set(self.high * (1.0 + self._close_enough), now, "probing above the bound")
@@ -543,6 +548,11 @@ class AdaptiveRate:
         fitted = None
         if hearsay:
             pass  # (the episode this process is in goes on: that 429 was not of its sends)
+        elif expensive and self.unit < 1.0:
+            # Sharing the limiter with other processes: what it admitted of this one's sends
+            # in an episode depends on theirs too, and fits nothing (a fit from them held four
+            # processes at 40 % of a sliding log's limit).
+            self._forget_episodes()
         elif expensive:
             fitted = self._end_episode(sent_at, seq)
         else:
@@ -666,11 +676,18 @@ class AdaptiveRate:
         first = self._first_send
         if first is not None and now - first >= FLOOR_AFTER:
             # A window limiter admits nothing between its windows, so a short measurement
-            # undercounts it; what it admitted over the last seconds it demonstrably sustains.
-            estimate = max(estimate, self.admitted_rate(now, span=5.0))
+            # undercounts it; what it admitted over the last seconds, or over the whole run
+            # (a measurement a gate held up past the first contact's allowance: 23 requests/s
+            # on a sliding log of 250 per 5 s), it demonstrably sustains.
+            span = max(self.admitted_rate(now, span=5.0), self.long_span_rate(now) or 0.0)
+            estimate = max(estimate, span)
         # The estimate is noisy (a few dozen answers): let the search start near it rather
-        # than at the overshoot that drew the 429, but not below what was admitted lately.
-        near = max(estimate * 1.25, self.admitted_rate(now))
+        # than at the overshoot that drew the 429, but not below what was admitted lately
+        # (once that means a rate: in the first seconds, a window's allowance admitted at
+        # once is most of it, and made a bound five times the limit).
+        near = estimate * 1.25
+        if self._ran_for(now) >= FLOOR_AFTER:
+            near = max(near, self.admitted_rate(now))
         if self.high is None or near < self.high:
             self.high, self._high_measured = near, True
         if estimate * MARGIN < self.rate:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from scanctl.ratecontrol import BETA, HOLD, MARGIN, MIN_CUT_INTERVAL, AdaptiveRate, LearnedPace
+from scanctl.ratecontrol import (
+    BETA,
+    HOLD,
+    HOLD_EXPENSIVE,
+    MARGIN,
+    MIN_CUT_INTERVAL,
+    AdaptiveRate,
+    LearnedPace,
+)
 
 
 def sending(control: AdaptiveRate, start: float, stop: float, rate: float) -> list[float]:
@@ -241,3 +249,56 @@ def test_after_a_short_pause_the_rate_that_drew_the_429s_still_bounds_the_search
     control.on_admitted(held, held + 0.05, rate_bound=True)
     # Bisection towards it, not x1.25 unbounded (as after a long pause).
     assert control.rate == pytest.approx((40.0 * MARGIN + 60.0) / 2)
+
+
+def test_an_estimated_bound_is_gone_to_at_once_and_then_probed_past() -> None:
+    """A bound a measurement estimated (not a rate that drew a 429) is gone to in one step
+    after a hold, not halved towards, and once it held, probed past, even where 429s close a
+    gate: such an estimate, made within a window's first contact, held four processes at 40 %
+    of a sliding log's limit, creeping towards it for 17 s."""
+    control = AdaptiveRate(0.0)
+    control.rate = control.low = 10.0
+    control.high, control._high_measured = 20.0, True
+    control._expensive, control.cuts = True, 1
+    t = 0.0
+    for _ in range(2):
+        rate = control.rate
+        stop = t + HOLD_EXPENSIVE + 0.2
+        for sent in sending(control, t, stop, rate):
+            control.on_admitted(sent, sent + 0.05, rate_bound=True)
+        t = stop
+        control.on_send(t)
+        control.on_admitted(t, t + 0.05, rate_bound=True)
+        t += 0.1
+        if rate == 10.0:
+            assert control.rate == pytest.approx(20.0)  # straight to the estimate
+    assert control.rate > 20.0 and control.high is None  # it held: probed past
+
+
+def test_a_process_sharing_the_limiter_fits_no_bucket() -> None:
+    """Sharing a budget (`unit` under 1), what a limiter admitted of this process's own sends
+    in an episode depends on the others' too: the same episodes that fit a bucket alone fit
+    nothing."""
+    bucket = [(240.0, 10 + 2), (120.0, 10 + 7), (60.0, 10 + 50)]
+    alone, shared = AdaptiveRate(0.0), AdaptiveRate(0.0)
+    shared.unit = 0.25
+    gated_episodes(alone, bucket)
+    gated_episodes(shared, bucket)
+    assert alone.history[-1].reason == "429: fitted the limit"
+    assert all(change.reason != "429: fitted the limit" for change in shared.history)
+
+
+def test_a_measurement_is_never_under_what_the_run_was_admitted() -> None:
+    """A window's allowance admitted at once, then a gate held the measurement up for the
+    window (five seconds): what was admitted over the run bounds the estimate from below."""
+    control = AdaptiveRate(0.0)
+    sends = sending(control, 0.0, 0.5, 500.0)  # 250 at once: the window's allowance
+    for sent in sends:
+        control.on_admitted(sent, sent + 0.05, rate_bound=False)
+    control.rate = 100.0
+    late = sending(control, 5.0, 5.2, 100.0)
+    assert control.on_throttled(late[0], now=late[0] + 0.01, latency=0.05)
+    for sent in late[1:]:
+        control.on_throttled(sent, now=sent + 0.01, latency=0.05)
+    control.measure(5.3)
+    assert control.rate is not None and control.rate >= 0.95 * 250 / 5.3 * MARGIN
