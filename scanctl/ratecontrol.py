@@ -17,7 +17,9 @@ a rate (TCP, botocore's adaptive retry mode), turned into a search once it has b
   to just under it. One 429 event can then take the rate from a wild overshoot to the limit.
 - **Hold, then search upward**: a rate that held for `HOLD` seconds without a 429 becomes
   `low`; the next rate is halfway to `high` (bisection), until the two are within
-  `CLOSE_ENOUGH`; then it stays put. After `FORGET` seconds of calm, `high` is forgotten and
+  `CLOSE_ENOUGH`; then it stays put. A `high` that a measurement only estimated is gone to in
+  one step, and probed past once it held (a measurement within a window's first contact can
+  put it far under the limit). After `FORGET` seconds of calm, `high` is forgotten and
   it probes upward again, faster the longer the calm lasts, since limits do change.
 
 **When each 429 closes a Retry-After gate**, a probe too many costs a second of silence, so
