@@ -516,7 +516,14 @@ class AdaptiveRate:
             return False  # in flight at the old rate: already answered for by the last cut
         slow_start = self.rate is None
         self._expensive = expensive
-        if self.rate is None:
+        if self.rate is None and hearsay:
+            # Another process's 429, sent at a time only guessed: how fast this one sent over
+            # the last second is its share of what drew it (two round trips around the guess
+            # found none sent at --rate 8 shared by two, and cut to the floor for good).
+            base = self.send_rate(now, span=1.0)
+            if not base:
+                return False  # (sending nothing, it has no share to cut)
+        elif self.rate is None:
             # Slow start ramps fast: what matters is how fast we sent just before the request
             # the limiter refused, over about two round trips, not a longer average.
             base = self.send_rate(sent_at, span=max(0.25, 2.0 * latency))

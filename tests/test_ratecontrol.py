@@ -302,3 +302,17 @@ def test_a_measurement_is_never_under_what_the_run_was_admitted() -> None:
         control.on_throttled(sent, now=sent + 0.01, latency=0.05)
     control.measure(5.3)
     assert control.rate is not None and control.rate >= 0.95 * 250 / 5.3 * MARGIN
+
+
+def test_another_process_s_429_with_no_rate_cuts_from_this_one_s_last_second() -> None:
+    """No rate of its own yet (--rate only caps it), a 429 another process drew is measured
+    against what this one sent over the last second (its share), not around a guessed send
+    time: guessed, it found none sent and cut to the floor, and two processes sharing --rate 8
+    crawled at 0.1 requests/s for a minute. One that sent nothing has no share to cut."""
+    idle = AdaptiveRate(0.0, ceiling=8.0)
+    assert not idle.on_throttled(9.0, now=10.0, latency=0.05, expensive=True, hearsay=True)
+    assert idle.rate is None
+    control = AdaptiveRate(0.0, ceiling=8.0)
+    sending(control, 9.0, 10.0, 4.0)
+    assert control.on_throttled(9.93, now=10.0, latency=0.05, expensive=True, hearsay=True)
+    assert control.rate == pytest.approx(4.0 * 0.5)
