@@ -457,6 +457,16 @@ async def test_the_pacer_takes_a_shared_meter() -> None:
     assert pacer_b.acquire_at_once() is not None
 
 
+def learned_pacers(clock: FakeClock) -> tuple[Pacer, Pacer]:
+    """Two pacers sharing a scope with 40 requests/s in force, each starting at its half."""
+    a, b = meters(2, clock)
+    a.join(40.0), b.join()
+    return (
+        Pacer(clock, learned=LearnedPace(20.0), meter=a),
+        Pacer(clock, learned=LearnedPace(20.0), meter=b),
+    )
+
+
 def adaptive_pacers(clock: FakeClock, concurrency: int = 50) -> tuple[Pacer, Pacer]:
     """Two adaptive pacers (no --rate, nothing learned) over meters of one scope: a first."""
     a, b = meters(2, clock)
@@ -544,10 +554,7 @@ async def test_a_pause_the_others_429s_start_lets_no_send_through_as_its_probe()
     waits, rather than go as the pause's probe (its 429, a moment later, doubled the first
     pause: measured, four processes on a token bucket counting refusals took 2x its ideal)."""
     clock = FakeClock()
-    a, b = meters(2, clock)
-    a.join(40.0), b.join()
-    pacer_a = Pacer(clock, learned=LearnedPace(20.0), meter=a)
-    pacer_b = Pacer(clock, learned=LearnedPace(20.0), meter=b)
+    pacer_a, pacer_b = learned_pacers(clock)
     assert pacer_a.acquire_at_once() is not None
     clock.now += 0.05
     ticket = pacer_b.acquire_at_once()
@@ -575,10 +582,7 @@ async def test_the_leader_counts_what_the_others_were_admitted_as_its_share() ->
     the processes sharing (measured before: a leader that counted only its own answers, after
     sending alone while the others waited, resumed at a tenth of the limit)."""
     clock = FakeClock()
-    a, b = meters(2, clock)
-    a.join(40.0), b.join()
-    pacer_a = Pacer(clock, learned=LearnedPace(20.0), meter=a)
-    pacer_b = Pacer(clock, learned=LearnedPace(20.0), meter=b)
+    pacer_a, pacer_b = learned_pacers(clock)
     assert pacer_a.acquire_at_once() is not None
     clock.now += 0.05
     pacer_a.acquire_at_once()  # (a's first word since b joined: it rescales to its share)
@@ -695,10 +699,7 @@ async def test_a_pause_of_the_leader_holds_the_others_until_it_resumes() -> None
     keep the window full, and every probe of the leader's refused, for ever (measured: four
     processes on a counting sliding window never finished)."""
     clock = FakeClock()
-    a, b = meters(2, clock)
-    a.join(40.0), b.join()
-    pacer_a = Pacer(clock, learned=LearnedPace(20.0), meter=a)
-    pacer_b = Pacer(clock, learned=LearnedPace(20.0), meter=b)
+    pacer_a, pacer_b = learned_pacers(clock)
     assert pacer_a.acquire_at_once() is not None
     clock.now += 0.06
     assert pacer_b.acquire_at_once() is not None
