@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from scanctl.clock import Clock
 from scanctl.pacestore import Grant, PacingStore, PacingStoreError, member_id
@@ -65,6 +66,29 @@ MAX_BATCH = 64
 MIN_VIEW = 0.1  # requests/s: the slowest a view goes (as `ratecontrol.MIN_RATE`)
 STALE_SLOT = 0.05  # seconds past its time after which a reserved slot is dropped
 HOLD_FRESH = 0.01  # seconds a store's word on a hold is taken as current before a send
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Answers of one kind the processes in a scope report to each other through the store:
+    this process's not told yet (`own`), and the others' not taken in yet (`elsewhere`, from the
+    scope's running count, `seen` as last heard)."""
+
+    own: int = 0
+    seen: int | None = None
+    elsewhere: int = 0
+
+    def heard(self, total: int, told: int, *, keep: bool) -> None:
+        """The store's count is `total`, `told` of them this process's just now; `keep`: take
+        the others' in (else they are only seen, as 429s by a process that does not lead)."""
+        self.own -= told
+        if keep and self.seen is not None:
+            self.elsewhere += max(0, total - self.seen - told)
+        self.seen = total
+
+    def take(self) -> int:
+        taken, self.elsewhere = self.elsewhere, 0
+        return taken
 
 
 class SharedMeter:
@@ -99,12 +123,8 @@ class SharedMeter:
         self._leader_discovering = False  # (a follower's) the leader is
         self._scale = 1  # the processes sharing when its own rate was last rescaled
         self._rate: float | None = None  # its own rate, as its pacer last told
-        self._refusals = 0  # (a follower's) 429s drawn, to tell the store with its next word
-        self._refused_seen: int | None = None  # the scope's count of them, as last heard
-        self._refused_elsewhere = 0  # (the leader's) those it has not taken in yet
-        self._admissions = 0  # admitted answers, told with its next word (the leader's too)
-        self._admitted_seen: int | None = None
-        self._admitted_elsewhere = 0
+        self._refused = _Tally()  # 429s: a follower's told, the others' taken in by the leader
+        self._admitted = _Tally()  # admitted answers: every process's told and taken in
         self._heard = float("-inf")  # (local monotonic) the store's last answer
         self._held_until = float("-inf")  # (local monotonic) the end of the scope's hold
         self._gate_until = float("-inf")  # (local monotonic) when another's gate opens
@@ -138,21 +158,16 @@ class SharedMeter:
         if store is None:
             return None
         try:
-            view, told, heard = self._view(rate), self._refusals, self._admissions
+            view, told, heard = self._view(rate), self._refused.own, self._admitted.own
             finding = self.discovering
             grant = store.reserve(self.scope, self.member, count, view, finding, told, heard)
         except PacingStoreError as exc:
             self._give_up(exc)
             return None
-        self._refusals -= told
-        self._admissions -= heard
+        self._refused.heard(grant.refused, told, keep=grant.leads)
+        self._admitted.heard(grant.admitted, heard, keep=True)
         self.processes, self.shared_rate = max(1, grant.processes), grant.rate
         self.leads, self._leader_discovering = grant.leads, grant.discovering
-        if grant.leads and self._refused_seen is not None:
-            self._refused_elsewhere += max(0, grant.refused - self._refused_seen)
-        if self._admitted_seen is not None:  # (what the others had: this one's is in too)
-            self._admitted_elsewhere += max(0, grant.admitted - self._admitted_seen - heard)
-        self._refused_seen, self._admitted_seen = grant.refused, grant.admitted
         self._heard = now = self.clock.monotonic()
         if grant.hold:  # (a hold never shortens)
             self._held_until = max(self._held_until, now + grant.hold)
@@ -246,21 +261,19 @@ class SharedMeter:
 
     def note_refused(self) -> None:
         """A 429 this process drew while it follows: the leader's estimator takes it in."""
-        self._refusals += 1
+        self._refused.own += 1
 
     def refused_elsewhere(self) -> int:
         """(The leader) 429s the processes that follow drew since it last asked."""
-        heard, self._refused_elsewhere = self._refused_elsewhere, 0
-        return heard
+        return self._refused.take()
 
     def note_admitted(self) -> None:
         """An answer this process was admitted: the others count it."""
-        self._admissions += 1
+        self._admitted.own += 1
 
     def admitted_elsewhere(self) -> int:
         """Answers the other processes were admitted since this one last asked."""
-        heard, self._admitted_elsewhere = self._admitted_elsewhere, 0
-        return heard
+        return self._admitted.take()
 
     def rescale(self) -> float:
         """By how much a leader's own rate must change to stay its share of the same rate for

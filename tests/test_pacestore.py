@@ -6,6 +6,7 @@ Local and SQLite stores take their clock from the test (moved by hand); Redis re
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,32 @@ def test_learned_rates_and_states(store: Any) -> None:
     assert (state.scope, state.processes, state.rate) == ("s", 1, pytest.approx(50.0))
     assert state.learned == {"mss": {"rate": 47.5, "burst": 1}}
     assert state.ahead == pytest.approx(0.04, abs=0.003)
+
+
+def test_a_store_file_of_the_previous_version_opens_and_counts(tmp_path: Path) -> None:
+    """A `pacing.sqlite3` from before the admitted answers (version 2, a table `refusals`):
+    its ephemeral tables are dropped, what was learned stays, and the answers count afresh."""
+    path = tmp_path / "pacing.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            CREATE TABLE members (scope TEXT NOT NULL, member TEXT NOT NULL, view REAL,
+                expires REAL NOT NULL, joined REAL NOT NULL,
+                discovering INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (scope, member));
+            CREATE TABLE refusals (scope TEXT PRIMARY KEY, count INTEGER NOT NULL);
+            CREATE TABLE learned (key TEXT PRIMARY KEY, pace TEXT NOT NULL, updated REAL);
+            INSERT INTO refusals VALUES ('s', 7);
+            INSERT INTO learned VALUES ('s signals', '{"rate": 40.0}', 0);
+            PRAGMA user_version = 2;
+            """
+        )
+    store = SqlitePacingStore(path, now=HandClock())
+    try:
+        told = store.reserve("s", "a", 0, 50.0, refused=1, admitted=2)
+        assert (told.refused, told.admitted) == (1, 2)
+        assert store.learned("s signals") == {"rate": 40.0}
+    finally:
+        store.close()
 
 
 def test_the_scope_names_the_credential_by_a_hash_only() -> None:
