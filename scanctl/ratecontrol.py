@@ -682,8 +682,7 @@ class AdaptiveRate:
         if len(window) < MIN_MEASURED:
             return
         estimate = max(sum(window), 1) / (end - start)
-        first = self._first_send
-        if first is not None and now - first >= FLOOR_AFTER:
+        if self._ran_for(now) >= FLOOR_AFTER:
             # A window limiter admits nothing between its windows, so a short measurement
             # undercounts it; what it admitted over the last seconds, or over the whole run
             # (a measurement a gate held up past the first contact's allowance: 23 requests/s
