@@ -34,16 +34,17 @@ different lengths give L, and the rate goes just under it at once. A fit that ma
 the requests it refuses, a penalty box. There, every further 429 says nothing about the rate,
 and cutting on each would drive it to the floor while the limiter only waits for time to pass
 (or, counting refusals, waits for us to stop). So after a cut, `BLOCK_AFTER` 429s for requests
-sent after it with none admitted mean: pause. Nothing is sent for 1 s, then one probe; each
-probe refused doubles the pause (1, 2, 4 ... s, at most `PAUSE_MAX`, or the window a hint
-gave). No 429 that comes back during a pause is evidence about the rate. When a probe is
-admitted, sending resumes at what the upstream admitted over the whole run (the longest span
-seen), never at the floor. A pause whose first probe passed was a debt run up by overshooting:
-a rate measured before it still holds, and the rate that drew those 429s still bounds the
-search. A limiter that refused a probe has a window far longer than the gap between two sends,
-and what came before says little: the bounds are forgotten, the rate climbs fast, and since
-the window has refilled by now, what the first contact got through at once (at most the run's
-rate times the pause) may go at once.
+sent after it with none admitted mean: pause. Nothing is sent until 1 s after the cut (the
+limiter has refused everything since: a window's turn or a debt's end is that much nearer than
+1 s after the pause was decided), then one probe; each probe refused doubles the pause (1, 2, 4
+... s, at most `PAUSE_MAX`, or the window a hint gave). No 429 that comes back during a pause
+is evidence about the rate. When a probe is admitted, sending resumes at what the upstream
+admitted over the whole run (the longest span seen), never at the floor. A pause whose first
+probe passed was a debt run up by overshooting: a rate measured before it still holds, and the
+rate that drew those 429s still bounds the search. A limiter that refused a probe has a window
+far longer than the gap between two sends, and what came before says little: the bounds are
+forgotten, the rate climbs fast, and since the window has refilled by now, what the first
+contact got through at once (at most the run's rate times the pause) may go at once.
 
 A rate that drew a 429 at or below `low` proves `low` wrong (a token bucket can hide an excess
 for a few seconds), so `low` drops below it. Growing only happens while the rate is what holds
@@ -343,7 +344,8 @@ class AdaptiveRate:
             self.low = self.rate * MARGIN  # the 429s that led here came at `low`: it did not hold
         self._paused_at = now
         self._pause_gap = min(PAUSE_FIRST, self.pause_cap)
-        self._probe_at = now + self._pause_gap
+        # The limiter has refused everything since the cut: the wait counts from there.
+        self._probe_at = max(now, self.last_cut_at + self._pause_gap)
         self._probe_sent = None
         self._probes_refused = 0
         self._measure_pending = False

@@ -10,6 +10,7 @@ from scanctl.ratecontrol import (
     HOLD_EXPENSIVE,
     MARGIN,
     MIN_CUT_INTERVAL,
+    PAUSE_FIRST,
     AdaptiveRate,
     LearnedPace,
 )
@@ -235,7 +236,7 @@ def test_after_a_short_pause_the_rate_that_drew_the_429s_still_bounds_the_search
         t += 0.05
     assert control.paused
     probe_at = t + control.pause_wait(t)
-    assert control.pause_wait(t) > 0.9
+    assert probe_at == pytest.approx(2.5 + PAUSE_FIRST)  # (see the next test)
     control.on_send(probe_at)
     control.on_admitted(probe_at, probe_at + 0.05, rate_bound=False)
     assert not control.paused
@@ -249,6 +250,32 @@ def test_after_a_short_pause_the_rate_that_drew_the_429s_still_bounds_the_search
     control.on_admitted(held, held + 0.05, rate_bound=True)
     # Bisection towards it, not x1.25 unbounded (as after a long pause).
     assert control.rate == pytest.approx((40.0 * MARGIN + 60.0) / 2)
+
+
+def test_the_first_probe_goes_a_pause_after_the_cut_the_429s_followed() -> None:
+    """The limiter has refused everything since the cut: its silence began there, not when
+    enough refusals came back to call it remembering (a fixed window's turn, or a debt paid off,
+    is that much nearer). Sending nothing from the pause on, the probe goes PAUSE_FIRST after
+    the cut; refused, the next goes twice that after it was refused."""
+    control = AdaptiveRate(0.0)
+    control.rate = control.low = 40.0
+    for sent in sending(control, 0.0, 2.0, 40.0):
+        control.on_admitted(sent, sent + 0.05, rate_bound=True)
+    control.rate = 60.0
+    sends = sending(control, 2.0, 2.5, 60.0)
+    assert control.on_throttled(sends[-1], now=2.5, latency=0.05)
+    t = 2.6
+    for _ in range(4):  # refused after the cut, none admitted: remembering
+        control.on_send(t)
+        control.on_throttled(t, now=t + 0.01, latency=0.05)
+        t += 0.05
+    assert control.paused
+    assert control.pause_wait(t) == pytest.approx(2.5 + PAUSE_FIRST - t)
+    assert control.pause_wait(2.5 + PAUSE_FIRST) == 0.0
+    control.on_send(3.5)
+    control.on_throttled(3.5, now=3.55, latency=0.05)
+    assert control.paused
+    assert control.pause_wait(3.55) == pytest.approx(2 * PAUSE_FIRST)
 
 
 def test_an_estimated_bound_is_gone_to_at_once_and_then_probed_past() -> None:
