@@ -121,7 +121,10 @@ class LearnedPace:
     closed Retry-After gates (so probing costs seconds, and the next run is more careful);
     `burst`: what the limiter let through at once on first contact, beyond its rate (its
     bucket), estimated from the run's first 429; `gate_enough`: how long a Retry-After gate
-    proved to need when the upstream's Retry-After overstates (None: it does not, or unknown).
+    proved to need when the upstream's Retry-After overstates (None: it does not, or unknown);
+    `upper_estimated`: `upper` is an estimate (a measurement's, or what overlapping runs were
+    admitted together), not a rate that drew a 429: a later overlapping run that saw more
+    admitted raises it (see `state.shared_pace`) rather than being capped by it.
     """
 
     rate: float
@@ -129,6 +132,7 @@ class LearnedPace:
     gated: bool = False
     burst: int = 1
     gate_enough: float | None = None
+    upper_estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +231,8 @@ class AdaptiveRate:
             # The first 429 came after B + L x T admitted requests, T seconds into the run.
             drained_after, admitted = self._first_drain
             burst = max(1, min(admitted, round(admitted - rate * drained_after)))
-        return LearnedPace(rate, self.high, self._expensive, burst)
+        estimated = self.high is not None and self._high_measured
+        return LearnedPace(rate, self.high, self._expensive, burst, upper_estimated=estimated)
 
     @property
     def effective(self) -> float | None:
@@ -339,13 +344,14 @@ class AdaptiveRate:
             return PROBE_POLL  # one probe at a time; its answer ends or extends the pause
         return max(0.0, self._probe_at - now)
 
-    def _pause(self, now: float) -> None:
+    def _pause(self, now: float, since: float | None = None) -> None:
+        """Stop sending: the limiter has refused everything `since` (default: now), so the
+        first probe is due PAUSE_FIRST after that."""
         if self.low is not None and self.rate is not None and self.rate <= self.low * 1.001:
             self.low = self.rate * MARGIN  # the 429s that led here came at `low`: it did not hold
         self._paused_at = now
         self._pause_gap = min(PAUSE_FIRST, self.pause_cap)
-        # The limiter has refused everything since the cut: the wait counts from there.
-        self._probe_at = max(now, self.last_cut_at + self._pause_gap)
+        self._probe_at = max(now, (now if since is None else since) + self._pause_gap)
         self._probe_sent = None
         self._probes_refused = 0
         self._measure_pending = False
@@ -503,7 +509,7 @@ class AdaptiveRate:
                 and not self._admitted_since_cut
                 and self._throttled_since_cut >= BLOCK_AFTER
             ):
-                self._pause(now)
+                self._pause(now, since=self.last_cut_at)  # (refused everything since)
                 return False
         if sent_at <= self._measure_until:
             self._last_throttled_send = max(sent_at, self._last_throttled_send)

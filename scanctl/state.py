@@ -61,31 +61,35 @@ def shared_pace(stored: LearnedPace | None, own: LearnedPace, peak_shared: float
 
     Its own rate was at most its share of the limit: the stored rate stays, unless its own or
     `SHARED_MARGIN` x `peak_shared` (requests/s the upstream admitted to all the runs at once)
-    is higher; that evidence is capped by the stored `upper`, a rate that drew a 429 to a lone
-    run. The run's own `upper` is a share's artifact: the stored one is kept, or, when the
-    shared peak set the rate, the peak itself becomes the bound. The
-    burst is the stored one when there is one (a share of the bucket is not the bucket);
-    `gated` stays true once either run saw Retry-After gates; how long a gate proved to need is
-    the run's own when it learned one.
+    is higher; that evidence is capped by the stored `upper` when that is a rate that drew a
+    429 to a lone run. The run's own `upper` is a share's artifact: the stored one is kept, or,
+    when the shared peak set the rate, the peak itself becomes the bound, marked as an
+    estimate, which a later run's higher peak raises: the first of four overlapping runs to
+    finish saw the least of their peak (44.6 of a 50 requests/s limit), and the run alone after
+    them, searching up to it, stayed within 5 % of it (1.19x its ideal). The burst is the
+    stored one when there is one (a share of the bucket is not the bucket); `gated` stays true
+    once either run saw Retry-After gates; how long a gate proved to need is the run's own
+    when it learned one.
     """
     upper = stored.upper if stored is not None else None
+    estimated = stored is not None and stored.upper_estimated
     evidence = SHARED_MARGIN * max(0.0, peak_shared)
-    if upper is not None:
+    if upper is not None and not estimated:
         evidence = min(evidence, upper)
     rate = max(stored.rate if stored is not None else 0.0, own.rate, evidence)
-    if upper is None and peak_shared > rate and evidence >= rate:
+    if (upper is None or estimated) and peak_shared > rate and evidence >= rate:
         # What all the runs got at once, each pushing against its 429s: about the limit. The
         # next run, alone, searches up to it (a few % at most) instead of probing upward
         # blind, where each rate too many costs a 429 and, gated, a second of silence.
-        upper = peak_shared
+        upper, estimated = max(peak_shared, upper or 0.0), True
     if upper is not None and rate >= upper:
-        upper = None  # held above it: the next run searches afresh
+        upper, estimated = None, False  # held above it: the next run searches afresh
     burst = stored.burst if stored is not None else own.burst
     gated = own.gated or (stored is not None and stored.gated)
     enough = own.gate_enough
     if enough is None and stored is not None:
         enough = stored.gate_enough
-    return LearnedPace(rate, upper, gated, burst, enough)
+    return LearnedPace(rate, upper, gated, burst, enough, upper_estimated=estimated)
 
 
 def pace_entry(pace: LearnedPace, now_wall: float) -> dict[str, Any]:
@@ -93,6 +97,7 @@ def pace_entry(pace: LearnedPace, now_wall: float) -> dict[str, Any]:
     return {
         "rate": round(pace.rate, 3),
         "upper": None if pace.upper is None else round(pace.upper, 3),
+        "upper_estimated": pace.upper_estimated,
         "gated": pace.gated,
         "burst": pace.burst,
         "gate_enough": pace.gate_enough,
@@ -126,7 +131,8 @@ def parse_pace(entry: Any) -> LearnedPace | None:
     enough = entry.get("gate_enough")
     if isinstance(enough, bool) or not (isinstance(enough, int | float) and 0 <= enough < 3600):
         enough = None
-    return replace(learned, burst=burst, gate_enough=enough)
+    estimated = entry.get("upper_estimated") is True and learned.upper is not None
+    return replace(learned, burst=burst, gate_enough=enough, upper_estimated=estimated)
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from scanctl.cli import app
 from scanctl.overlap import RunRegistry, pid_alive
 from scanctl.ratecontrol import LearnedPace
-from scanctl.state import PacingMemory, shared_pace, state_dir
+from scanctl.state import PacingMemory, pace_entry, parse_pace, shared_pace, state_dir
 
 BASE = "http://upstream.test"
 KEY = f"{BASE} signals"
@@ -223,10 +223,34 @@ def test_a_shared_run_raises_the_rate_to_what_all_were_admitted() -> None:
     kept = shared_pace(None, LearnedPace(7.3, 8.0, burst=6), peak_shared=50.0)
     assert kept.rate == pytest.approx(47.5)
     assert kept.upper == 50.0  # not the share's upper (8): what all of them got at once
+    assert kept.upper_estimated  # (an estimate: the next run goes to it and probes past)
     assert kept.burst == 6  # (nothing better known)
     # ...but not past a rate that drew a 429 to a lone run:
     capped = shared_pace(LearnedPace(30.0, 40.0), LearnedPace(7.3), peak_shared=60.0)
     assert capped.rate == 40.0 and capped.upper is None
+
+
+def test_a_later_overlapped_runs_higher_peak_raises_an_estimated_upper() -> None:
+    """Four runs at once: the first to finish saw the least of their peak (44.6 of a 50/s
+    limit) and stored it as the bound; the others, finishing later, saw more. An estimate
+    does not cap their evidence, as a rate that drew a 429 to a lone run does: the highest
+    peak is kept."""
+    first = shared_pace(None, LearnedPace(11.0), peak_shared=44.6)
+    assert first.upper == 44.6 and first.upper_estimated
+    later = shared_pace(first, LearnedPace(12.4), peak_shared=50.2)
+    assert later.rate == pytest.approx(0.95 * 50.2)
+    assert later.upper == 50.2 and later.upper_estimated
+    lower = shared_pace(later, LearnedPace(12.0), peak_shared=40.0)
+    assert lower.rate == later.rate and lower.upper == 50.2  # (never lowered)
+
+
+def test_an_estimated_upper_survives_the_stored_form() -> None:
+    pace = LearnedPace(42.4, 44.6, gated=True, burst=12, upper_estimated=True)
+    assert parse_pace(pace_entry(pace, now_wall=1000.0)) == pace
+    lone = LearnedPace(48.0, 50.5, gated=True, burst=12)
+    assert parse_pace(pace_entry(lone, now_wall=1000.0)) == lone
+    # (an entry written before the flag existed: a rate that drew a 429, as it always was)
+    assert parse_pace({"rate": 48.0, "upper": 50.5}) == LearnedPace(48.0, 50.5)
 
 
 def test_the_memory_keeps_a_lone_runs_rate_but_not_an_overlapped_ones_lower_one(

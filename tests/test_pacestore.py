@@ -31,7 +31,7 @@ from scanctl.pacing import (
     Pacer,
     UpstreamBanned,
 )
-from scanctl.ratecontrol import BLOCK_AFTER, LearnedPace
+from scanctl.ratecontrol import BLOCK_AFTER, PAUSE_FIRST, LearnedPace
 from scanctl.resilience import CircuitBreaker
 from scanctl.sharedpace import SharedMeter
 
@@ -587,6 +587,7 @@ async def test_a_pause_the_others_429s_start_lets_no_send_through_as_its_probe()
     ticket = pacer_b.acquire_at_once()
     assert ticket is not None
     control = pacer_a.control
+    cut_at = clock.now
     assert control.on_throttled(clock.now, clock.now, latency=0.05)  # a cut
     clock.now += 0.2
     for _ in range(BLOCK_AFTER - 1):  # sent after it, refused, none admitted
@@ -598,8 +599,11 @@ async def test_a_pause_the_others_429s_start_lets_no_send_through_as_its_probe()
     pacer_b.acquire_at_once()  # (b tells the store of its 429)
     clock.now += 0.02
     # (a hears of it as it asks whether it may send, and pauses: the answer is to wait)
-    assert pacer_a._hold(clock.monotonic()) > 0.5
-    assert control.paused and control.pause_wait(clock.now) > 0.5
+    assert pacer_a._hold(clock.monotonic()) > 0.2
+    # (the probe is due a pause after the cut: the limiter refused everything since)
+    assert control.paused and control.pause_wait(clock.now) == pytest.approx(
+        cut_at + PAUSE_FIRST - clock.now
+    )
 
 
 @pytest.mark.anyio
