@@ -215,11 +215,10 @@ def test_no_burst_is_read_off_a_first_429_that_came_late() -> None:
     assert learned is not None and learned.burst == 7  # what the earlier run learned
 
 
-def test_after_a_short_pause_the_rate_that_drew_the_429s_still_bounds_the_search() -> None:
-    """Held at 40/s, then probing at 60/s drew 429s; a measurement put an estimate under that
-    (the limiter's lockout admitted little); 429s at any rate paused it, and the first probe
-    passed (a debt). The search resumes bounded by 60/s, the rate that drew them, not by the
-    estimate and not unbounded: climbing fast from there overshot again every few seconds."""
+def paused_after_a_cut() -> tuple[AdaptiveRate, float]:
+    """Held at 40/s for 2 s, then 60/s drew a 429 at 2.5 s (a cut back to 40/s), and four
+    requests sent after the cut were refused with none admitted: paused. Returns the control
+    and the time of the last refusal's send + 0.05 s."""
     control = AdaptiveRate(0.0)
     control.rate = control.low = 40.0
     for sent in sending(control, 0.0, 2.0, 40.0):
@@ -228,13 +227,23 @@ def test_after_a_short_pause_the_rate_that_drew_the_429s_still_bounds_the_search
     sends = sending(control, 2.0, 2.5, 60.0)
     assert control.on_throttled(sends[-1], now=2.5, latency=0.05)
     assert control.rate == 40.0 and control.high == pytest.approx(60.0)
-    control.high, control._high_measured = 45.0, True  # (as a measurement's estimate would)
     t = 2.6
     for _ in range(4):  # refused after the cut, none admitted: remembering
         control.on_send(t)
         control.on_throttled(t, now=t + 0.01, latency=0.05)
         t += 0.05
     assert control.paused
+    return control, t
+
+
+def test_after_a_short_pause_the_rate_that_drew_the_429s_still_bounds_the_search() -> None:
+    """Held at 40/s, then probing at 60/s drew 429s; a measurement put an estimate under that
+    (the limiter's lockout admitted little); 429s at any rate paused it, and the first probe
+    passed (a debt). The search resumes bounded by 60/s, the rate that drew them, not by the
+    estimate and not unbounded: climbing fast from there overshot again every few seconds."""
+    control, t = paused_after_a_cut()
+    assert control.low == pytest.approx(40.0 * MARGIN)  # (the pause's 429s came at it)
+    control.high, control._high_measured = 45.0, True  # (as a measurement's estimate would)
     probe_at = t + control.pause_wait(t)
     assert probe_at == pytest.approx(2.5 + PAUSE_FIRST)  # (see the next test)
     control.on_send(probe_at)
@@ -257,19 +266,7 @@ def test_the_first_probe_goes_a_pause_after_the_cut_the_429s_followed() -> None:
     enough refusals came back to call it remembering (a fixed window's turn, or a debt paid off,
     is that much nearer). Sending nothing from the pause on, the probe goes PAUSE_FIRST after
     the cut; refused, the next goes twice that after it was refused."""
-    control = AdaptiveRate(0.0)
-    control.rate = control.low = 40.0
-    for sent in sending(control, 0.0, 2.0, 40.0):
-        control.on_admitted(sent, sent + 0.05, rate_bound=True)
-    control.rate = 60.0
-    sends = sending(control, 2.0, 2.5, 60.0)
-    assert control.on_throttled(sends[-1], now=2.5, latency=0.05)
-    t = 2.6
-    for _ in range(4):  # refused after the cut, none admitted: remembering
-        control.on_send(t)
-        control.on_throttled(t, now=t + 0.01, latency=0.05)
-        t += 0.05
-    assert control.paused
+    control, t = paused_after_a_cut()
     assert control.pause_wait(t) == pytest.approx(2.5 + PAUSE_FIRST - t)
     assert control.pause_wait(2.5 + PAUSE_FIRST) == 0.0
     control.on_send(3.5)
