@@ -617,8 +617,10 @@ class Pacer:
         self._in_flight.pop(ticket.seq, None)
 
     def abandon(self, ticket: Ticket) -> None:
-        """Hand back a ticket whose request was called off (a losing hedge): nothing learned."""
+        """Hand back a ticket whose request was called off (a losing hedge): nothing learned
+        (but a pause's probe called off is over: the next may go)."""
         self._give_back(ticket)
+        self.control.on_unanswered(ticket.sent_at, self.clock.monotonic())
         if ticket.probe and self.breaker is not None:
             self.breaker.probe_done(self.clock.monotonic())
 
@@ -652,6 +654,8 @@ class Pacer:
                 self.window.total_tokens = min(self.ceiling, int(self.window.total_tokens) + 1)
                 if self.window.total_tokens == self.ceiling:
                     self._window_full_at = now
+        else:  # no answer at all: a timeout, a dropped connection
+            control.on_unanswered(ticket.sent_at, now)
         self._measure_if_due(now)
         self._size_window()
 

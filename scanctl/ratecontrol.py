@@ -424,6 +424,16 @@ class AdaptiveRate:
             self._hold_started = True
             self._held_since = now
 
+    def on_unanswered(self, sent_at: float, now: float) -> None:
+        """A request got no answer at all (a timeout, a dropped connection): nothing about the
+        rate. When it was a pause's probe, the probe is over, and the next goes after the
+        same gap (the limiter neither refused nor admitted it): waiting for its answer, the
+        pause would last for ever."""
+        if self._paused_at is None or self._probe_sent is None or sent_at < self._probe_sent:
+            return
+        self._probe_sent = None
+        self._probe_at = now + self._pause_gap
+
     def on_admitted(self, sent_at: float, now: float, *, rate_bound: bool) -> None:
         """A request was admitted (any answer but 429). `rate_bound`: senders waited on the rate."""
         self._answers.append((sent_at, True))

@@ -11,6 +11,7 @@ from scanctl.ratecontrol import (
     MARGIN,
     MIN_CUT_INTERVAL,
     PAUSE_FIRST,
+    PROBE_POLL,
     AdaptiveRate,
     LearnedPace,
 )
@@ -273,6 +274,21 @@ def test_the_first_probe_goes_a_pause_after_the_cut_the_429s_followed() -> None:
     control.on_throttled(3.5, now=3.55, latency=0.05)
     assert control.paused
     assert control.pause_wait(3.55) == pytest.approx(2 * PAUSE_FIRST)
+
+
+def test_a_probe_that_gets_no_answer_ends_and_the_next_goes_a_gap_later() -> None:
+    """A timeout or a dropped connection says nothing about the rate: the probe is over, the
+    gap is not doubled (nothing was refused), and another request's lost answer, sent before
+    the probe, changes nothing."""
+    control, _ = paused_after_a_cut()
+    probe_at = 2.5 + PAUSE_FIRST
+    control.on_send(probe_at)
+    assert control.pause_wait(probe_at + 5.0) == PROBE_POLL  # (one probe at a time)
+    control.on_unanswered(probe_at - 0.5, now=probe_at + 0.2)
+    assert control.pause_wait(probe_at + 0.2) == PROBE_POLL
+    control.on_unanswered(probe_at, now=probe_at + 3.0)
+    assert control.paused
+    assert control.pause_wait(probe_at + 3.0) == pytest.approx(PAUSE_FIRST)
 
 
 def test_an_estimated_bound_is_gone_to_at_once_and_then_probed_past() -> None:
