@@ -620,9 +620,10 @@ class Pacer:
         """Hand back a ticket whose request was called off (a losing hedge): nothing learned
         (but a pause's probe called off is over: the next may go)."""
         self._give_back(ticket)
-        self.control.on_unanswered(ticket.sent_at, self.clock.monotonic())
+        now = self.clock.monotonic()
+        self.control.on_unanswered(ticket.sent_at, now)
         if ticket.probe and self.breaker is not None:
-            self.breaker.probe_done(self.clock.monotonic())
+            self.breaker.probe_done(now)
 
     def _adapt(self, ticket: Ticket, feedback: Feedback, now: float) -> None:
         control = self.control

@@ -351,7 +351,8 @@ class AdaptiveRate:
             self.low = self.rate * MARGIN  # the 429s that led here came at `low`: it did not hold
         self._paused_at = now
         self._pause_gap = min(PAUSE_FIRST, self.pause_cap)
-        self._probe_at = max(now, (now if since is None else since) + self._pause_gap)
+        refused_from = now if since is None else since
+        self._probe_at = max(now, refused_from + self._pause_gap)
         self._probe_sent = None
         self._probes_refused = 0
         self._measure_pending = False

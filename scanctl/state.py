@@ -97,7 +97,7 @@ def pace_entry(pace: LearnedPace, now_wall: float) -> dict[str, Any]:
     return {
         "rate": round(pace.rate, 3),
         "upper": None if pace.upper is None else round(pace.upper, 3),
-        "upper_estimated": pace.upper_estimated,
+        "upper_estimated": pace.upper_estimated and pace.upper is not None,
         "gated": pace.gated,
         "burst": pace.burst,
         "gate_enough": pace.gate_enough,
