@@ -74,6 +74,34 @@ def test_a_rate_that_holds_becomes_low_and_the_search_bisects_towards_high() -> 
     assert control.rate == 40.0 and control.high == 50.0
 
 
+def test_a_low_that_a_429_disproves_falls_back_to_the_one_that_held_before_it() -> None:
+    """A bucket's burst hides a small excess longer than a hold: 121.6/s "held" 2 s against a
+    limit of 120 and burst 10. The 429 that proves it wrong sends the search back to the rate
+    that held before (119), not 5 % under the 429 (115.5: 3.5 % under the limit)."""
+    control = AdaptiveRate(0.0, learned=LearnedPace(119.0, 124.0))
+    control._search_after = 0.0
+    control.on_send(0.0)
+    control.on_admitted(0.0, now=HOLD + 0.01, rate_bound=True)
+    assert control.low == 119.0 and control.rate == pytest.approx(121.5)
+    control.on_send(HOLD + 0.02)
+    control.on_admitted(HOLD + 0.02, now=2 * HOLD + 0.05, rate_bound=True)
+    assert control.low == pytest.approx(121.5) and control.rate == pytest.approx(122.75)
+    # A 429 at 122.75: back to low (121.5), which then draws one too.
+    t = 2 * HOLD + 0.1
+    control.on_send(t)
+    assert control.on_throttled(t, now=t + 0.01)
+    assert control.rate == pytest.approx(121.5)
+    t += MIN_CUT_INTERVAL + 0.1
+    control.on_send(t)
+    assert control.on_throttled(t, now=t + 0.01)
+    assert control.low == 119.0 and control.rate == 119.0
+    # Once that fallback is used up, a 429 at low goes MARGIN under it, as before.
+    t += MIN_CUT_INTERVAL + 0.1
+    control.on_send(t)
+    assert control.on_throttled(t, now=t + 0.01)
+    assert control.low == pytest.approx(119.0 * MARGIN) and control.rate == control.low
+
+
 def test_growth_needs_the_rate_to_be_what_holds_senders_back() -> None:
     control = AdaptiveRate(0.0, learned=LearnedPace(40.0))
     control._search_after = 0.0
