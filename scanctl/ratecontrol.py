@@ -34,10 +34,13 @@ different lengths give L, and the rate goes just under it at once. A fit that ma
 the requests it refuses, a penalty box. There, every further 429 says nothing about the rate,
 and cutting on each would drive it to the floor while the limiter only waits for time to pass
 (or, counting refusals, waits for us to stop). So after a cut, `BLOCK_AFTER` 429s for requests
-sent after it with none admitted mean: pause. Nothing is sent until 1 s after the cut (the
-limiter has refused everything since: a window's turn or a debt's end is that much nearer than
-1 s after the pause was decided), then one probe; each probe refused doubles the pause (1, 2, 4
-... s, at most `PAUSE_MAX`, or the window a hint gave). No 429 that comes back during a pause
+sent after it with none admitted mean: pause. (When slow start's first 429 is followed by no
+admitted answer at all, a window full from the first contact, only `BLOCK_AFTER` requests go
+until one is admitted: that evidence costs four 429s rather than a round trip's worth.)
+Nothing is sent until 1 s after the cut (the limiter has refused everything since: a window's
+turn or a debt's end is that much nearer than 1 s after the pause was decided), then one probe;
+each probe refused doubles the pause (1, 2, 4 ... s, at most `PAUSE_MAX`, or the window a hint
+gave). No 429 that comes back during a pause
 is evidence about the rate. When a probe is admitted, sending resumes at what the upstream
 admitted over the whole run (the longest span seen), never at the floor. A pause whose first
 probe passed was a debt run up by overshooting: a rate measured before it still holds, and the
@@ -194,6 +197,10 @@ class AdaptiveRate:
         # Evidence of a remembering limiter: answers to requests sent after the last cut.
         self._throttled_since_cut = 0
         self._admitted_since_cut = 0
+        self._sent_since_cut = 0
+        # Slow start's measurement found nothing admitted: BLOCK_AFTER sends at most until one
+        # is admitted; all refused, pause (see `pause_wait`).
+        self._feeling = False
         self.admitted_total = 0.0
         # What one admitted answer counts for in `admitted_total`: 1 alone; sharing a budget,
         # where its rate is its share of the rate for all and it hears of every process's
@@ -280,7 +287,8 @@ class AdaptiveRate:
         self.high = self._drew = None
         self.last_cut_at = self._calm_since = self._held_since = self._search_after = now
         self._hold_started = False
-        self._throttled_since_cut = self._admitted_since_cut = 0
+        self._throttled_since_cut = self._admitted_since_cut = self._sent_since_cut = 0
+        self._feeling = False
         self._forget_episodes()
         self.note(now, "leads the processes sharing the budget")
 
@@ -344,6 +352,14 @@ class AdaptiveRate:
         """Seconds until the next send may go: 0 when not paused or a probe is due now."""
         if self.holding and now < self._measure_until + MEASURE_HOLD_MAX:  # (answers may be lost)
             return PROBE_POLL
+        if self._feeling and not self._admitted_since_cut and self._paused_at is None:
+            # Feeling the way after slow start: sending on at half the overshoot's rate until
+            # the pause's evidence came in (four 429s, two round trips after the cut) sent 51
+            # requests into a full window: 5.5 % of a 1000-symbol scan, all refused.
+            if self._throttled_since_cut >= BLOCK_AFTER:
+                self._pause(now, since=self.last_cut_at)  # (as `on_throttled` would, settled)
+            elif self._sent_since_cut >= BLOCK_AFTER:
+                return PROBE_POLL
         if self._paused_at is None:
             return 0.0
         if self._probe_sent is not None:
@@ -356,6 +372,7 @@ class AdaptiveRate:
         if self.low is not None and self.rate is not None and self.rate <= self.low * 1.001:
             self._disprove_low(self.rate)  # the 429s that led here came at `low`: it did not hold
         self._paused_at = now
+        self._feeling = False
         self._pause_gap = min(PAUSE_FIRST, self.pause_cap)
         refused_from = now if since is None else since
         self._probe_at = max(now, refused_from + self._pause_gap)
@@ -400,7 +417,8 @@ class AdaptiveRate:
             self.high, self._high_measured = drew, False
         self.low, self._low_before = rate, None
         self.last_cut_at = self._calm_since = now
-        self._throttled_since_cut = self._admitted_since_cut = 0
+        self._throttled_since_cut = self._admitted_since_cut = self._sent_since_cut = 0
+        self._feeling = False
         self._search_after = now
         self._set(rate, now, "probe admitted: resumed at the run's admitted rate")
 
@@ -419,6 +437,8 @@ class AdaptiveRate:
     def on_send(self, now: float) -> None:
         if self._first_send is None:
             self._first_send = now
+        if self.cuts and now >= self.last_cut_at:
+            self._sent_since_cut += 1
         if self._paused_at is not None and self._probe_sent is None:
             self._probe_sent = now  # the one request a pause lets through
         if self._episode_start is None:
@@ -436,6 +456,8 @@ class AdaptiveRate:
         rate. When it was a pause's probe, the probe is over, and the next goes after the
         same gap (the limiter neither refused nor admitted it): waiting for its answer, the
         pause would last for ever."""
+        if self._feeling and sent_at >= self.last_cut_at:
+            self._sent_since_cut -= 1  # (a feeler lost: another may go)
         if self._paused_at is None or self._probe_sent is None or sent_at < self._probe_sent:
             return
         self._probe_sent = None
@@ -600,7 +622,8 @@ class AdaptiveRate:
             reason = "429: fitted the limit"
             self._measured = new
         self.last_cut_at = self._calm_since = now
-        self._throttled_since_cut = self._admitted_since_cut = 0
+        self._throttled_since_cut = self._admitted_since_cut = self._sent_since_cut = 0
+        self._feeling = False
         self._resumed = False
         # Out of slow start, the rate it ran at is no guide (it doubled each round trip):
         # send nothing until the answers already on their way have been measured.
@@ -712,10 +735,13 @@ class AdaptiveRate:
         """Lower the rate to what the limiter admitted while saturated (see above)."""
         self._measure_pending = False
         start, end = self._saturated_from, self._last_throttled_send
-        if start is None or end - start <= 0 or self.rate is None:
-            return
-        window = [admitted for sent, admitted in self._answers if start <= sent <= end]
-        if len(window) < MIN_MEASURED:
+        window = [] if start is None else [a for sent, a in self._answers if start <= sent <= end]
+        if self._hold_for_measure and not any(window):
+            # Slow start's overshoot, and nothing admitted since its first 429: no measure of
+            # the rate at all, and half the overshoot is still far over any limit. Feel the
+            # way instead (see `pause_wait`).
+            self._feeling = True
+        if start is None or end - start <= 0 or self.rate is None or len(window) < MIN_MEASURED:
             return
         estimate = max(sum(window), 1) / (end - start)
         if self._ran_for(now) >= FLOOR_AFTER:

@@ -6,6 +6,7 @@ import pytest
 
 from scanctl.ratecontrol import (
     BETA,
+    BLOCK_AFTER,
     HOLD,
     HOLD_EXPENSIVE,
     MARGIN,
@@ -302,6 +303,53 @@ def test_the_first_probe_goes_a_pause_after_the_cut_the_429s_followed() -> None:
     control.on_throttled(3.5, now=3.55, latency=0.05)
     assert control.paused
     assert control.pause_wait(3.55) == pytest.approx(2 * PAUSE_FIRST)
+
+
+def slow_start_cut_into_a_full_window() -> tuple[AdaptiveRate, float]:
+    """Slow start overshot at 800/s into a window full from the first contact: its 429 cut,
+    and the answers measured by the end of the hold were all 429s. Returns (control, time)."""
+    control = AdaptiveRate(0.0)
+    sends = sending(control, 0.0, 0.5, 800.0)
+    assert control.on_throttled(sends[-3], now=0.5, latency=0.05)
+    for sent in sends[-2:]:
+        control.on_throttled(sent, now=0.51, latency=0.05)
+    assert control.holding
+    assert control.measure_due(now=0.56, oldest_in_flight=None, latency=0.05)
+    control.measure(now=0.56)
+    assert not control.holding and control.rate == pytest.approx(400.0, rel=0.05)
+    return control, 0.56
+
+
+def test_after_slow_start_finds_a_full_window_four_requests_feel_the_way() -> None:
+    """Half the overshoot, 400/s, is no rate: sending on at it until the pause's evidence came
+    in (four 429s, two round trips after the cut) sent 51 requests into a full window. Only
+    BLOCK_AFTER go; all refused, the pause starts at once."""
+    control, t = slow_start_cut_into_a_full_window()
+    feelers = []
+    for _ in range(50):  # (a round trip and a half at 400/s)
+        if control.pause_wait(t) > 0.0:
+            break
+        control.on_send(t)
+        feelers.append(t)
+        t += 1.0 / 400.0
+    assert len(feelers) == BLOCK_AFTER
+    assert control.pause_wait(t + 0.5) == PROBE_POLL  # (they are out: none more goes)
+    for sent in feelers:
+        control.on_throttled(sent, now=sent + 0.01, latency=0.05)
+    control.pause_wait(t + 0.02)
+    assert control.paused
+
+
+def test_a_feeler_admitted_lets_sending_go_on_and_a_lost_one_lets_another_go() -> None:
+    control, t = slow_start_cut_into_a_full_window()
+    for _ in range(BLOCK_AFTER):
+        control.on_send(t)
+    control.on_unanswered(t, now=t + 0.1)  # a timeout: another may go in its place
+    assert control.pause_wait(t + 0.1) == 0.0
+    control.on_send(t + 0.1)
+    assert control.pause_wait(t + 0.1) == PROBE_POLL
+    control.on_admitted(t, now=t + 0.15, rate_bound=True)
+    assert control.pause_wait(t + 0.15) == 0.0 and not control.paused
 
 
 def test_a_probe_that_gets_no_answer_ends_and_the_next_goes_a_gap_later() -> None:
