@@ -25,6 +25,10 @@ LATENESS_KNOWN = 0.05
 EARLY_REFUSALS = 3
 EARLY_PROBE_WAIT = 1.0  # seconds an early probe's answer is waited for before giving up on it
 PERIODS_KEPT = 5  # spans between window boundaries, whose median is the period
+# A period measured from resets in whole seconds this little over a whole number of seconds is
+# that number: the excess is the latency of the answers that gave the resets (see
+# `_confirm_turn`).
+PERIOD_SNAP = 0.1
 MISFIT_TURNS = 3  # windows with a 429 the quota's model let happen, before it is dropped
 NOT_TURNED_WAIT = 0.05  # s: the least wait after a turnover found early, doubling each time
 # A sliding window's slot is taken again this long (s, or this share of the window) after it
@@ -84,8 +88,13 @@ class Quota:
         self._fresh = False  # the reset time is a placeholder set at our turnover
         self._period: float | None = None  # the window's length, as seen after turnovers
         self._last_boundary: float | None = None  # the reset of the last window turned over
+        # With a whole-second period: the earliest boundary the confirmed ones put a whole
+        # number of periods apart, from which later windows are counted (see `_confirm_turn`).
+        self._anchor: float | None = None
         self._pending_boundary: float | None = None  # ...and of this one, until confirmed
         self._periods: deque[float] = deque(maxlen=PERIODS_KEPT)
+        self._boundaries: deque[float] = deque(maxlen=PERIODS_KEPT + 1)  # ...and those windows'
+        self._precise = False  # the latest hint's reset had a fraction (not whole seconds)
         self._last_drip = float("-inf")
         # Answers (sent at, remaining, send number) since the quota last showed itself idle,
         # and the refill rate they show (see `_measure_refill`).
@@ -162,10 +171,12 @@ class Quota:
             refilled = self._lowest is None or hint.remaining > self._lowest
             if refilled:  # (admitted from what the old window still had: that proves nothing)
                 self._late_lo += advertised - probe_at
-                self._last_boundary = None  # (the probe's time is no window boundary)
+                self._last_boundary = self._anchor = None  # (its time is no window boundary)
+                self._boundaries.clear()
                 self._turned_at, self._lowest, self._probing = probe_at, None, True
         self.limit = hint.limit if hint.limit is not None else self.limit
         self.window = hint.window if hint.window is not None else self.window
+        self._precise = hint.precise
         if admitted and seq is not None:
             self._measure_refill(sent_at, hint.remaining, seq)
         first = sent_at == self._first_of_turn  # (the first request since our turnover)
@@ -248,14 +259,32 @@ class Quota:
             # over after it: later resets are taken that much later (a negative lateness).
             self._late_lo = min(self._late_lo, self._early_from - self._turned_at)
             self._early_from, self._not_turned_wait = None, NOT_TURNED_WAIT
-            self._last_boundary = None  # (our waits since were no boundaries)
+            self._last_boundary = self._anchor = None  # (our waits since were no boundaries)
+            self._boundaries.clear()
         boundary, self._pending_boundary = self._pending_boundary, None
         if boundary is None:
             return
         if self._last_boundary is not None and boundary > self._last_boundary:
             self._periods.append(boundary - self._last_boundary)
-            self._period = statistics.median(self._periods)
+            period = statistics.median(self._periods)
+            whole = math.floor(period)
+            if not self._precise and whole and period - whole <= PERIOD_SNAP:
+                # A reset in whole seconds is an upper bound, and the tightest of a window
+                # comes from the first answer after our turnover: each boundary so found is
+                # that answer's latency later than the last one, and a period measured across
+                # them turned each window over that much later again (30 ms a window, in a
+                # real run of 2 s windows: 0.27 s by the tenth). The period is the whole
+                # seconds, and windows are counted from the earliest boundary found.
+                period = float(whole)
+                known = [*self._boundaries, boundary]
+                if self._anchor is not None:
+                    known.append(self._anchor)
+                self._anchor = min(b - round((b - boundary) / period) * period for b in known)
+            else:
+                self._anchor = None
+            self._period = period
         self._last_boundary = boundary
+        self._boundaries.append(boundary)
 
     def _not_turned_yet(self, now: float, hint: QuotaHint) -> None:
         """The first request since our turnover was refused: the window had not turned over
@@ -270,6 +299,8 @@ class Quota:
             self._early_from = self._turn_reset
         if self._late_lo > 0:
             self._late_lo, self.early_ok, self._last_boundary = 0.0, False, None
+            self._anchor = None
+            self._boundaries.clear()
         wait = max(hint.reset - self._late_lo, self._not_turned_wait)
         self._not_turned_wait = min(2.0 * self._not_turned_wait, RESET_GRANULARITY)
         self.remaining, self._fresh = 0, False
@@ -346,12 +377,13 @@ class Quota:
             self._probing = True
         closing = self._turn_reset = self.reset_at  # the tightest reset the answers gave
         # A boundary once the first request after it is admitted (see `_confirm_turn`).
-        self._pending_boundary = closing if self.refills_fully else None
+        self._pending_boundary = None if self.refills_gradually else closing
         if self._period is not None and self.refills_fully:
             # Windows follow each other: the next reset is a whole number of periods after
             # this one, however late we turned over, so lateness does not add up.
-            periods = max(1, math.ceil((now - closing) / self._period + 1e-9))
-            self.reset_at, self._fresh = closing + periods * self._period, False
+            start = closing if self._anchor is None else self._anchor
+            periods = max(1, math.ceil((now - start) / self._period + 1e-9))
+            self.reset_at, self._fresh = start + periods * self._period, False
         else:
             self.reset_at, self._fresh = now + (self.window or 1.0), True
         return 0.0

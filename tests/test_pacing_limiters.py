@@ -162,6 +162,24 @@ async def test_x_ratelimit_headers_pace_a_fixed_window_exactly_without_a_429() -
     assert seconds <= 1.05 * (N - 100) / 50
 
 
+async def test_whole_second_resets_do_not_let_the_windows_drift_later() -> None:
+    """The tightest whole-second reset of a window comes from the first answer after our
+    turnover, a latency later than the boundary: a period measured across such resets is that
+    much over the window's, and turned each window over later again (12 ms a window here). Once
+    the period is known (three windows), it is the window's own 2 s, counted from the earliest
+    boundary found: the last windows start as soon after their boundaries as the first did."""
+    hints = frozenset({"x-ratelimit"})
+    _, counts, lost, _ = await scan_against("fixed-window", 50, window=2.0, hints=hints)
+    assert lost == 0
+    start = counts.sent_at[0]  # (the limiter's windows start with the scan, in virtual time)
+    firsts: dict[int, float] = {}
+    for sent in counts.sent_at:
+        firsts.setdefault(int((sent - start) // 2.0), sent)
+    lags = [firsts[k] - (start + 2.0 * k) for k in sorted(firsts) if k >= 1]
+    assert len(lags) == (N - 100) // 100
+    assert max(lags[-5:]) <= lags[0] + 0.02  # (0.18-0.24 s later before)
+
+
 async def test_one_second_windows_are_spent_whole_each_second() -> None:
     """A short window's own burst is not mistaken for sends that leaked into the next one."""
     hints = frozenset({"x-ratelimit"})
