@@ -40,17 +40,17 @@ until one is admitted: that evidence costs four 429s rather than a round trip's 
 Nothing is sent until 1 s after the cut (the limiter has refused everything since: a window's
 turn or a debt's end is that much nearer than 1 s after the pause was decided), then one probe;
 each probe refused doubles the pause (1, 2, 4 ... s, at most `PAUSE_MAX`, or the window a hint
-gave). No 429 that comes back during a pause
-is evidence about the rate. When a probe is admitted, sending resumes at what the upstream
-admitted over the whole run (the longest span seen), never at the floor. A pause whose first
-probe passed was a debt run up by overshooting: a rate measured before it still holds, and the
-rate that drew those 429s still bounds the search. A limiter that refused a probe has a window
-far longer than the gap between two sends, and what came before says little: the bounds are
-forgotten, the rate climbs fast, and since the window has refilled by now, what the first
-contact got through at once (at most the run's rate times the pause) may go at once.
+gave). No 429 that comes back during a pause is evidence about the rate. When a probe is
+admitted, sending resumes at what the upstream admitted over the whole run (the longest span
+seen), never at the floor. A pause whose first probe passed was a debt run up by
+overshooting: a rate measured before it still holds, and the rate that drew those 429s still
+bounds the search. A limiter that refused a probe has a window far longer than the gap between
+two sends, and what came before says little: the bounds are forgotten, the rate climbs fast,
+and since the window has refilled by now, what the first contact got through at once (at most
+the run's rate times the pause) may go at once.
 
 A rate that drew a 429 at or below `low` proves `low` wrong (a token bucket can hide an excess
-for a few seconds), so `low` drops below it. Growing only happens while the rate is what holds
+for a few seconds), so `low` falls back to the one before it, or just under the 429. Growing only happens while the rate is what holds
 the senders back: raising a cap nobody reaches teaches nothing.
 
 Pure and clock-free: callers pass `now`, so tests drive it with plain numbers.
@@ -304,7 +304,7 @@ class AdaptiveRate:
         self._low_before = None
         self.high = None
         self._paused_at = None
-        self._measure_pending = False
+        self._measure_pending = self._feeling = False
         self.note(now, "following the rate shared with other processes")
 
     def rescale(self, factor: float, now: float) -> None:

@@ -352,6 +352,16 @@ def test_a_feeler_admitted_lets_sending_go_on_and_a_lost_one_lets_another_go() -
     assert control.pause_wait(t + 0.15) == 0.0 and not control.paused
 
 
+def test_a_process_told_to_follow_a_shared_rate_stops_feeling_its_own_way() -> None:
+    """Another process leads the budget: this one's own answers decide nothing any more."""
+    control, t = slow_start_cut_into_a_full_window()
+    for _ in range(BLOCK_AFTER):
+        control.on_send(t)
+    assert control.pause_wait(t) == PROBE_POLL
+    control.follow(12.5, now=t + 0.01)
+    assert control.pause_wait(t + 0.01) == 0.0 and control.rate == 12.5
+
+
 def test_a_probe_that_gets_no_answer_ends_and_the_next_goes_a_gap_later() -> None:
     """A timeout or a dropped connection says nothing about the rate: the probe is over, the
     gap is not doubled (nothing was refused), and another request's lost answer, sent before
