@@ -50,8 +50,9 @@ and since the window has refilled by now, what the first contact got through at 
 the run's rate times the pause) may go at once.
 
 A rate that drew a 429 at or below `low` proves `low` wrong (a token bucket can hide an excess
-for a few seconds), so `low` falls back to the one before it, or just under the 429. Growing only happens while the rate is what holds
-the senders back: raising a cap nobody reaches teaches nothing.
+for a few seconds), so `low` falls back to the one before it, or just under the 429. Growing
+only happens while the rate is what holds the senders back: raising a cap nobody reaches
+teaches nothing.
 
 Pure and clock-free: callers pass `now`, so tests drive it with plain numbers.
 """
