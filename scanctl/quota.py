@@ -87,13 +87,14 @@ class Quota:
         self._probing = False
         self._fresh = False  # the reset time is a placeholder set at our turnover
         self._period: float | None = None  # the window's length, as seen after turnovers
-        self._last_boundary: float | None = None  # the reset of the last window turned over
+        # The resets of the last windows turned over (the latest last), and of this one until
+        # it is confirmed; the spans between them.
+        self._boundaries: deque[float] = deque(maxlen=PERIODS_KEPT + 1)
+        self._pending_boundary: float | None = None
+        self._periods: deque[float] = deque(maxlen=PERIODS_KEPT)
         # With a whole-second period: the earliest boundary the confirmed ones put a whole
         # number of periods apart, from which later windows are counted (see `_confirm_turn`).
         self._anchor: float | None = None
-        self._pending_boundary: float | None = None  # ...and of this one, until confirmed
-        self._periods: deque[float] = deque(maxlen=PERIODS_KEPT)
-        self._boundaries: deque[float] = deque(maxlen=PERIODS_KEPT + 1)  # ...and those windows'
         self._precise = False  # the latest hint's reset had a fraction (not whole seconds)
         self._last_drip = float("-inf")
         # Answers (sent at, remaining, send number) since the quota last showed itself idle,
@@ -171,8 +172,7 @@ class Quota:
             refilled = self._lowest is None or hint.remaining > self._lowest
             if refilled:  # (admitted from what the old window still had: that proves nothing)
                 self._late_lo += advertised - probe_at
-                self._last_boundary = self._anchor = None  # (its time is no window boundary)
-                self._boundaries.clear()
+                self._forget_boundaries()  # (the probe's time is no window boundary)
                 self._turned_at, self._lowest, self._probing = probe_at, None, True
         self.limit = hint.limit if hint.limit is not None else self.limit
         self.window = hint.window if hint.window is not None else self.window
@@ -259,13 +259,13 @@ class Quota:
             # over after it: later resets are taken that much later (a negative lateness).
             self._late_lo = min(self._late_lo, self._early_from - self._turned_at)
             self._early_from, self._not_turned_wait = None, NOT_TURNED_WAIT
-            self._last_boundary = self._anchor = None  # (our waits since were no boundaries)
-            self._boundaries.clear()
+            self._forget_boundaries()  # (our waits since were no boundaries)
         boundary, self._pending_boundary = self._pending_boundary, None
         if boundary is None:
             return
-        if self._last_boundary is not None and boundary > self._last_boundary:
-            self._periods.append(boundary - self._last_boundary)
+        last = self._boundaries[-1] if self._boundaries else None
+        if last is not None and boundary > last:
+            self._periods.append(boundary - last)
             period = statistics.median(self._periods)
             whole = math.floor(period)
             if not self._precise and whole and period - whole <= PERIOD_SNAP:
@@ -283,8 +283,13 @@ class Quota:
             else:
                 self._anchor = None
             self._period = period
-        self._last_boundary = boundary
         self._boundaries.append(boundary)
+
+    def _forget_boundaries(self) -> None:
+        """Our turnovers since were no window boundaries: count none of them (the period
+        already measured stays)."""
+        self._boundaries.clear()
+        self._anchor = None
 
     def _not_turned_yet(self, now: float, hint: QuotaHint) -> None:
         """The first request since our turnover was refused: the window had not turned over
@@ -298,9 +303,8 @@ class Quota:
         if self._early_from is None:
             self._early_from = self._turn_reset
         if self._late_lo > 0:
-            self._late_lo, self.early_ok, self._last_boundary = 0.0, False, None
-            self._anchor = None
-            self._boundaries.clear()
+            self._late_lo, self.early_ok = 0.0, False
+            self._forget_boundaries()
         wait = max(hint.reset - self._late_lo, self._not_turned_wait)
         self._not_turned_wait = min(2.0 * self._not_turned_wait, RESET_GRANULARITY)
         self.remaining, self._fresh = 0, False

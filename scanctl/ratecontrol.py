@@ -288,8 +288,7 @@ class AdaptiveRate:
         self.high = self._drew = None
         self.last_cut_at = self._calm_since = self._held_since = self._search_after = now
         self._hold_started = False
-        self._throttled_since_cut = self._admitted_since_cut = self._sent_since_cut = 0
-        self._feeling = False
+        self._since_cut()
         self._forget_episodes()
         self.note(now, "leads the processes sharing the budget")
 
@@ -353,14 +352,11 @@ class AdaptiveRate:
         """Seconds until the next send may go: 0 when not paused or a probe is due now."""
         if self.holding and now < self._measure_until + MEASURE_HOLD_MAX:  # (answers may be lost)
             return PROBE_POLL
-        if self._feeling and not self._admitted_since_cut and self._paused_at is None:
+        if self._feeling and not self._admitted_since_cut and self._sent_since_cut >= BLOCK_AFTER:
             # Feeling the way after slow start: sending on at half the overshoot's rate until
             # the pause's evidence came in (four 429s, two round trips after the cut) sent 51
             # requests into a full window: 5.5 % of a 1000-symbol scan, all refused.
-            if self._throttled_since_cut >= BLOCK_AFTER:
-                self._pause(now, since=self.last_cut_at)  # (as `on_throttled` would, settled)
-            elif self._sent_since_cut >= BLOCK_AFTER:
-                return PROBE_POLL
+            return PROBE_POLL
         if self._paused_at is None:
             return 0.0
         if self._probe_sent is not None:
@@ -418,8 +414,7 @@ class AdaptiveRate:
             self.high, self._high_measured = drew, False
         self.low, self._low_before = rate, None
         self.last_cut_at = self._calm_since = now
-        self._throttled_since_cut = self._admitted_since_cut = self._sent_since_cut = 0
-        self._feeling = False
+        self._since_cut()
         self._search_after = now
         self._set(rate, now, "probe admitted: resumed at the run's admitted rate")
 
@@ -543,8 +538,10 @@ class AdaptiveRate:
             return False
         if self.cuts and sent_at >= self.last_cut_at:
             self._throttled_since_cut += 1
-            # (429s come back sooner than admitted answers: give those a round trip or two)
+            # (429s come back sooner than admitted answers: give those a round trip or two;
+            # feelers leave once slow start's answers are in, a round trip after the cut)
             settled = now - self.last_cut_at >= max(2.0 * latency, BLOCK_SETTLE)
+            settled = settled or self._feeling
             if (
                 settled
                 and not self._admitted_since_cut
@@ -623,8 +620,7 @@ class AdaptiveRate:
             reason = "429: fitted the limit"
             self._measured = new
         self.last_cut_at = self._calm_since = now
-        self._throttled_since_cut = self._admitted_since_cut = self._sent_since_cut = 0
-        self._feeling = False
+        self._since_cut()
         self._resumed = False
         # Out of slow start, the rate it ran at is no guide (it doubled each round trip):
         # send nothing until the answers already on their way have been measured.
@@ -636,6 +632,11 @@ class AdaptiveRate:
         self._measure_pending = fitted is None  # (a fit already used a longer measurement)
         self._set(new, now, reason)
         return True
+
+    def _since_cut(self) -> None:
+        """A cut, a resume or a new lead: the evidence about the limiter starts again from it."""
+        self._throttled_since_cut = self._admitted_since_cut = self._sent_since_cut = 0
+        self._feeling = False
 
     def _disprove_low(self, drew: float) -> None:
         """A 429 at `drew`, at or under `low`: `low` did not hold after all. A bucket's burst
