@@ -49,6 +49,16 @@ two sends, and what came before says little: the bounds are forgotten, the rate 
 and since the window has refilled by now, what the first contact got through at once (at most
 the run's rate times the pause) may go at once.
 
+Once a pause has shown the limiter remembers, its 429s are costly (each overshoot runs up a
+debt that only a pause pays off) and what it admits while over-driven measures nothing (a
+token bucket counting refusals, in debt, admits nothing at all): no measurement is made, a
+cut due with everything refused since the last one is a pause, and the search stays once
+close enough. Its episodes measure it instead: from a full bucket (after a pause, or a rate
+that held) to the first 429, it admitted its burst (as the first contact showed) plus its
+rate times the episode's length (see `_end_full_episode`). Slow start's overshoot bounds
+nothing, but a later rate that drew a 429 bounds the search after a pause however far above
+the resumed rate it is.
+
 A rate that drew a 429 at or below `low` proves `low` wrong (a token bucket can hide an excess
 for a few seconds), so `low` falls back to the one before it, or just under the 429. Growing
 only happens while the rate is what holds the senders back: raising a cap nobody reaches
@@ -84,7 +94,10 @@ FORGET = 60.0  # seconds of calm after which `high` may be stale
 TRUST_LEARNED = 2.0
 PROBE_GAIN = 0.03  # growth per second while probing with no upper bound, doubling every 5 s
 # ...and after a pause, whose resumed rate is a lower bound (the pause itself counts in it):
-RESUME_GAIN = 0.125  # per second: x1.25 per HOLD until the first 429
+# Measured over the matrix (six latency seeds): x1.25 per HOLD took 8 s to climb from the 10
+# requests/s a counting token bucket's first contact leaves to its limit of 50 (1.64x); x2
+# overshot a fixed window into a pause each time (1.22x, from 1.09x).
+RESUME_GAIN = 0.25  # per second: x1.5 per HOLD until the first 429
 MIN_RATE = 0.1  # requests/s: the slowest we go, however many 429s
 MIN_MEASURED = 4  # answers needed before a measurement counts
 MIN_SPAN = 0.05  # seconds: the shortest time over which a send rate means anything
@@ -115,6 +128,9 @@ FIT_MIN_MARGIN = 0.01
 FIRST_DRAIN = 2.0
 FIT_TOLERANCE = 2.0  # requests an episode may be off the fitted line (a few are in flight)
 FIT_LOOSE = 0.05
+# The shortest span of a remembering limiter's episode that counts (see
+# `_end_full_episode`): a request or two off is 10 % of the limit over it at 50/s.
+FULL_SPAN_MIN = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +187,7 @@ class AdaptiveRate:
         self.high: float | None = learned.upper if learned else None
         self._high_measured = False  # `high` is an estimate, not a rate that drew a 429
         self._drew: float | None = None  # the rate that drew the last cut's 429 (not an estimate)
+        self._drew_in_slow_start = False  # ...slow start's overshoot, which bounds nothing
         self.last_cut_at = float("-inf")
         # When the current rate started to be used: the first send after it was set (time
         # behind a closed Retry-After gate sends nothing, so it proves nothing).
@@ -190,6 +207,15 @@ class AdaptiveRate:
         self._episode_first = 1  # the number of its first send (sends are numbered from 1)
         self._episodes: deque[tuple[float, int]] = deque(maxlen=FIT_EPISODES)
         self._first_episode: tuple[float, int] | None = None  # the run's first, from slow start
+        # A pause proved this limiter remembers (429s came whatever the rate): its 429s are
+        # costly, and what it admits while over-driven measures nothing.
+        self._remembering = False
+        # Its episodes from full to the first 429 (see `_end_full_episode`): the (limit, span)
+        # each bounded from below; whether the current one began full (a pause, or a rate
+        # that held, just ended), and the rate sent at before it.
+        self._full_episodes: deque[tuple[float, float]] = deque(maxlen=FIT_EPISODES)
+        self._episode_full = False
+        self._episode_before = 0.0
         # (T, admitted) of the run's first 429, gated or not: what the limiter's burst was.
         self._first_drain: tuple[float, int] | None = None
         self._first_send: float | None = None
@@ -219,6 +245,7 @@ class AdaptiveRate:
         self._hold_for_measure = False
         self.pause_cap = PAUSE_MAX
         self._measured: float | None = None  # the last rate a measurement or a fit set
+        self._fitted_high: float | None = None  # the bound such an episode put on the limit
         self._resumed = False  # the rate came from a pause's end: grow fast until a 429
         self.resume_credit = 0  # sends the pacer may let go at once on resuming (taken by it)
         self.history: list[RateChange] = []
@@ -258,6 +285,7 @@ class AdaptiveRate:
         self.rate = max(self._floor(now), rate)
         # A new rate starts a new episode: sent below the limit before, the bucket is full.
         self._episode_start = None
+        self._episode_full = False
         self._held_since = now
         self._hold_started = False
         rounded = round(self.rate, 2)
@@ -369,6 +397,7 @@ class AdaptiveRate:
         if self.low is not None and self.rate is not None and self.rate <= self.low * 1.001:
             self._disprove_low(self.rate)  # the 429s that led here came at `low`: it did not hold
         self._paused_at = now
+        self._remembering = True
         self._feeling = False
         self._pause_gap = min(PAUSE_FIRST, self.pause_cap)
         refused_from = now if since is None else since
@@ -402,7 +431,7 @@ class AdaptiveRate:
             burst = self._first_contact_burst or 1
             self.resume_credit = max(0, min(burst, int(rate * (now - paused_at))) - 1)
         drew = self._drew
-        if long_pause or drew is None or not rate < drew <= 2 * rate:
+        if long_pause or drew is None or self._drew_in_slow_start or drew <= rate:
             # A long window, or no rate near this one known to draw 429s (slow start's
             # overshoot): what came before says little of the rate; climb fast.
             self.high, self._resumed = None, True
@@ -412,11 +441,14 @@ class AdaptiveRate:
             # estimate a measurement made: climbing fast from here, unbounded, overshot it
             # again every few seconds (measured: 1.54x on a leaky bucket counting refusals).
             self.high, self._high_measured = drew, False
+            if self._fitted_high is not None and self._fitted_high < drew:
+                self.high = self._fitted_high  # (a full bucket's episode measured it)
         self.low, self._low_before = rate, None
         self.last_cut_at = self._calm_since = now
         self._since_cut()
         self._search_after = now
         self._set(rate, now, "probe admitted: resumed at the run's admitted rate")
+        self._episode_full, self._episode_before = True, 0.0
 
     def send_rate(self, until: float, span: float = 1.0) -> float:
         """Requests per second sent in the `span` seconds before `until` (or since the first)."""
@@ -489,11 +521,13 @@ class AdaptiveRate:
             if self._resumed:
                 gain = max(gain, RESUME_GAIN)
             self._set(self.rate * (1.0 + gain * HOLD), now, "probing upward")
+            self._episode_full, self._episode_before = True, self.low or 0.0
         elif self.high > self.low * (1.0 + self._close_enough):
             # Halfway to a rate that drew a 429; all the way to one a measurement estimated
             # (halving the way to an estimate took four holds, 17 s, to find it wrong).
             target = self.high if self._high_measured else (self.low + self.high) / 2.0
             self._set(target, now, "held: searching upward")
+            self._episode_full, self._episode_before = True, self.low or 0.0
         elif self.low > self.high or self._high_measured:
             # Held above the rate that drew a 429, or up to a bound that was only estimated:
             # either way it says little, so probe upward freely (even where a probe too many
@@ -501,11 +535,15 @@ class AdaptiveRate:
             # bound at 68 % of a sliding log's limit, and four processes stayed there).
             self.high = None
             self._set(self.rate * (1.0 + PROBE_GAIN * HOLD), now, "probing upward")
-        elif self._expensive:
-            self._held_since = now  # close enough, and a probe too many costs a gate: stay
+            self._episode_full, self._episode_before = True, self.low or 0.0
+        elif self._expensive or self._remembering:
+            # Close enough, and a probe too many costs a gate, or a pause while a limiter that
+            # remembers forgets the debt it ran up: stay.
+            self._held_since = now
         else:
             # Cheap 429s: check now and then that the bound is still right, one step above it.
             self._set(self.high * (1.0 + self._close_enough), now, "probing above the bound")
+            self._episode_full, self._episode_before = True, self.low or 0.0
 
     @property
     def _close_enough(self) -> float:
@@ -542,11 +580,7 @@ class AdaptiveRate:
             # feelers leave once slow start's answers are in, a round trip after the cut)
             settled = now - self.last_cut_at >= max(2.0 * latency, BLOCK_SETTLE)
             settled = settled or self._feeling
-            if (
-                settled
-                and not self._admitted_since_cut
-                and self._throttled_since_cut >= BLOCK_AFTER
-            ):
+            if settled and self._blocked():
                 self._pause(now, since=self.last_cut_at)  # (refused everything since)
                 return False
         if sent_at <= self._measure_until:
@@ -560,6 +594,14 @@ class AdaptiveRate:
         in_flight = sent_at < self.last_cut_at
         if not fresh and (in_flight or now < self.last_cut_at + max(latency, MIN_CUT_INTERVAL)):
             return False  # in flight at the old rate: already answered for by the last cut
+        if self._remembering and self._blocked():
+            # A cut due, and everything since the last one refused, from a limiter known to
+            # remember: pause rather than cut again. (A leaky bucket counting refusals answers
+            # slower than the half second between cuts, so `settled` never came: five cuts
+            # in 2.5 s took the rate from 55 to 42 requests/s, 16 % under its limit, while it
+            # only worked off the queue our refused requests had run up.)
+            self._pause(now, since=self.last_cut_at)
+            return False
         slow_start = self.rate is None
         self._expensive = expensive
         if self.rate is None and hearsay:
@@ -580,6 +622,7 @@ class AdaptiveRate:
         # rate it would take: what it admitted lately bounds the limit from below.
         drew_429 = max(base, self.admitted_rate(now))
         self._drew = drew_429
+        self._drew_in_slow_start = slow_start
         if self.high is None or drew_429 < self.high:
             self.high, self._high_measured = drew_429, False
         if self.low is not None and base <= self.low * 1.001:
@@ -610,9 +653,27 @@ class AdaptiveRate:
             self._forget_episodes()
         elif expensive:
             fitted = self._end_episode(sent_at, seq)
+        elif self._remembering and self._episode_full and self.unit == 1.0:
+            fitted = self._end_full_episode(sent_at)
         else:
             self._forget_episodes()
-        if fitted is not None:
+        if fitted is not None and not expensive:
+            limit, uncertainty = fitted
+            margin = max(uncertainty, FIT_MIN_MARGIN)
+            if self._episode_before <= limit:
+                # Sent under this limit before the episode, the bucket was full when it began:
+                # the bound from below is the limit itself, and bounds the search too.
+                new = limit * (1.0 - margin)
+                self.low, self._low_before = new, None
+                self.high, self._high_measured = limit * (1.0 + uncertainty), False
+                reason = "429: fitted the limit"
+                self._measured, self._fitted_high = new, self.high
+            elif limit * (1.0 - margin) > new:
+                # (over it before, the bucket may not have been full: a bound from below only)
+                new, reason = limit * (1.0 - margin), "429: cut to what the episode admitted"
+                self._measured = self.low = new
+            fitted = None
+        elif fitted is not None:
             limit, uncertainty = fitted
             margin = 0.0 if uncertainty > FIT_LOOSE else max(uncertainty, FIT_MIN_MARGIN)
             new = max(limit * (1.0 - margin), self.low if self.low is not None else 0.0)
@@ -632,6 +693,11 @@ class AdaptiveRate:
         self._measure_pending = fitted is None  # (a fit already used a longer measurement)
         self._set(new, now, reason)
         return True
+
+    def _blocked(self) -> bool:
+        """Since the last cut, `BLOCK_AFTER` 429s and nothing admitted: the limiter is
+        remembering rather than measuring our rate."""
+        return self._throttled_since_cut >= BLOCK_AFTER and not self._admitted_since_cut
 
     def _since_cut(self) -> None:
         """A cut, a resume or a new lead: the evidence about the limiter starts again from it."""
@@ -668,6 +734,46 @@ class AdaptiveRate:
         else:
             self._episodes.append((refused_at - start, admitted))
         return self._fit()
+
+    def _end_full_episode(self, refused_at: float) -> tuple[float, float] | None:
+        """Close an episode of a limiter that remembers; bound its limit from below.
+
+        Its 429s are cheap (no gate), but what it admits while over-driven measures nothing
+        (a counting token bucket, in debt, admits nothing at all), so the episodes are what
+        is left: a bucket of burst B, full at time t, admits at most B + L x (T - t) requests
+        up to the first it refuses at T. So for every t of the episode, (sent since t - B) /
+        (T - t) bounds L from below, and the best of them is L when the bucket was full at
+        that t (before the rate stepped over the limit, whenever that was within the
+        episode). B is what the run's first 429 showed (`_first_drain`); the best bound of
+        the last few episodes counts. A window limiter lies on no such line: a bound whose
+        bucket could not have admitted what this run got is dropped.
+
+        Returns (limit, relative uncertainty), or None.
+        """
+        start, self._episode_start = self._episode_start, None
+        first = self._first_drain
+        if start is None or refused_at < start or first is None or self._first_send is None:
+            return None
+        drained_after, drained = first
+        sends = [t for t in self._sends if start <= t < refused_at]
+        best: tuple[float, float] | None = None
+        for i, sent in enumerate(sends):
+            span = refused_at - sent - drained_after
+            if span < FULL_SPAN_MIN:
+                break
+            limit = (len(sends) - i - drained) / span
+            if best is None or limit > best[0]:
+                best = (limit, span)
+        if best is not None:
+            self._full_episodes.append(best)
+        if not self._full_episodes:
+            return None
+        limit, span = max(self._full_episodes)
+        burst = drained - limit * drained_after
+        could_admit = burst + limit * (refused_at - self._first_send)
+        if limit <= MIN_RATE or could_admit < 0.9 * self.admitted_total:
+            return None
+        return limit, FIT_NOISE / (span * limit)
 
     def _forget_episodes(self) -> None:
         """A 429 without a gate: the limiter was not given time to refill, so no episode."""
@@ -745,6 +851,8 @@ class AdaptiveRate:
             self._feeling = True
         if start is None or end - start <= 0 or self.rate is None or len(window) < MIN_MEASURED:
             return
+        if self._remembering:
+            return  # (over-driven, such a limiter admits nothing: see `_end_full_episode`)
         estimate = max(sum(window), 1) / (end - start)
         if self._ran_for(now) >= FLOOR_AFTER:
             # A window limiter admits nothing between its windows, so a short measurement

@@ -106,14 +106,13 @@ async def scan_cell(kind: str, counting: bool, hints: str) -> dict[str, float]:
 # Cells that miss 1.3x (measured in this virtual time; hint epochs follow the loop's clock, so
 # figures move a little from run to run, and a cell near 1.3x may pass). Why, in short: without
 # hints, or with late ones, a sliding window's refill follows our own sends, which nothing but
-# 429s tells; refusals counted by a bucket or a sliding window push the measured rate under
-# the limit after the first contact's overshoot, and the climb back takes seconds. Over six
-# latency seeds of `limited_handler` (not only this file's), the sliding window without hints
-# measured 1.24-1.40x before slow start felt its way into a full window and 1.36-1.38x after
-# (with 429s down from 4.8 % to 1.9 %): the resume credit after a long pause overfills it.
+# 429s tells. Over six latency seeds of `limited_handler` (not only this file's), the sliding
+# window without hints measured 1.24-1.40x before slow start felt its way into a full window
+# and 1.36-1.38x after (with 429s down from 4.8 % to 1.9 %): the resume credit after a long
+# pause overfills it. (The buckets that count refusals pass here since a remembering limiter
+# is measured by its episodes from full; over the six seeds, 1.24-1.44x and 1.19-1.30x: the
+# climb from a first contact that let only the burst through is the rest.)
 MISSES = {
-    ("token-bucket", True, "none"),
-    ("leaky-bucket", True, "none"),
     ("sliding-window", False, "none"),
     ("sliding-window", True, "none"),
     ("sliding-window", False, "retry-after"),

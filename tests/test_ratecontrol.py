@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from scanctl.demo.limiters import TokenBucket
 from scanctl.ratecontrol import (
     BETA,
     BLOCK_AFTER,
@@ -442,3 +443,112 @@ def test_another_process_s_429_with_no_rate_cuts_from_this_one_s_last_second() -
     sending(control, 9.0, 10.0, 4.0)
     assert control.on_throttled(9.93, now=10.0, latency=0.05, expensive=True, hearsay=True)
     assert control.rate == pytest.approx(4.0 * 0.5)
+
+
+def answer(control: AdaptiveRate, limiter: TokenBucket, t: float) -> bool:
+    """Send at `t` into `limiter` and answer it (a 429 at once, an admitted one 50 ms later)."""
+    control.on_send(t)
+    if limiter.admit(t).allowed:
+        control.on_admitted(t, now=t + 0.05, rate_bound=True)
+        return True
+    control.on_throttled(t, now=t + 0.002, latency=0.05)
+    return False
+
+
+def climb_into_a_counting_bucket(limit: float = 50.0) -> tuple[AdaptiveRate, float]:
+    """Against a token bucket (burst 10) that counts refused requests: slow start's overshoot
+    runs it into debt, four feelers are refused, the pause's probe passes, and the rate climbs
+    from what was admitted (11 requests in a second) until a step over the limit draws a 429.
+    Returns the control and the time of that 429."""
+    control, bucket = AdaptiveRate(0.0), TokenBucket(limit, 10, count_rejected=True)
+    t = 0.0
+    while answer(control, bucket, t):  # slow start, 500/s
+        t += 0.002
+    if control.measure_due(t + 0.06, None, 0.05):
+        control.measure(t + 0.06)  # (nothing admitted since its 429: feel the way)
+    t += 0.06
+    while t < 30.0:
+        wait = control.pause_wait(t)
+        if wait > 0.0:
+            t += wait
+            continue
+        refused = not answer(control, bucket, t)
+        last = control.history[-1]
+        if refused and last.reason.startswith("429") and last.at > 1.0:  # (past slow start)
+            return control, t
+        t += 1.0 / (control.effective or 400.0)
+    raise AssertionError("never drew a 429 past slow start")
+
+
+def test_an_episode_of_a_counting_bucket_from_full_to_its_first_429_measures_its_rate() -> None:
+    """Over-driven, a bucket that counts refusals admits nothing (in debt), so what it admitted
+    measures nothing; an episode from a full bucket to its first 429 does: B + L x T sent in T
+    seconds, B as the first contact showed. The rate goes just under L, and the search is
+    bounded by it (a step from below it, the bucket was full)."""
+    control, _ = climb_into_a_counting_bucket(50.0)
+    assert control.history[-1].reason == "429: fitted the limit"
+    assert control.rate == pytest.approx(50.0 * 0.95, rel=0.05)
+    assert control.rate < 50.0 and control.high is not None and control.high >= 49.0
+    # Once a pause has shown the limiter remembers, close enough under that bound it stays:
+    # a probe over it would run the bucket into debt and cost a pause.
+    assert control.high < 50.0 * 1.15
+
+
+def test_a_limiter_that_remembers_is_not_measured_by_what_it_admits_over_driven() -> None:
+    """A measurement after a cut would put a counting bucket's rate at what it let through in
+    debt (a third of what was sent, and what it admitted over the run: 19 requests/s, for a
+    limit of 50). Once a pause has shown it remembers, none is made."""
+    control, t = climb_into_a_counting_bucket(50.0)
+    rate = control.rate
+    assert rate is not None
+    t += MIN_CUT_INTERVAL + 0.1
+    sends = sending(control, t, t + 0.3, rate)
+    assert control.on_throttled(sends[0], now=sends[0] + 0.002, latency=0.3)
+    cut = control.rate
+    assert cut is not None and cut > 0.9 * rate
+    for i, sent in enumerate(sends[1:]):
+        if i % 3 == 2:
+            control.on_admitted(sent, now=sent + 0.3, rate_bound=True)
+        else:
+            control.on_throttled(sent, now=sent + 0.002, latency=0.3)
+    assert not control.paused
+    control.measure(t + 0.4)
+    assert control.rate == cut
+
+
+def test_a_due_cut_with_everything_refused_since_the_last_one_pauses_a_remembering_limiter() -> (
+    None
+):
+    """A leaky bucket counting refusals answers slower than the half second between cuts, so
+    the pause's evidence never settled: five cuts in 2.5 s took the rate 16 % under its limit
+    while it only worked off the queue our refused requests had run up. Once it is known to
+    remember, a cut due with four 429s since the last one and nothing admitted is a pause."""
+    control, t = paused_after_a_cut()
+    probe_at = t + control.pause_wait(t)
+    control.on_send(probe_at)
+    control.on_admitted(probe_at, probe_at + 0.05, rate_bound=False)
+    assert not control.paused
+    t = probe_at + 1.0
+    control.on_send(t)
+    assert control.on_throttled(t, now=t + 0.01, latency=0.6)
+    for _ in range(BLOCK_AFTER):  # 429s sent after the cut; admitted answers take 0.6 s
+        t += 0.05
+        control.on_send(t)
+        control.on_throttled(t, now=t + 0.01, latency=0.6)
+    assert not control.paused  # (not settled: two round trips are 1.2 s)
+    t += 0.6
+    control.on_send(t)
+    assert not control.on_throttled(t, now=t + 0.01, latency=0.6)
+    assert control.paused and control.cuts == 2
+
+
+def test_a_rate_that_drew_a_429_out_of_slow_start_bounds_the_search_after_a_pause() -> None:
+    """Out of slow start, a rate that drew a 429 is a bound however far above the resumed rate
+    it is (120/s over the 23/s a counting bucket's debt let through): the search bisects
+    towards it; only slow start's overshoot, which doubled each round trip, bounds nothing."""
+    control, t = paused_after_a_cut()
+    control._drew = 200.0  # (drawn by the cut before the pause, at 200/s)
+    probe_at = t + control.pause_wait(t)
+    control.on_send(probe_at)
+    control.on_admitted(probe_at, probe_at + 0.05, rate_bound=False)
+    assert control.high == 200.0
