@@ -45,9 +45,11 @@ admitted, sending resumes at what the upstream admitted over the whole run (the 
 seen), never at the floor. A pause whose first probe passed was a debt run up by
 overshooting: a rate measured before it still holds, and the rate that drew those 429s still
 bounds the search. A limiter that refused a probe has a window far longer than the gap between
-two sends, and what came before says little: the bounds are forgotten, the rate climbs fast,
-and since the window has refilled by now, what the first contact got through at once (at most
-the run's rate times the pause) may go at once.
+two sends: it is paced in cycles of what the first contact got through at once, sent at once
+when the window has freed, and a pause until it frees again (see `windowcycle`, which learns
+the window's length from the probes). (Sharing a budget, where this process's share of a
+window is no allowance of its own, the bounds are forgotten, the rate climbs fast, and the
+window's refill, at most the run's rate times the pause, may go at once.)
 
 Once a pause has shown the limiter remembers, its 429s are costly (each overshoot runs up a
 debt that only a pause pays off) and what it admits while over-driven measures nothing (a
@@ -71,6 +73,8 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+
+from scanctl.windowcycle import WindowCycle
 
 BETA = 0.7  # multiplicative cut on a 429 with nothing better known
 BETA_EXPENSIVE = 0.5  # the cut when 429s are costly (slow-start overshoot, Retry-After gates)
@@ -242,6 +246,11 @@ class AdaptiveRate:
         self._probe_at = 0.0
         self._probe_sent: float | None = None
         self._probes_refused = 0
+        self._refused_probe: float | None = None  # when the last refused probe was sent
+        # A window limiter, once a pause outlasted a refused probe: its cycles (see
+        # `windowcycle`), and when its window was filled from (the run's first send, until then).
+        self.window_cycle: WindowCycle | None = None
+        self._filled_from: float | None = None
         self._hold_for_measure = False
         self.pause_cap = PAUSE_MAX
         self._measured: float | None = None  # the last rate a measurement or a fit set
@@ -318,6 +327,7 @@ class AdaptiveRate:
         self._hold_started = False
         self._since_cut()
         self._forget_episodes()
+        self.window_cycle = None
         self.note(now, "leads the processes sharing the budget")
 
     def count_admitted(self, answers: int) -> None:
@@ -331,7 +341,7 @@ class AdaptiveRate:
         self.rate = self.low = rate
         self._low_before = None
         self.high = None
-        self._paused_at = None
+        self._paused_at = self.window_cycle = None
         self._measure_pending = self._feeling = False
         self.note(now, "following the rate shared with other processes")
 
@@ -351,6 +361,7 @@ class AdaptiveRate:
         self.unit *= factor
         self._answers.clear()  # (each of them counted whole: a share of another size)
         self._forget_episodes()
+        self.window_cycle = None  # (its allowance was this process's alone)
         self.note(now, "the processes sharing the budget changed: rescaled to this one's share")
 
     def _ran_for(self, now: float) -> float:
@@ -386,7 +397,7 @@ class AdaptiveRate:
             # requests into a full window: 5.5 % of a 1000-symbol scan, all refused.
             return PROBE_POLL
         if self._paused_at is None:
-            return 0.0
+            return 0.0 if self.window_cycle is None else self.window_cycle.wait(now)
         if self._probe_sent is not None:
             return PROBE_POLL  # one probe at a time; its answer ends or extends the pause
         return max(0.0, self._probe_at - now)
@@ -404,6 +415,7 @@ class AdaptiveRate:
         self._probe_at = max(now, refused_from + self._pause_gap)
         self._probe_sent = None
         self._probes_refused = 0
+        self._refused_probe = None
         self._measure_pending = False
         self._forget_episodes()
         self.history.append(
@@ -411,13 +423,35 @@ class AdaptiveRate:
         )
 
     def _probe_refused(self, now: float) -> None:
-        self._probe_sent = None
+        self._refused_probe, self._probe_sent = self._probe_sent, None
         self._probes_refused += 1
         self._pause_gap = min(self._pause_gap * 2.0, max(self.pause_cap, PAUSE_FIRST))
         self._probe_at = now + self._pause_gap
+        cycle = self.window_cycle
+        if cycle is not None and self._refused_probe is not None:
+            cycle.probe_refused(self._refused_probe)
+            at = cycle.probe_at(self._refused_probe)
+            if at is not None and cycle.clean:
+                self._probe_at = max(now, at)
+            elif at is not None:  # (room taken by something older may come back sooner)
+                self._probe_at = max(now, min(at, self._probe_at))
+
+    def _cycle_pause(self, now: float) -> None:
+        """A window's allowance went: nothing more until it frees (see `windowcycle`)."""
+        cycle = self.window_cycle
+        assert cycle is not None
+        self._paused_at = now
+        self._probe_sent = self._refused_probe = None
+        self._probes_refused = 0
+        self._pause_gap = min(PAUSE_FIRST, self.pause_cap)
+        at = cycle.probe_at()
+        assert at is not None
+        self._probe_at = max(now, at)
+        self.note(now, "the window's allowance went: paused until it frees")
 
     def _resume(self, now: float) -> None:
         """A probe was admitted: send again at what the upstream admitted over the run."""
+        probe_sent = self._probe_sent
         paused_at, self._paused_at, self._probe_sent = self._paused_at, None, None
         rate = self.long_span_rate(now) or MIN_RATE
         if not self._probes_refused:
@@ -426,8 +460,19 @@ class AdaptiveRate:
             rate = max(rate, self._measured or 0.0, self.low or 0.0)
         if self.ceiling is not None:
             rate = min(rate, self.ceiling)
-        long_pause = self._probes_refused >= LONG_PAUSE_PROBES
-        if paused_at is not None and long_pause:
+        cycle = self.window_cycle
+        long_pause = self._probes_refused >= LONG_PAUSE_PROBES or cycle is not None
+        if cycle is None and long_pause and self._cycles_allowed(probe_sent):
+            assert self._first_contact_burst is not None and self._filled_from is not None
+            assert probe_sent is not None and self._refused_probe is not None
+            cycle = self.window_cycle = WindowCycle(
+                self._first_contact_burst, self._filled_from, self._refused_probe, probe_sent
+            )
+        elif cycle is not None and probe_sent is not None:
+            cycle.probe_admitted(probe_sent)
+        if cycle is not None and probe_sent is not None:
+            self.resume_credit = cycle.start(probe_sent)
+        elif paused_at is not None and long_pause:
             burst = self._first_contact_burst or 1
             self.resume_credit = max(0, min(burst, int(rate * (now - paused_at))) - 1)
         drew = self._drew
@@ -450,6 +495,17 @@ class AdaptiveRate:
         self._set(rate, now, "probe admitted: resumed at the run's admitted rate")
         self._episode_full, self._episode_before = True, 0.0
 
+    def _cycles_allowed(self, probe_sent: float | None) -> bool:
+        """Cycling needs the first contact's allowance and the pause's bounds, and this process
+        alone deciding (sharing a budget, its share of a window is no allowance of its own)."""
+        return (
+            self.unit == 1.0
+            and self._first_contact_burst is not None
+            and self._filled_from is not None
+            and self._refused_probe is not None
+            and probe_sent is not None
+        )
+
     def send_rate(self, until: float, span: float = 1.0) -> float:
         """Requests per second sent in the `span` seconds before `until` (or since the first)."""
         recent = sum(1 for t in self._sends if until - span <= t <= until)
@@ -464,11 +520,15 @@ class AdaptiveRate:
 
     def on_send(self, now: float) -> None:
         if self._first_send is None:
-            self._first_send = now
+            self._first_send = self._filled_from = now
+        cycle = self.window_cycle
+        if cycle is not None and self._paused_at is None and cycle.sent(now):
+            self._cycle_pause(now)
         if self.cuts and now >= self.last_cut_at:
             self._sent_since_cut += 1
-        if self._paused_at is not None and self._probe_sent is None:
-            self._probe_sent = now  # the one request a pause lets through
+        if self._paused_at is not None and self._probe_sent is None and now >= self._probe_at:
+            self._probe_sent = now  # the one request a pause lets through (not one let go
+            # before it began: a window's burst may still be leaving)
         if self._episode_start is None:
             self._episode_start, self._episode_first = now, self._sent + 1
         self._sent += 1
@@ -569,6 +629,15 @@ class AdaptiveRate:
         limiter a bucket three times its rate).
         """
         self._answers.append((sent_at, False))
+        cycle = self.window_cycle
+        if cycle is not None and sent_at >= cycle.filled_from and sent_at != self._probe_sent:
+            if cycle.clean and self._paused_at is not None and self._probe_sent is None:
+                # (a burst's 429 back after its pause began: part of the room was taken by
+                # something older, which may leave sooner than the burst)
+                self._probe_at = min(self._probe_at, now + self._pause_gap)
+            cycle.refused_in_burst()  # (cycling, the rate is no matter: the burst is)
+            if self._paused_at is None:
+                return False
         if self._paused_at is not None:
             # No 429 during a pause is evidence about the rate: the limiter is remembering.
             if self._probe_sent is not None and sent_at >= self._probe_sent:

@@ -104,17 +104,16 @@ async def scan_cell(kind: str, counting: bool, hints: str) -> dict[str, float]:
 
 
 # Cells that miss 1.3x (measured in this virtual time; hint epochs follow the loop's clock, so
-# figures move a little from run to run, and a cell near 1.3x may pass). Why, in short: without
-# hints, or with late ones, a sliding window's refill follows our own sends, which nothing but
-# 429s tells. Over six latency seeds of `limited_handler` (not only this file's), the sliding
-# window without hints measured 1.24-1.40x before slow start felt its way into a full window
-# and 1.36-1.38x after (with 429s down from 4.8 % to 1.9 %): the resume credit after a long
-# pause overfills it. (The buckets that count refusals pass here since a remembering limiter
-# is measured by its episodes from full; over the six seeds, 1.24-1.44x and 1.19-1.30x: the
-# climb from a first contact that let only the burst through is the rest.)
+# figures move a little from run to run, and a cell near 1.3x may pass). Why, in short: with
+# Retry-After alone, in whole seconds, a sliding window's gates each wait up to a second past
+# its refill, and the search between them holds 4 s a step. Over six latency seeds of
+# `limited_handler` (not only this file's), those two cells measured 1.29-1.45x. (Passing here
+# since windows are paced in cycles of their allowance, the sliding window without hints:
+# 1.09-1.14x and 1.23-1.27x over the six seeds, from 1.36-1.42x; since a remembering limiter
+# is measured by its episodes from full, the buckets that count refusals: 1.24-1.45x and
+# 1.19-1.30x, from 1.33-1.64x: the climb from a first contact that let only the burst
+# through is the rest.)
 MISSES = {
-    ("sliding-window", False, "none"),
-    ("sliding-window", True, "none"),
     ("sliding-window", False, "retry-after"),
     ("sliding-window", True, "retry-after"),
 }
@@ -127,7 +126,7 @@ async def test_no_cell_stalls_or_loses_a_symbol(kind: str, counting: bool, hints
     result = await scan_cell(kind, counting, hints)
     assert not result["stalled"]
     assert result["lost"] == 0
-    assert result["ratio"] <= 2.0  # (the worst cell today is 1.44x; see MISSES)
+    assert result["ratio"] <= 2.0  # (the worst cell today is 1.45x; see MISSES)
 
 
 @pytest.mark.parametrize("hints", list(HINTS))
