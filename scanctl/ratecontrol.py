@@ -98,10 +98,11 @@ FORGET = 60.0  # seconds of calm after which `high` may be stale
 TRUST_LEARNED = 2.0
 PROBE_GAIN = 0.03  # growth per second while probing with no upper bound, doubling every 5 s
 # ...and after a pause, whose resumed rate is a lower bound (the pause itself counts in it):
-# Measured over the matrix (six latency seeds): x1.25 per HOLD took 8 s to climb from the 10
-# requests/s a counting token bucket's first contact leaves to its limit of 50 (1.64x); x2
-# overshot a fixed window into a pause each time (1.22x, from 1.09x).
-RESUME_GAIN = 0.25  # per second: x1.5 per HOLD until the first 429
+# Not faster: x1.5 per HOLD took a fixed window of 60/s without headers from 1.13-1.16x to
+# 1.16-1.24x (real processes: each step overshoots into a pause), for a counting token bucket
+# whose first contact let only its burst through, climbing from 10 requests/s (1.46-1.57x ->
+# 1.32-1.45x over the matrix's latency seeds).
+RESUME_GAIN = 0.125  # per second: x1.25 per HOLD until the first 429
 MIN_RATE = 0.1  # requests/s: the slowest we go, however many 429s
 MIN_MEASURED = 4  # answers needed before a measurement counts
 MIN_SPAN = 0.05  # seconds: the shortest time over which a send rate means anything

@@ -110,7 +110,7 @@ async def scan_cell(kind: str, counting: bool, hints: str) -> dict[str, float]:
 # `limited_handler` (not only this file's), those two cells measured 1.29-1.45x. (Passing here
 # since windows are paced in cycles of their allowance, the sliding window without hints:
 # 1.09-1.14x and 1.23-1.27x over the six seeds, from 1.36-1.42x; since a remembering limiter
-# is measured by its episodes from full, the buckets that count refusals: 1.24-1.45x and
+# is measured by its episodes from full, the buckets that count refusals: 1.24-1.57x and
 # 1.19-1.30x, from 1.33-1.64x: the climb from a first contact that let only the burst
 # through is the rest.)
 MISSES = {
