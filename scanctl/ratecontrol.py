@@ -249,9 +249,8 @@ class AdaptiveRate:
         self._probes_refused = 0
         self._refused_probe: float | None = None  # when the last refused probe was sent
         # A window limiter, once a pause outlasted a refused probe: its cycles (see
-        # `windowcycle`), and when its window was filled from (the run's first send, until then).
+        # `windowcycle`; until then, its window was filled from the run's first send).
         self.window_cycle: WindowCycle | None = None
-        self._filled_from: float | None = None
         self._hold_for_measure = False
         self.pause_cap = PAUSE_MAX
         self._measured: float | None = None  # the last rate a measurement or a fit set
@@ -464,10 +463,10 @@ class AdaptiveRate:
         cycle = self.window_cycle
         long_pause = self._probes_refused >= LONG_PAUSE_PROBES or cycle is not None
         if cycle is None and long_pause and self._cycles_allowed(probe_sent):
-            assert self._first_contact_burst is not None and self._filled_from is not None
+            assert self._first_contact_burst is not None and self._first_send is not None
             assert probe_sent is not None and self._refused_probe is not None
             cycle = self.window_cycle = WindowCycle(
-                self._first_contact_burst, self._filled_from, self._refused_probe, probe_sent
+                self._first_contact_burst, self._first_send, self._refused_probe, probe_sent
             )
         elif cycle is not None and probe_sent is not None:
             cycle.probe_admitted(probe_sent)
@@ -502,7 +501,7 @@ class AdaptiveRate:
         return (
             self.unit == 1.0
             and self._first_contact_burst is not None
-            and self._filled_from is not None
+            and self._first_send is not None
             and self._refused_probe is not None
             and probe_sent is not None
         )
@@ -521,7 +520,7 @@ class AdaptiveRate:
 
     def on_send(self, now: float) -> None:
         if self._first_send is None:
-            self._first_send = self._filled_from = now
+            self._first_send = now
         cycle = self.window_cycle
         if cycle is not None and self._paused_at is None and cycle.sent(now):
             self._cycle_pause(now)
@@ -581,30 +580,32 @@ class AdaptiveRate:
             gain = PROBE_GAIN * 2 ** min(4, int(calm // 5.0))
             if self._resumed:
                 gain = max(gain, RESUME_GAIN)
-            self._set(self.rate * (1.0 + gain * HOLD), now, "probing upward")
-            self._episode_full, self._episode_before = True, self.low or 0.0
+            self._step_up(self.rate * (1.0 + gain * HOLD), now, "probing upward")
         elif self.high > self.low * (1.0 + self._close_enough):
             # Halfway to a rate that drew a 429; all the way to one a measurement estimated
             # (halving the way to an estimate took four holds, 17 s, to find it wrong).
             target = self.high if self._high_measured else (self.low + self.high) / 2.0
-            self._set(target, now, "held: searching upward")
-            self._episode_full, self._episode_before = True, self.low or 0.0
+            self._step_up(target, now, "held: searching upward")
         elif self.low > self.high or self._high_measured:
             # Held above the rate that drew a 429, or up to a bound that was only estimated:
             # either way it says little, so probe upward freely (even where a probe too many
             # costs a gate: a measurement made within a window's first contact put such a
             # bound at 68 % of a sliding log's limit, and four processes stayed there).
             self.high = None
-            self._set(self.rate * (1.0 + PROBE_GAIN * HOLD), now, "probing upward")
-            self._episode_full, self._episode_before = True, self.low or 0.0
+            self._step_up(self.rate * (1.0 + PROBE_GAIN * HOLD), now, "probing upward")
         elif self._expensive or self._remembering:
             # Close enough, and a probe too many costs a gate, or a pause while a limiter that
             # remembers forgets the debt it ran up: stay.
             self._held_since = now
         else:
             # Cheap 429s: check now and then that the bound is still right, one step above it.
-            self._set(self.high * (1.0 + self._close_enough), now, "probing above the bound")
-            self._episode_full, self._episode_before = True, self.low or 0.0
+            self._step_up(self.high * (1.0 + self._close_enough), now, "probing above the bound")
+
+    def _step_up(self, rate: float, now: float, reason: str) -> None:
+        """Raise the rate from one that held: the bucket refilled meanwhile, so the episode
+        this starts began full (see `_end_full_episode`), from `low`."""
+        self._set(rate, now, reason)
+        self._episode_full, self._episode_before = True, self.low or 0.0
 
     @property
     def _close_enough(self) -> float:
