@@ -64,6 +64,7 @@ class RetryAfterGate:
         """Hold every request `seconds` from now (extending, never shortening); a 429's gate
         (`checkable`: request `seq`'s) may be tested as above."""
         hinted = seconds
+        self._drop_unsent_check(now)
         if self.verdict == "overstated" and hinted <= GATE_CHECKED_UP_TO:
             if seq is not None and seq == self._first_after:
                 self.enough = min(hinted, self.enough * 2)  # refused at once: not enough
@@ -99,13 +100,25 @@ class RetryAfterGate:
         return self.until - now
 
     def on_send(self, seq: int, now: float) -> bool:
-        """A request leaves: while the gate is closed, that is the one checking it (True)."""
-        if self._probe_at is not None and self.probe_seq is None and now < self.until:
+        """A request leaves: while the gate is closed, from the check's time, that is the one
+        checking it (True)."""
+        self._drop_unsent_check(now)
+        due = self._probe_at is not None and self._probe_at <= now < self.until
+        if due and self.probe_seq is None:
             self.probe_seq = seq
             return True
         if self._awaiting_first and now >= self.until:
             self._first_after, self._awaiting_first = seq, False
         return False
+
+    def _drop_unsent_check(self, now: float) -> None:
+        """A check due in a gate that opened before any request left (none was waiting, or a
+        schedule shared with other processes held this one back) is void: the next gate gets
+        its own. Kept, the first request sent into that next gate counted as its check, and
+        what "proved enough" was the time since the old 429 (28 s, measured, stored for the
+        next run: which then kept every one-second gate in full)."""
+        if self._probe_at is not None and self.probe_seq is None and now >= self.until:
+            self._probe_at = None
 
     def on_answer(self, seq: int, now: float, *, admitted: bool, throttled: bool) -> bool:
         """Learn from the checking request's answer; True when this answer was that one."""
