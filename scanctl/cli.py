@@ -10,6 +10,7 @@ The scan commands' options come from the settings model (docs/architecture.md, "
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import sys
@@ -601,7 +602,13 @@ def main(argv: list[str] | None = None) -> None:
     # every scan's start) whenever click is installed; scanctl never runs it. httpx expects
     # the import to fail when click is missing, and copes.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    if argv is None:
-        app()
-    else:
-        app(args=argv, prog_name=PROG)
+    try:
+        if argv is None:
+            app()
+        else:
+            app(args=argv, prog_name=PROG)
+    finally:
+        # The run is over and everything it wrote is closed: the interpreter's last garbage
+        # collection, over every object of every module imported, would only delay the exit
+        # (~35 ms of every run, measured, most of a one-symbol run's time after its answer).
+        gc.freeze()
