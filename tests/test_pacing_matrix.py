@@ -199,11 +199,16 @@ async def scan_shared_cell(
 
 
 # Cells four processes sharing the budget miss 1.3x in (see `MISSES`; measured the same way).
+# The token bucket counting refusals without hints measured 1.25-1.34x over 14 scheduling
+# seeds (1.26-1.29x on all but one), and failed here in 1 to 2 runs of 20: each process's share
+# searches up to 4-7 % over the limit, where a hold of 2 s cannot see the excess through a
+# burst of 10, and each 429 there costs a pause of a second.
 SHARED_MISSES = {
     ("sliding-window", False, "exact"),
     ("sliding-window", False, "retry-after"),
     ("sliding-window", False, "overstated"),
     ("sliding-window", True, "none"),
+    ("token-bucket", True, "none"),
 }
 
 

@@ -552,3 +552,40 @@ def test_a_rate_that_drew_a_429_out_of_slow_start_bounds_the_search_after_a_paus
     control.on_send(probe_at)
     control.on_admitted(probe_at, probe_at + 0.05, rate_bound=False)
     assert control.high == 200.0
+
+
+def test_a_429_after_a_step_up_cuts_to_what_the_bucket_proved_it_admits() -> None:
+    """A step up from a rate that held (104/s) to halfway to the bound (127/s) drains a bucket
+    of 120/s and burst 10 in about 1.4 s. What it admitted meanwhile, less its burst, over the
+    time since, is at most its rate: the cut goes there (just under 120/s), not back to 104/s
+    for a hold of 2 s. The burst is known (here, from an earlier run)."""
+    control = AdaptiveRate(0.0, learned=LearnedPace(104.0, 150.0, burst=10))
+    control._search_after = 0.0
+    bucket = TokenBucket(120.0, 10)
+    t = 0.0
+    while t < 10.0:
+        refused = not answer(control, bucket, t)
+        if refused and control.history[-1].reason == "429: cut":
+            break
+        t += 1.0 / (control.effective or 1.0)
+    assert [round(change.rate or 0.0) for change in control.history] == [
+        104,
+        127,
+        round(control.rate or 0.0),
+    ]
+    assert control.low == control.rate
+    assert 115.0 <= control.rate < 120.0
+
+
+def test_a_429_cuts_back_to_the_rate_that_held_while_the_burst_is_unknown() -> None:
+    """Without the burst, what was admitted bounds nothing (it may be all of it)."""
+    control = AdaptiveRate(0.0, learned=LearnedPace(104.0, 150.0, burst=10))
+    control._search_after = 0.0
+    control._learned_burst = None
+    bucket = TokenBucket(120.0, 10)
+    t = 0.0
+    while t < 10.0:
+        if not answer(control, bucket, t) and control.history[-1].reason == "429: cut":
+            break
+        t += 1.0 / (control.effective or 1.0)
+    assert control.rate == 104.0
