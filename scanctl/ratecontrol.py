@@ -719,9 +719,13 @@ class AdaptiveRate:
             if expensive and not slow_start and self._ran_for(now) >= FLOOR_AFTER:
                 # Each 429 closes a gate until the limiter admits again, so sending faster
                 # than it admits costs one 429 a window, while sending slower than it admitted
-                # lately costs throughput for certain: never cut below that. (Not in the first
-                # seconds, where a window's allowance, admitted at once, is most of it.)
-                new = max(new, self.admitted_rate(now, ADMITTED_SPAN) * MARGIN)
+                # lately costs throughput for certain: never cut below that. Nor stay above
+                # it: from far over it, the rate is not what limits, and halving it once a
+                # gate (320, 160, 80 requests/s for a window admitting 50) took 9 s to get
+                # there. (Not in the first seconds, where a window's allowance, admitted at
+                # once, is most of it.)
+                admitted = self.admitted_rate(now, ADMITTED_SPAN)
+                new = max(min(new, admitted), admitted * MARGIN)
         reason = "429: cut"
         first = self._first_send
         if self.cuts == 0 and first is not None and not hearsay:

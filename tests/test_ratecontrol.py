@@ -589,3 +589,20 @@ def test_a_429_cuts_back_to_the_rate_that_held_while_the_burst_is_unknown() -> N
             break
         t += 1.0 / (control.effective or 1.0)
     assert control.rate == 104.0
+
+
+def test_a_gated_cut_from_far_over_what_was_admitted_goes_down_to_it_at_once() -> None:
+    """Sending at 320/s into a window that admitted 60/s over the last 5 s, each 429 closing
+    a gate: the rate is not what limits, so halving it (160, 80, one gate apart) gets nowhere
+    for seconds. The cut goes to what was admitted (a sliding window with Retry-After alone
+    measured 1.45x at one latency seed with the halving, 1.35x without)."""
+    control = AdaptiveRate(0.0)
+    control.rate = 320.0
+    t = 0.0
+    while t < 5.0:
+        control.on_send(t)
+        control.on_admitted(t, now=t + 0.01, rate_bound=False)
+        t += 1.0 / 60.0
+    control.on_send(5.0)
+    assert control.on_throttled(5.0, now=5.01, latency=0.01, expensive=True)
+    assert 60.0 * MARGIN <= (control.rate or 0.0) <= 60.0
