@@ -723,9 +723,11 @@ class AdaptiveRate:
                 # it: from far over it, the rate is not what limits, and halving it once a
                 # gate (320, 160, 80 requests/s for a window admitting 50) took 9 s to get
                 # there. (Not in the first seconds, where a window's allowance, admitted at
-                # once, is most of it.)
+                # once, is most of it; nor down to a count too small to mean a rate.)
                 admitted = self.admitted_rate(now, ADMITTED_SPAN)
-                new = max(min(new, admitted), admitted * MARGIN)
+                if admitted * min(ADMITTED_SPAN, now - self.started) >= MIN_MEASURED:
+                    new = min(new, admitted)
+                new = max(new, admitted * MARGIN)
         reason = "429: cut"
         first = self._first_send
         if self.cuts == 0 and first is not None and not hearsay:

@@ -606,3 +606,15 @@ def test_a_gated_cut_from_far_over_what_was_admitted_goes_down_to_it_at_once() -
     control.on_send(5.0)
     assert control.on_throttled(5.0, now=5.01, latency=0.01, expensive=True)
     assert 60.0 * MARGIN <= (control.rate or 0.0) <= 60.0
+
+
+def test_a_gated_cut_with_a_handful_admitted_lately_halves_as_before() -> None:
+    """Two requests admitted in 5 s (a long gate, say) are no rate to cut to: the cut halves."""
+    control = AdaptiveRate(0.0)
+    control.rate = 320.0
+    for t in (0.5, 4.0):
+        control.on_send(t)
+        control.on_admitted(t, now=t + 0.01, rate_bound=False)
+    control.on_send(5.0)
+    assert control.on_throttled(5.0, now=5.01, latency=0.01, expensive=True)
+    assert control.rate == pytest.approx(160.0)
