@@ -62,7 +62,9 @@ nothing, but a later rate that drew a 429 bounds the search after a pause howeve
 the resumed rate it is.
 
 A rate that drew a 429 at or below `low` proves `low` wrong (a token bucket can hide an excess
-for a few seconds), so `low` falls back to the one before it, or just under the 429. Growing
+for a few seconds), so `low` falls back to the one before it, or just under the 429. Neither
+that nor a cut back to `low` goes below what the limiter proved it admits: once its burst is
+known, what it admitted since any moment, less the burst, over the time since. Growing
 only happens while the rate is what holds the senders back: raising a cap nobody reaches
 teaches nothing.
 
@@ -710,7 +712,7 @@ class AdaptiveRate:
             # Back to the rate that held, or to what the limiter proved it admits when that is
             # higher: a bucket's 429 after a step up from 104/s to 126/s (a limit of 120) sent
             # the search back to 104/s for a 2 s hold.
-            proven = min(self._admitted_bound(now), base * (1.0 - CLOSE_ENOUGH))
+            proven = self._admitted_bound(now, under=base)
             if proven > self.low:
                 self.low, self._low_before = proven, None
             new = self.low
@@ -804,14 +806,16 @@ class AdaptiveRate:
         120/s: 5 % under the 429 was 3.5 % under the limit, for the two seconds of a hold."""
         before = self._low_before
         fallback = before if before is not None and before < drew else 0.0
-        admitted = min(self._admitted_bound(now), drew * (1.0 - CLOSE_ENOUGH))
+        admitted = self._admitted_bound(now, under=drew)
         self.low, self._low_before = max(drew * MARGIN, fallback, admitted), None
 
-    def _admitted_bound(self, now: float) -> float:
+    def _admitted_bound(self, now: float, under: float) -> float:
         """The limit, bounded from below by what it admitted: of the requests sent since t, a
         limiter admits at most its rate times the time since plus what its bucket held at t,
         so (admitted since t - burst) / (now - t) is at most its rate, for any t; the best
-        over the last few seconds (spans of `BOUND_SPAN_MIN` or more). 0.0 while the burst is
+        over the last few seconds (spans of `BOUND_SPAN_MIN` or more), kept just `under` the
+        rate that drew the 429 this bound answers (at least `CLOSE_ENOUGH` under it, so that
+        a cut to it is a cut). 0.0 while the burst is
         unknown (the bound would be too high by all of it), and for a limiter that remembers:
         at its limit, the debt our refused requests ran up is never worked off (its episodes
         from full measure it instead: a leaky bucket counting refusals went from 1.20x to
@@ -824,7 +828,7 @@ class AdaptiveRate:
             admitted += ok
             if now - sent_at >= BOUND_SPAN_MIN:
                 best = max(best, (admitted - burst) / (now - sent_at))
-        return best
+        return min(best, under * (1.0 - CLOSE_ENOUGH))
 
     def _sends_before(self, refused_at: float, seq: int | None, first: int) -> int:
         """How many requests went out from send number `first` up to the refused one."""
