@@ -554,12 +554,20 @@ class Pacer:
         checked_gate = self.gate.on_answer(
             ticket.seq, now, admitted=feedback.admitted, throttled=feedback.throttled
         )
+        # A refused check of the run's first gate may show a window (see
+        # `AdaptiveRate.gate_check_refused`): the gate that check checked is its pause, and the
+        # check's own Retry-After (later by the check's lateness) says no more than that one's.
+        window = checked_gate and feedback.throttled and self.adaptive and not self._following
+        window = window and self.control.gate_check_refused(ticket.sent_at, now)
         if feedback.banned:
             self.meter.shut(
                 feedback.retry_after if feedback.retry_after is not None else DEFAULT_BAN_SECONDS
             )
-        gated = feedback.throttled or feedback.unavailable
-        if feedback.retry_after is not None and gated and not checking:
+        # Paced in a window's cycles, a 429's Retry-After is the cycle's to time (see
+        # `windowcycle`: a whole-second one comes up to a second after the window frees).
+        cycled = feedback.throttled and self.control.window_cycle is not None and self.gate.check
+        gated = (feedback.throttled or feedback.unavailable) and not cycled
+        if feedback.retry_after is not None and gated and not checking and not window:
             # (a gate the quota's own hints explain is the quota's to check; a refused check's
             # own Retry-After is the upstream's latest word, obeyed like any other)
             unexplained = self.quota.remaining is None or not quota_paces

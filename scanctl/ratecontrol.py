@@ -139,6 +139,10 @@ FIT_LOOSE = 0.05
 # `_end_full_episode`): a request or two off is 10 % of the limit over it at 50/s.
 FULL_SPAN_MIN = 0.2
 BOUND_SPAN_MIN = 1.0  # seconds: the shortest span whose admitted requests bound the limit
+# The fewest requests a first contact must have got through at once for its limiter to be
+# paced in cycles: a smaller window is as well paced by a rate (and a burst of fewer could
+# not tell a window from a slow bucket, see `windowcycle.NOT_A_WINDOW_MIN`).
+MIN_ALLOWANCE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +258,8 @@ class AdaptiveRate:
         # A window limiter, once a pause outlasted a refused probe: its cycles (see
         # `windowcycle`; until then, its window was filled from the run's first send).
         self.window_cycle: WindowCycle | None = None
+        self._no_cycles = False  # a burst showed the limiter is no window (`_leave_cycles`)
+        self._window_suspected = False  # a gate's check was refused (`gate_check_refused`)
         self._hold_for_measure = False
         self.pause_cap = PAUSE_MAX
         self._measured: float | None = None  # the last rate a measurement or a fit set
@@ -411,14 +417,15 @@ class AdaptiveRate:
             return PROBE_POLL  # one probe at a time; its answer ends or extends the pause
         return max(0.0, self._probe_at - now)
 
-    def _pause(self, now: float, since: float | None = None) -> None:
+    def _pause(self, now: float, since: float | None = None, *, remembering: bool = True) -> None:
         """Stop sending: the limiter has refused everything `since` (default: now), so the
-        first probe is due PAUSE_FIRST after that."""
+        first probe is due PAUSE_FIRST after that. `remembering`: 429s at any rate led here
+        (not a window's first gate)."""
         if self.low is not None and self.rate is not None and self.rate <= self.low * 1.001:
             # (the 429s that led here came at `low`: it did not hold)
             self._disprove_low(self.rate, now)
         self._paused_at = now
-        self._remembering = True
+        self._remembering = self._remembering or remembering
         self._feeling = False
         self._pause_gap = min(PAUSE_FIRST, self.pause_cap)
         refused_from = now if since is None else since
@@ -431,6 +438,35 @@ class AdaptiveRate:
         self.history.append(
             RateChange(round(now - self.started, 3), self.rate, "429s at any rate: paused")
         )
+
+    def gate_check_refused(self, sent_at: float, now: float) -> bool:
+        """The check of the run's first Retry-After gate, sent at `sent_at`, was refused: True
+        when that makes this a window limiter, paced in cycles from the gate's end on.
+
+        A bucket refills within a quarter of its "Retry-After: 1" (a fiftieth, rounded up); a
+        window full from the first contact refuses until it frees. Paced by a rate, such a
+        window cost a gate per 100 requests, each up to a second past its refill (whole-second
+        hints), and a rate search between them: 1.35x on a sliding window of 100 per 2 s. Its
+        cycles (see `windowcycle`) take what the first contact was admitted at once when it
+        frees: the gate is this pause, the refused check its first refused probe, and the first
+        request sent once the gate opens its probe. Only after slow start's overshoot (a run
+        from a learned rate sends no allowance at once), and this process alone deciding."""
+        first_contact = self.cuts == 1 and self._drew_in_slow_start
+        if (
+            not first_contact
+            or self.admitted_total < MIN_ALLOWANCE * self.unit
+            or self._no_cycles
+            or not self._cycles_possible()
+        ):
+            return False
+        if self.window_cycle is not None or self._paused_at is not None:
+            return False
+        self._pause(now, remembering=False)
+        self._window_suspected = True
+        self._probes_refused, self._refused_probe = 1, sent_at
+        self._probe_at = now  # (the gate holds the probe until it opens)
+        self.note(now, "a Retry-After gate's check refused: a window, paced in cycles")
+        return True
 
     def _probe_refused(self, now: float) -> None:
         self._refused_probe, self._probe_sent = self._probe_sent, None
@@ -471,6 +507,14 @@ class AdaptiveRate:
         if self.ceiling is not None:
             rate = min(rate, self.ceiling)
         cycle = self.window_cycle
+        if self._window_suspected:
+            # What the first contact got through: all it was admitted before this probe (a
+            # window refuses everything once full, and the gate held everything since), rather
+            # than the sends before the first 429 to come back (one more, when 429s overtake
+            # answers: each burst's last was refused, and the cycles learned nothing).
+            self._window_suspected = False
+            self._first_contact_burst = round(self.admitted_total - self.unit)
+            self._no_cycles = self._first_contact_burst < MIN_ALLOWANCE
         long_pause = self._probes_refused >= LONG_PAUSE_PROBES or cycle is not None
         if cycle is None and long_pause and self._cycles_allowed(probe_sent):
             assert self._first_contact_burst is not None and self._first_send is not None
@@ -509,12 +553,32 @@ class AdaptiveRate:
         """Cycling needs the first contact's allowance and the pause's bounds, and this process
         alone deciding (sharing a budget, its share of a window is no allowance of its own)."""
         return (
+            self._cycles_possible() and self._refused_probe is not None and probe_sent is not None
+        )
+
+    def _cycles_possible(self) -> bool:
+        return (
             self.unit == 1.0
+            and not self._no_cycles
             and self._first_contact_burst is not None
             and self._first_send is not None
-            and self._refused_probe is not None
-            and probe_sent is not None
         )
+
+    def _leave_cycles(self, now: float) -> None:
+        """A burst the window should have admitted was mostly refused: not a window of that
+        allowance after all (a slow bucket: 1 request/s, whose "Retry-After: 1" check a quarter
+        in was refused), so back to a rate, for the rest of the run, the 429 that showed it
+        taken as any other (cutting from the rate the last probe resumed at). Cycling on, each
+        burst drew 4 refusals in 5."""
+        self.window_cycle = None
+        self._no_cycles = True
+        self._paused_at = self._probe_sent = None
+        # (what the probe resumed at, the run's admitted rate, was mostly the first contact's
+        # burst, not a rate that held: kept as `low`, each 429 took 5 % off it, 44 % refused)
+        self.low = self._low_before = None
+        self.last_cut_at = now  # (the rest of the burst's 429s were sent before: not the rate's)
+        self._since_cut()
+        self.note(now, "a window's burst mostly refused: not a window, paced by a rate")
 
     def send_rate(self, until: float, span: float = 1.0) -> float:
         """Requests per second sent in the `span` seconds before `until` (or since the first)."""
@@ -569,6 +633,9 @@ class AdaptiveRate:
         self.admitted_total += self.unit
         if sent_at >= self.last_cut_at:
             self._admitted_since_cut += 1
+        cycle = self.window_cycle
+        if cycle is not None and sent_at >= cycle.filled_from and sent_at != self._probe_sent:
+            cycle.admitted_in_burst()
         if self._paused_at is not None:
             if self._probe_sent is not None and sent_at >= self._probe_sent:
                 self._resume(now)
@@ -647,9 +714,10 @@ class AdaptiveRate:
                 # (a burst's 429 back after its pause began: part of the room was taken by
                 # something older, which may leave sooner than the burst)
                 self._probe_at = min(self._probe_at, now + self._pause_gap)
-            cycle.refused_in_burst()  # (cycling, the rate is no matter: the burst is)
+            if cycle.refused_in_burst():
+                self._leave_cycles(now)
             if self._paused_at is None:
-                return False
+                return False  # (the burst's, sent at once: the rate is no matter)
         if self._paused_at is not None:
             # No 429 during a pause is evidence about the rate: the limiter is remembering.
             if self._probe_sent is not None and sent_at >= self._probe_sent:

@@ -23,7 +23,20 @@ Pure and clock-free, as `ratecontrol`: callers pass the times.
 
 from __future__ import annotations
 
+import math
+
 CLOSE = 0.05  # bounds this close (share of the upper one) are W
+# A burst refused more than this share of the allowance (and more than NOT_A_WINDOW_MIN
+# requests) was met by no window: a few refusals are older requests still in it (a limiter
+# that logs refusals keeps our refused probes a whole window), but a slow bucket admits one
+# or two of any burst.
+NOT_A_WINDOW = 0.25
+NOT_A_WINDOW_MIN = 2
+# Of the first burst, this share goes first, and the rest once its answers are in: a window
+# admits it all, a slow bucket (taken for a window by a refused gate check) refuses most of
+# it, and the rest is not sent into it (a bucket of 20 at 1 request/s: 17 of 19 refused).
+FIRST_SHARE = 0.25
+ANSWER_POLL = 0.02  # seconds between looks while the first share's answers are awaited
 
 
 class WindowCycle:
@@ -38,7 +51,11 @@ class WindowCycle:
         self.high = max(self.low, admitted - filled_from)
         self.filled_from = filled_from
         self.clean = True  # the current burst drew no 429
+        self.refused = 0  # ...or how many it drew
+        self.answered = 0  # ...and how many answers it had
         self.left = 0  # sends of the current burst still to go
+        # How many of the first burst go before their answers are in (0: none held back).
+        self._first_share = max(1, math.ceil(self.allowance * FIRST_SHARE))
         # When the current burst's requests went, and the last one's shifted by the time
         # between their probes: the i-th request of a burst goes no sooner than the i-th of
         # the last one left the window.
@@ -55,6 +72,7 @@ class WindowCycle:
         self.sends = []
         self.filled_from = probe_sent
         self.clean = True
+        self.refused = self.answered = 0
         self.left = self.allowance - 1
         return self.left
 
@@ -63,6 +81,11 @@ class WindowCycle:
         last burst's requests leave it, as spread out as they went (sent at once, the next
         burst met the tail of the last one and half of it was refused)."""
         i = len(self.sends)
+        if self._first_share:
+            if self.answered < self._first_share <= i:
+                return ANSWER_POLL  # (the first burst: its first share's answers first)
+            if self.answered >= self._first_share:
+                self._first_share = 0
         return max(0.0, self._replay[i] - now) if i < len(self._replay) else 0.0
 
     def sent(self, now: float) -> bool:
@@ -72,9 +95,17 @@ class WindowCycle:
         self.left -= 1
         return self.left <= 0
 
-    def refused_in_burst(self) -> None:
-        """A 429 within the burst: the window held something older, the bounds learn nothing."""
+    def admitted_in_burst(self) -> None:
+        self.answered += 1
+
+    def refused_in_burst(self) -> bool:
+        """A 429 within the burst: the window held something older, the bounds learn nothing.
+        True when more of what the burst sent so far was refused than older requests explain
+        (`NOT_A_WINDOW`): the limiter is no window of this allowance."""
         self.clean = False
+        self.refused += 1
+        self.answered += 1
+        return self.refused > max(NOT_A_WINDOW_MIN, NOT_A_WINDOW * len(self.sends))
 
     def probe_at(self, refused: float | None = None) -> float | None:
         """When the next probe should go, after one `refused` at that time if any (None: not
@@ -89,7 +120,10 @@ class WindowCycle:
             return last if last > refused else None
         if self.logs_refusals or self.high - self.low <= CLOSE * self.high:
             return self.filled_from + self.high
-        return self.filled_from + (self.low + self.high) / 2.0
+        at = self.filled_from + (self.low + self.high) / 2.0
+        if refused is not None and at <= refused:
+            return self.filled_from + self.high
+        return at
 
     def probe_refused(self, sent: float) -> None:
         if self.clean and sent - self.filled_from < self.high:

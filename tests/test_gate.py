@@ -31,3 +31,21 @@ def test_a_check_waits_for_its_time_however_early_a_request_is_ready() -> None:
     gate.close(1.0, 10.0, checkable=True, seq=1)
     assert gate.on_send(2, 10.1) is False  # (something let go early is not the check)
     assert gate.on_send(3, 10.25) is True
+
+
+def test_a_check_refused_a_quarter_in_is_tried_5_8_into_the_next_gate() -> None:
+    """A window's whole-second Retry-After overstates by anything from 0 to 1 s: refused a
+    quarter into one gate (before the window's turn), the next gate's check goes 5/8 in, and
+    admitted there, the hint is known to overstate. (Paced alone, a window whose first check
+    is refused goes to cycles, see `AdaptiveRate.gate_check_refused`; this is for when it
+    cannot: sharing a budget, or from a learned rate.)"""
+    gate = RetryAfterGate(check=True)
+    gate.close(1.0, 0.0, checkable=True, seq=1)
+    assert gate.on_send(2, 0.25) is True
+    assert gate.on_answer(2, 0.26, admitted=False, throttled=True) is True
+    assert gate.verdict is None
+    gate.close(1.0, 2.0, checkable=True, seq=3)
+    assert gate.wait(2.0) == 0.625
+    assert gate.on_send(4, 2.625) is True
+    assert gate.on_answer(4, 2.63, admitted=True, throttled=False) is True
+    assert gate.verdict == "overstated"

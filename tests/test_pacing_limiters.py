@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from trio.testing import MockClock
 
-from scanctl.clock import LoopClock
+from scanctl.clock import FakeClock, LoopClock
 from scanctl.demo.headers import HintStyle
 from scanctl.demo.limiters import make_limiter
-from scanctl.pacing import Pacer
+from scanctl.pacing import Feedback, Pacer
 from scanctl.quota import EARLY_REFUSALS
 from scanctl.ratecontrol import LearnedPace
 from scanctl.resilience import CircuitBreaker
@@ -129,16 +129,63 @@ async def test_a_retry_after_that_tells_the_truth_is_obeyed_after_three_checks()
     assert counts.throttled <= 0.3 * counts.requests
 
 
-async def test_a_fixed_window_s_rounded_retry_after_is_found_overstated() -> None:
-    """A fixed window's "Retry-After: 1" is the time to its turn rounded up: a check a quarter
-    into the gate may come before the turn, one 5/8 in after it."""
+@pytest.mark.parametrize(
+    ("kind", "allowance", "window"), [("fixed", 50, 1.0), ("sliding", 100, 2.0)]
+)
+async def test_a_window_known_only_by_its_retry_after_is_paced_in_cycles(
+    kind: str, allowance: int, window: float
+) -> None:
+    """A window's whole-second "Retry-After" comes up to a second after it frees, and the check
+    a quarter into the run's first gate is refused (a window stays full until it turns): from
+    that gate's end on, the window is sent its allowance at once each time it frees, and its
+    429s' gates are the cycles' to time. Paced by a rate between gates instead, a sliding
+    window of 100 per 2 s took 1.35x its ideal, a fixed one of 50 a second 1.19x."""
     hints = frozenset({"retry-after"})
     seconds, counts, lost, pacer = await scan_against(
-        "fixed-window", 50, burst=50, window=1.0, hints=hints
+        f"{kind}-window", 50, burst=allowance, window=window, hints=hints
     )
-    assert lost == 0 and pacer.gate.verdict == "overstated"
+    assert lost == 0 and pacer.control.window_cycle is not None
+    assert pacer.control.window_cycle.allowance == allowance
+    assert pacer.gate.closures <= 2  # (the first contact's: none while cycling)
     assert counts.throttled <= 0.02 * counts.requests
-    assert seconds <= 1.25 * (N - 50) / 50
+    assert seconds <= 1.12 * (N - allowance) / 50
+
+
+async def test_a_window_s_cycles_keep_the_first_429_s_gate_and_close_none_of_their_own() -> None:
+    """The refused check's own "Retry-After: 2", half a second later, says no more than the
+    first 429's (the window frees by then): kept, it held the first burst back half a second.
+    Once cycling, a 429's whole-second gate is the cycles' to time, not obeyed."""
+    clock = FakeClock(start=0.0)
+    pacer = Pacer(clock, concurrency=200)
+    admitted = 0
+    while admitted < 100:  # slow start: the window grows by one per answer
+        ticket = pacer.acquire_at_once()
+        assert ticket is not None
+        pacer.release(ticket, Feedback(admitted=True))
+        admitted += 1
+    refused = pacer.acquire_at_once()
+    assert refused is not None
+    pacer.release(refused, Feedback(admitted=False, throttled=True, retry_after=2.0))
+    assert pacer.gate.until == 2.0
+    clock.now = 0.5
+    check = pacer.acquire_at_once()  # (the gate's check, a quarter in)
+    assert check is not None and pacer.gate.probe_seq == check.seq
+    clock.now = 0.51
+    pacer.release(check, Feedback(admitted=False, throttled=True, retry_after=2.0))
+    assert pacer.gate.until == 2.0 and pacer.control.paused
+    assert pacer.acquire_at_once() is None
+    clock.now = 2.0
+    probe = pacer.acquire_at_once()
+    assert probe is not None
+    pacer.release(probe, Feedback(admitted=True))
+    assert pacer.control.window_cycle is not None
+    burst = [pacer.acquire_at_once() for _ in range(25)]  # (a quarter first, see windowcycle)
+    closures = pacer.gate.closures
+    for ticket in burst[:2]:  # (something older still in the window)
+        assert ticket is not None
+        pacer.release(ticket, Feedback(admitted=False, throttled=True, retry_after=2.0))
+    assert pacer.gate.closures == closures and pacer.gate_wait() == 0.0
+    assert pacer.control.window_cycle is not None
 
 
 async def test_an_upstream_that_bans_gets_no_check_of_its_gates() -> None:
