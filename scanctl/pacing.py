@@ -4,7 +4,8 @@ One `Pacer` per upstream host, shared by all workers. A request may leave when a
 agree, checked in this order:
 
 1. the gate: a `Retry-After` on any answer closes it for every request until then (`gate`),
-   and, through a shared schedule, for every process sharing the budget (`sharedpace`);
+   and, through a shared schedule, for every process sharing the budget (`sharedpace`); but
+   not a 429's while a window is paced in its cycles, which time it (`windowcycle`);
 2. the circuit breaker, when the upstream looks down: one probe at a time (`resilience`); and
    through a shared schedule, the processes sharing it wait on the shared gate meanwhile;
 3. the quota, when the upstream tells it (`hints`) and this process paces alone: spend what

@@ -51,6 +51,14 @@ the window's length from the probes). (Sharing a budget, where this process's sh
 window is no allowance of its own, the bounds are forgotten, the rate climbs fast, and the
 window's refill, at most the run's rate times the pause, may go at once.)
 
+**When the run's first Retry-After gate is refused its check** (one request a quarter into
+it, see `gate`), the limiter is a window too: a bucket refills within a quarter of a
+"Retry-After: 1" rounded up from a fiftieth, a window full from the first contact refuses
+until it frees. The gate is the pause, its refused check the refused probe, and from the
+first request admitted once it opens, the window is paced in cycles as above (see
+`gate_check_refused`). A slow bucket (1 request/s) refuses such a check as well, and then
+most of the first burst: that ends the cycles for the run (see `windowcycle.NOT_A_WINDOW`).
+
 Once a pause has shown the limiter remembers, its 429s are costly (each overshoot runs up a
 debt that only a pause pays off) and what it admits while over-driven measures nothing (a
 token bucket counting refusals, in debt, admits nothing at all): no measurement is made, a
@@ -417,7 +425,14 @@ class AdaptiveRate:
             return PROBE_POLL  # one probe at a time; its answer ends or extends the pause
         return max(0.0, self._probe_at - now)
 
-    def _pause(self, now: float, since: float | None = None, *, remembering: bool = True) -> None:
+    def _pause(
+        self,
+        now: float,
+        since: float | None = None,
+        *,
+        remembering: bool = True,
+        reason: str = "429s at any rate: paused",
+    ) -> None:
         """Stop sending: the limiter has refused everything `since` (default: now), so the
         first probe is due PAUSE_FIRST after that. `remembering`: 429s at any rate led here
         (not a window's first gate)."""
@@ -435,9 +450,7 @@ class AdaptiveRate:
         self._refused_probe = None
         self._measure_pending = False
         self._forget_episodes()
-        self.history.append(
-            RateChange(round(now - self.started, 3), self.rate, "429s at any rate: paused")
-        )
+        self.note(now, reason)
 
     def gate_check_refused(self, sent_at: float, now: float) -> bool:
         """The check of the run's first Retry-After gate, sent at `sent_at`, was refused: True
@@ -452,20 +465,15 @@ class AdaptiveRate:
         request sent once the gate opens its probe. Only after slow start's overshoot (a run
         from a learned rate sends no allowance at once), and this process alone deciding."""
         first_contact = self.cuts == 1 and self._drew_in_slow_start
-        if (
-            not first_contact
-            or self.admitted_total < MIN_ALLOWANCE * self.unit
-            or self._no_cycles
-            or not self._cycles_possible()
-        ):
+        sending = self.window_cycle is None and self._paused_at is None
+        got_through = self.admitted_total >= MIN_ALLOWANCE * self.unit
+        if not (first_contact and sending and got_through and self._cycles_possible()):
             return False
-        if self.window_cycle is not None or self._paused_at is not None:
-            return False
-        self._pause(now, remembering=False)
+        reason = "a Retry-After gate's check refused: a window, paced in cycles"
+        self._pause(now, remembering=False, reason=reason)
         self._window_suspected = True
         self._probes_refused, self._refused_probe = 1, sent_at
         self._probe_at = now  # (the gate holds the probe until it opens)
-        self.note(now, "a Retry-After gate's check refused: a window, paced in cycles")
         return True
 
     def _probe_refused(self, now: float) -> None:
@@ -567,9 +575,9 @@ class AdaptiveRate:
     def _leave_cycles(self, now: float) -> None:
         """A burst the window should have admitted was mostly refused: not a window of that
         allowance after all (a slow bucket: 1 request/s, whose "Retry-After: 1" check a quarter
-        in was refused), so back to a rate, for the rest of the run, the 429 that showed it
-        taken as any other (cutting from the rate the last probe resumed at). Cycling on, each
-        burst drew 4 refusals in 5."""
+        in was refused), so back to a rate for the rest of the run, from the one the last probe
+        resumed at; the burst's 429s cut nothing (they were sent at once, not at a rate).
+        Cycling on, each burst drew 4 refusals in 5."""
         self.window_cycle = None
         self._no_cycles = True
         self._paused_at = self._probe_sent = None

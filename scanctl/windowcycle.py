@@ -18,6 +18,12 @@ request that a counting limiter logged) says nothing about W, and neither does a
 refused at the upper bound (our own refused probes, logged, took the room): the next ones go
 as a pause's do, 1, 2, 4 s apart.
 
+The same cycles pace a window known only by its `Retry-After` (the rate control's
+`gate_check_refused`: the first gate's check was refused, as a slow bucket's is too). So the
+first burst sends a quarter of the allowance and waits for its answers; a burst refused beyond
+what older requests in the window explain (`NOT_A_WINDOW`) met no window of that allowance,
+and the caller stops cycling.
+
 Pure and clock-free, as `ratecontrol`: callers pass the times.
 """
 
