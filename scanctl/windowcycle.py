@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 
 CLOSE = 0.05  # bounds this close (share of the upper one) are W
-# A burst refused more than this share of the allowance (and more than NOT_A_WINDOW_MIN
+# A burst refused more than this share of what it sent so far (and more than NOT_A_WINDOW_MIN
 # requests) was met by no window: a few refusals are older requests still in it (a limiter
 # that logs refusals keeps our refused probes a whole window), but a slow bucket admits one
 # or two of any burst.
@@ -56,9 +56,8 @@ class WindowCycle:
         self.low: float = max(0.0, refused - filled_from)
         self.high = max(self.low, admitted - filled_from)
         self.filled_from = filled_from
-        self.clean = True  # the current burst drew no 429
-        self.refused = 0  # ...or how many it drew
-        self.answered = 0  # ...and how many answers it had
+        self.refused = 0  # 429s the current burst drew
+        self.answered = 0  # ...and answers of any kind it had
         self.left = 0  # sends of the current burst still to go
         # How many of the first burst go before their answers are in (0: none held back).
         self._first_share = max(1, math.ceil(self.allowance * FIRST_SHARE))
@@ -77,7 +76,6 @@ class WindowCycle:
         self._replay = [sent + shift for sent in self.sends] if self.sends else []
         self.sends = []
         self.filled_from = probe_sent
-        self.clean = True
         self.refused = self.answered = 0
         self.left = self.allowance - 1
         return self.left
@@ -101,6 +99,11 @@ class WindowCycle:
         self.left -= 1
         return self.left <= 0
 
+    @property
+    def clean(self) -> bool:
+        """The current burst drew no 429."""
+        return not self.refused
+
     def admitted_in_burst(self) -> None:
         self.answered += 1
 
@@ -108,7 +111,6 @@ class WindowCycle:
         """A 429 within the burst: the window held something older, the bounds learn nothing.
         True when more of what the burst sent so far was refused than older requests explain
         (`NOT_A_WINDOW`): the limiter is no window of this allowance."""
-        self.clean = False
         self.refused += 1
         self.answered += 1
         return self.refused > max(NOT_A_WINDOW_MIN, NOT_A_WINDOW * len(self.sends))
